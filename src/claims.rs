@@ -1,0 +1,177 @@
+//! The verified claims of an access token, as the layers and MCP handlers see them.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+/// The claims of a verified access token.
+///
+/// [`BearerAuth`](crate::BearerAuth) inserts this into the request extensions once the token has
+/// been verified; [`RequireScope`](crate::RequireScope), the context layer and rmcp handlers read
+/// it from there. It is cheap to clone (the raw claim map is shared).
+///
+/// ```
+/// use a3_mcp_auth::Claims;
+/// use serde_json::json;
+///
+/// let claims = Claims::from_value(json!({
+///     "iss": "https://a3.mekarge.com/auth/env-1",
+///     "sub": "johndoe",
+///     "client_id": "proxy-client",
+///     "scope": "mcp:call openid",
+///     "exp": 4_000_000_000u64,
+/// }))
+/// .unwrap();
+/// assert_eq!(claims.subject(), Some("johndoe"));
+/// assert!(claims.has_scope("mcp:call"));
+/// assert_eq!(claims.get("client_id").and_then(|v| v.as_str()), Some("proxy-client"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Claims {
+    issuer: Option<String>,
+    subject: Option<String>,
+    client_id: Option<String>,
+    scopes: BTreeSet<String>,
+    expires_at: Option<u64>,
+    raw: Arc<Map<String, Value>>,
+}
+
+/// The claim set of a token was not a JSON object.
+#[derive(Debug, thiserror::Error)]
+#[error("token claims are not a JSON object")]
+pub struct NotAnObject;
+
+impl Claims {
+    /// Builds claims from a decoded claim object.
+    ///
+    /// Scopes come from A3's space-delimited `scope` string and, for other issuers, from an
+    /// `scp` array (or string). Values of the wrong type are ignored rather than guessed at.
+    pub fn from_map(raw: Map<String, Value>) -> Self {
+        let str_claim = |name: &str| raw.get(name).and_then(Value::as_str).map(str::to_owned);
+        let mut scopes = BTreeSet::new();
+        for name in ["scope", "scp"] {
+            match raw.get(name) {
+                Some(Value::String(s)) => {
+                    scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned))
+                }
+                Some(Value::Array(items)) => scopes.extend(
+                    items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .filter(|s| !s.is_empty() && !s.contains(' '))
+                        .map(str::to_owned),
+                ),
+                _ => {}
+            }
+        }
+        Claims {
+            issuer: str_claim("iss"),
+            subject: str_claim("sub"),
+            // A3 and RFC 9068 use `client_id`; some issuers only set `azp`.
+            client_id: str_claim("client_id").or_else(|| str_claim("azp")),
+            scopes,
+            expires_at: raw.get("exp").and_then(Value::as_u64),
+            raw: Arc::new(raw),
+        }
+    }
+
+    /// Builds claims from a JSON value, which must be an object.
+    pub fn from_value(value: Value) -> Result<Self, NotAnObject> {
+        match value {
+            Value::Object(map) => Ok(Self::from_map(map)),
+            _ => Err(NotAnObject),
+        }
+    }
+
+    /// The `iss` claim.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
+    }
+
+    /// The `sub` claim: the end user (or, for client credentials, the client).
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    /// The OAuth client the token was issued to (`client_id`, else `azp`).
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// The granted scopes.
+    pub fn scopes(&self) -> &BTreeSet<String> {
+        &self.scopes
+    }
+
+    /// Whether `scope` was granted.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains(scope)
+    }
+
+    /// The `exp` claim, in seconds since the Unix epoch.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_at
+    }
+
+    /// Any claim by name, as it appeared in the token.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.raw.get(name)
+    }
+
+    /// The whole claim set, as it appeared in the token.
+    pub fn raw(&self) -> &Map<String, Value> {
+        &self.raw
+    }
+
+    /// The principal a session belongs to: issuer, subject and client together.
+    ///
+    /// Two tokens of the same user through different clients are different principals, so a
+    /// session opened by one client cannot be taken over by another.
+    pub fn principal(&self) -> Principal {
+        Principal {
+            issuer: self.issuer.clone().unwrap_or_default(),
+            subject: self.subject.clone().unwrap_or_default(),
+            client_id: self.client_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Who a request acts for: `(iss, sub, client_id)`. See [`Claims::principal`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Principal {
+    /// The issuer.
+    pub issuer: String,
+    /// The subject.
+    pub subject: String,
+    /// The client.
+    pub client_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn scope_string_and_scp_array() {
+        let c = Claims::from_value(json!({"scope": "a  b", "scp": ["c", 1, "d e", ""]})).unwrap();
+        let got: Vec<_> = c.scopes().iter().map(String::as_str).collect();
+        assert_eq!(got, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn wrong_types_are_ignored() {
+        let c = Claims::from_value(json!({"sub": 5, "scope": {"x": 1}, "exp": "soon"})).unwrap();
+        assert_eq!(c.subject(), None);
+        assert!(c.scopes().is_empty());
+        assert_eq!(c.expires_at(), None);
+        assert!(Claims::from_value(json!([1, 2])).is_err());
+    }
+
+    #[test]
+    fn client_id_falls_back_to_azp() {
+        let c = Claims::from_value(json!({"azp": "web"})).unwrap();
+        assert_eq!(c.client_id(), Some("web"));
+    }
+}

@@ -1,0 +1,107 @@
+//! The seam between the bearer layer and whatever knows how to check a token.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Claims;
+
+/// Resolves a bearer token to the verified [`Claims`] it stands for.
+///
+/// [`JwtVerifier`](crate::JwtVerifier) checks A3's RS256 JWTs; the DCR bridge resolves its own
+/// opaque tokens to the A3 token behind them. [`BearerAuthLayer`](crate::BearerAuthLayer) works
+/// with either, or with both through [`TokenVerifier::or`].
+///
+/// ```
+/// use a3_mcp_auth::{Claims, TokenVerifier, VerifyError};
+/// use serde_json::json;
+///
+/// /// Accepts one fixed token: for a test double, never for production.
+/// struct Fixed;
+///
+/// impl TokenVerifier for Fixed {
+///     async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+///         if token == "let-me-in" {
+///             Ok(Claims::from_value(json!({"sub": "tester", "scope": "mcp:call"})).unwrap())
+///         } else {
+///             Err(VerifyError::invalid("unknown token"))
+///         }
+///     }
+/// }
+///
+/// # tokio_test_block_on(async {
+/// assert!(Fixed.verify("let-me-in").await.is_ok());
+/// assert!(Fixed.verify("nope").await.is_err());
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// Verifies `token` and returns its claims.
+    ///
+    /// Implementations must not put the token, or any part of it, into the error.
+    fn verify(&self, token: &str) -> impl Future<Output = Result<Claims, VerifyError>> + Send;
+
+    /// Tries `self`, then `other` when `self` does not recognise the token
+    /// ([`VerifyError::Unrecognized`]). Any other error from `self` is final, so a token one
+    /// verifier rejects is never handed to the other.
+    fn or<V: TokenVerifier>(self, other: V) -> Either<Self, V>
+    where
+        Self: Sized,
+    {
+        Either { first: self, second: other }
+    }
+}
+
+impl<V: TokenVerifier> TokenVerifier for Arc<V> {
+    fn verify(&self, token: &str) -> impl Future<Output = Result<Claims, VerifyError>> + Send {
+        (**self).verify(token)
+    }
+}
+
+/// Two verifiers, tried in order. Built by [`TokenVerifier::or`].
+#[derive(Clone, Debug)]
+pub struct Either<A, B> {
+    first: A,
+    second: B,
+}
+
+impl<A: TokenVerifier, B: TokenVerifier> TokenVerifier for Either<A, B> {
+    async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        match self.first.verify(token).await {
+            Err(VerifyError::Unrecognized) => self.second.verify(token).await,
+            other => other,
+        }
+    }
+}
+
+/// Why a token was not accepted.
+///
+/// Descriptions are fixed phrases chosen by the verifier; they never quote the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The token is not valid for this resource (401 `invalid_token`).
+    #[error("invalid token: {0}")]
+    Invalid(Cow<'static, str>),
+    /// The token is not of a kind this verifier handles; see [`TokenVerifier::or`].
+    /// Answered like [`VerifyError::Invalid`] when no other verifier takes it.
+    #[error("invalid token: not a token this server issued or accepts")]
+    Unrecognized,
+    /// The token could not be checked right now, e.g. the issuer's keys cannot be fetched
+    /// (503 with `Retry-After`).
+    #[error("token keys unavailable, retry after {retry_after:?}")]
+    Unavailable {
+        /// When a retry may succeed.
+        retry_after: Duration,
+    },
+}
+
+impl VerifyError {
+    /// An [`VerifyError::Invalid`] with a fixed description.
+    pub fn invalid(description: impl Into<Cow<'static, str>>) -> Self {
+        VerifyError::Invalid(description.into())
+    }
+}
