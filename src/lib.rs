@@ -83,3 +83,8 @@ pub fn install_crypto_provider() {
         &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER,
     );
 }
+
+/// Compiles the README's examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
