@@ -54,6 +54,10 @@ mod verifier;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+// dev issuer (issue 4)
+#[cfg(feature = "dev-issuer")]
+pub mod dev_issuer;
+
 pub use bearer::{AuthBody, BearerAuth, BearerAuthLayer, MAX_TOKEN_LEN, ResponseFuture, bearer_token};
 pub use challenge::{AuthError, Challenge};
 pub use claims::{Claims, NotAnObject, Principal};
