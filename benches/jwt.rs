@@ -10,7 +10,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use a3_mcp_auth::testing::TestIssuer;
-use a3_mcp_auth::{BearerAuthLayer, JwtVerifier, ProtectedResourceMetadata, RequireScopeLayer, TokenVerifier};
+use a3_mcp_auth::{
+    BearerAuthLayer, JwtVerifier, ProtectedResourceMetadata, RequireScopeLayer, TokenVerifier,
+};
 use bytes::Bytes;
 use criterion::Criterion;
 use http::{Request, Response};
@@ -34,11 +36,21 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (issuer, cached, uncached) = rt.block_on(async {
         let issuer = TestIssuer::start().await;
-        let cached = JwtVerifier::builder(issuer.url(), RESOURCE).discover().await.unwrap();
-        let uncached = JwtVerifier::builder(issuer.url(), RESOURCE).cache_capacity(0).discover().await.unwrap();
+        let cached = JwtVerifier::builder(issuer.url(), RESOURCE)
+            .discover()
+            .await
+            .unwrap();
+        let uncached = JwtVerifier::builder(issuer.url(), RESOURCE)
+            .cache_capacity(0)
+            .discover()
+            .await
+            .unwrap();
         (issuer, cached, uncached)
     });
     // An A3-shaped access token: RS256 (2048-bit), scope string, contexts, client_id.
@@ -61,14 +73,25 @@ fn fixture() -> Fixture {
         .unwrap()
         .with_authorization_server(issuer.url())
         .with_scopes_supported(["mcp:call"]);
-    Fixture { rt, _issuer: issuer, token, key, validation, cached, uncached, metadata }
+    Fixture {
+        rt,
+        _issuer: issuer,
+        token,
+        key,
+        validation,
+        cached,
+        uncached,
+        metadata,
+    }
 }
 
 fn request(token: &str) -> Request<Full<Bytes>> {
     Request::post("/mcp")
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)))
+        .body(Full::new(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        )))
         .unwrap()
 }
 
@@ -80,7 +103,9 @@ fn bare() -> Svc {
     }))
 }
 
-fn layered(f: &Fixture) -> impl Service<Request<Full<Bytes>>, Response = Response<impl Send>, Error = Infallible> + Clone {
+fn layered(
+    f: &Fixture,
+) -> impl Service<Request<Full<Bytes>>, Response = Response<impl Send>, Error = Infallible> + Clone {
     ServiceBuilder::new()
         .layer(BearerAuthLayer::new(f.cached.clone(), f.metadata.challenge()))
         .layer(RequireScopeLayer::new(["mcp:call"], f.metadata.challenge()))
@@ -169,7 +194,11 @@ fn interleaved(f: &Fixture) {
         v[v.len() / 2]
     };
     let ratio = |x: &[Duration], y: &[Duration]| {
-        let mut r: Vec<f64> = x.iter().zip(y).map(|(x, y)| x.as_secs_f64() / y.as_secs_f64()).collect();
+        let mut r: Vec<f64> = x
+            .iter()
+            .zip(y)
+            .map(|(x, y)| x.as_secs_f64() / y.as_secs_f64())
+            .collect();
         r.sort_by(f64::total_cmp);
         r[r.len() / 2]
     };
@@ -178,9 +207,20 @@ fn interleaved(f: &Fixture) {
     println!("\ninterleaved, {ROUNDS} rounds (A B C D0 D1 per round), per-operation times:");
     println!("| variant | median (µs) | ratio (median of per-round ratios) |");
     println!("|---|---:|---|");
-    println!("| (a) raw jsonwebtoken::decode, RS256 2048 | {:.2} | baseline |", us(median(&a)));
-    println!("| (b) JwtVerifier, cache off | {:.2} | (b)/(a) = {:.3} |", us(median(&b)), ratio(&b, &a));
-    println!("| (c) JwtVerifier, cache hit | {:.3} | (c)/(a) = {:.4} |", us(median(&c)), ratio(&c, &a));
+    println!(
+        "| (a) raw jsonwebtoken::decode, RS256 2048 | {:.2} | baseline |",
+        us(median(&a))
+    );
+    println!(
+        "| (b) JwtVerifier, cache off | {:.2} | (b)/(a) = {:.3} |",
+        us(median(&b)),
+        ratio(&b, &a)
+    );
+    println!(
+        "| (c) JwtVerifier, cache hit | {:.3} | (c)/(a) = {:.4} |",
+        us(median(&c)),
+        ratio(&c, &a)
+    );
     println!("| (d0) trivial service, no layers | {:.3} | — |", us(median(&d0)));
     println!(
         "| (d1) same service behind BearerAuth + RequireScope, cache hit | {:.3} | adds {:.3} µs per request (median of per-round differences) |",

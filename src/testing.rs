@@ -293,7 +293,10 @@ impl TestIssuer {
     /// A token for `audience` with A3's claims: `iss`, `aud`, `sub` = `test-user`,
     /// `client_id` = `test-client`, `scope` = `mcp:call`, `iat`, `exp` in five minutes, `jti`.
     pub fn token(&self, audience: &str) -> TokenBuilder {
-        IssuerHandle { state: self.state.clone() }.token(audience)
+        IssuerHandle {
+            state: self.state.clone(),
+        }
+        .token(audience)
     }
 }
 
@@ -325,7 +328,14 @@ impl IssuerHandle {
         claims.insert("iat".into(), json!(now));
         claims.insert("exp".into(), json!(now + 300));
         claims.insert("jti".into(), json!(random_id()));
-        let key = self.state.keys.lock().unwrap().last().expect("at least one key").clone();
+        let key = self
+            .state
+            .keys
+            .lock()
+            .unwrap()
+            .last()
+            .expect("at least one key")
+            .clone();
         let header = json!({"alg": "RS256", "typ": "at+jwt", "kid": key.kid});
         TokenBuilder { key, header, claims }
     }
