@@ -95,12 +95,17 @@ fn request(token: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-type Svc = tower::util::BoxCloneService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>;
+async fn trivial(_req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
+}
 
-fn bare() -> Svc {
-    tower::util::BoxCloneService::new(tower::service_fn(|_req: Request<Full<Bytes>>| async {
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
-    }))
+/// A trivial service that, like rmcp's, is cheap to clone.
+fn bare()
+-> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send + 'static>
++ Clone
++ Send
++ 'static {
+    tower::service_fn(trivial)
 }
 
 fn layered(
@@ -124,10 +129,11 @@ fn raw_decode(f: &Fixture) {
 }
 
 fn main() {
-    a3_mcp_auth::install_crypto_provider();
+    assert!(a3_mcp_auth::install_crypto_provider());
     let f = fixture();
     let interleaved_only = std::env::args().any(|a| a == "--interleaved-only");
-    // Warm the cache for the hit variants.
+    // Inside the runtime that serves the test issuer; warm the cache for the hit variants.
+    let _runtime = f.rt.enter();
     now(f.cached.verify(&f.token)).unwrap();
 
     if !interleaved_only {

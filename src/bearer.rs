@@ -191,7 +191,9 @@ impl<B, E> Future for ResponseFuture<B, E> {
 
 pub(crate) fn error_response<B>(challenge: &Challenge, error: &AuthError) -> Response<AuthBody<B>> {
     if let AuthError::Unavailable { .. } = error {
-        tracing::warn!("refused a request: token keys unavailable");
+        // Debug, not warn: an unknown-kid flood during an outage must not flood the logs; the
+        // key store warns once per failed fetch.
+        tracing::debug!("refused a request: token keys unavailable");
     } else {
         tracing::debug!(status = %error.status(), reason = %error.description(), "refused a request");
     }

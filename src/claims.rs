@@ -29,12 +29,18 @@ use serde_json::{Map, Value};
 /// ```
 #[derive(Clone, Debug)]
 pub struct Claims {
+    // One allocation shared by every clone: the layers clone claims on each request.
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     issuer: Option<String>,
     subject: Option<String>,
     client_id: Option<String>,
     scopes: BTreeSet<String>,
     expires_at: Option<u64>,
-    raw: Arc<Map<String, Value>>,
+    raw: Map<String, Value>,
 }
 
 /// The claim set of a token was not a JSON object.
@@ -65,14 +71,17 @@ impl Claims {
                 _ => {}
             }
         }
-        Claims {
+        let inner = Inner {
             issuer: str_claim("iss"),
             subject: str_claim("sub"),
             // A3 and RFC 9068 use `client_id`; some issuers only set `azp`.
             client_id: str_claim("client_id").or_else(|| str_claim("azp")),
             scopes,
             expires_at: raw.get("exp").and_then(Value::as_u64),
-            raw: Arc::new(raw),
+            raw,
+        };
+        Claims {
+            inner: Arc::new(inner),
         }
     }
 
@@ -86,42 +95,42 @@ impl Claims {
 
     /// The `iss` claim.
     pub fn issuer(&self) -> Option<&str> {
-        self.issuer.as_deref()
+        self.inner.issuer.as_deref()
     }
 
     /// The `sub` claim: the end user (or, for client credentials, the client).
     pub fn subject(&self) -> Option<&str> {
-        self.subject.as_deref()
+        self.inner.subject.as_deref()
     }
 
     /// The OAuth client the token was issued to (`client_id`, else `azp`).
     pub fn client_id(&self) -> Option<&str> {
-        self.client_id.as_deref()
+        self.inner.client_id.as_deref()
     }
 
     /// The granted scopes.
     pub fn scopes(&self) -> &BTreeSet<String> {
-        &self.scopes
+        &self.inner.scopes
     }
 
     /// Whether `scope` was granted.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.contains(scope)
+        self.inner.scopes.contains(scope)
     }
 
     /// The `exp` claim, in seconds since the Unix epoch.
     pub fn expires_at(&self) -> Option<u64> {
-        self.expires_at
+        self.inner.expires_at
     }
 
     /// Any claim by name, as it appeared in the token.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.raw.get(name)
+        self.inner.raw.get(name)
     }
 
     /// The whole claim set, as it appeared in the token.
     pub fn raw(&self) -> &Map<String, Value> {
-        &self.raw
+        &self.inner.raw
     }
 
     /// The principal a session belongs to: issuer, subject and client together.
@@ -130,9 +139,9 @@ impl Claims {
     /// session opened by one client cannot be taken over by another.
     pub fn principal(&self) -> Principal {
         Principal {
-            issuer: self.issuer.clone().unwrap_or_default(),
-            subject: self.subject.clone().unwrap_or_default(),
-            client_id: self.client_id.clone().unwrap_or_default(),
+            issuer: self.inner.issuer.clone().unwrap_or_default(),
+            subject: self.inner.subject.clone().unwrap_or_default(),
+            client_id: self.inner.client_id.clone().unwrap_or_default(),
         }
     }
 }

@@ -149,6 +149,15 @@ impl A3ConfigBuilder {
         match dotenvy::dotenv() {
             Ok(_) => {}
             Err(e) if e.not_found() => {}
+            // dotenvy's parse error quotes the whole line, which may hold CLIENT_SECRET.
+            Err(dotenvy::Error::LineParse(_, at)) => {
+                return Err(ConfigError::Invalid {
+                    name: ".env",
+                    reason: format!(
+                        "a line cannot be parsed (error at character {at}; the line is not shown)"
+                    ),
+                });
+            }
             Err(e) => {
                 return Err(ConfigError::Invalid {
                     name: ".env",

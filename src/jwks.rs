@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use url::Url;
 
@@ -107,6 +107,8 @@ pub enum KeyLookupError {
 #[derive(Default)]
 struct KeySet {
     by_kid: HashMap<String, Arc<VerificationKey>>,
+    /// The published JWKs, to notice a key replaced under the same `kid`.
+    published: HashMap<String, Jwk>,
     /// Keys published without a `kid`; used only for tokens without one, and only if alone.
     anonymous: Vec<Arc<VerificationKey>>,
 }
@@ -130,6 +132,16 @@ struct Inner {
     /// Bumped whenever a key disappears, so caches of tokens verified with it drop them.
     generation: AtomicU64,
     fetches: AtomicU64,
+    refresh_task: std::sync::OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The refresh task only holds a Weak, but would sleep on until its next turn.
+        if let Some(task) = self.refresh_task.get() {
+            task.abort();
+        }
+    }
 }
 
 /// The issuer's JWKS, kept current.
@@ -188,42 +200,34 @@ impl JwksKeyStore {
             }),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
+            refresh_task: std::sync::OnceLock::new(),
         });
         let next = {
             let mut state = inner.fetch.lock().await;
             inner.fetch_now(&mut state).await?
         };
-        tokio::spawn(refresh_loop(Arc::downgrade(&inner), next));
+        let task = tokio::spawn(refresh_loop(Arc::downgrade(&inner), next));
+        let _ = inner.refresh_task.set(task.abort_handle());
         Ok(JwksKeyStore { inner })
     }
 
-    /// The key for a token's `kid` and `alg`, refetching once if the `kid` is unknown.
+    /// The key for a token's `kid`, refetching once if the `kid` is unknown.
     pub async fn key(&self, kid: Option<&str>) -> Result<Arc<VerificationKey>, KeyLookupError> {
-        if let Some(key) = self.lookup(kid) {
+        if let Some(key) = self.inner.lookup(kid) {
             return Ok(key);
         }
         let Some(kid) = kid else {
             // No kid to look for: a refetch cannot help.
             return Err(KeyLookupError::UnknownKey);
         };
-        let mut state = self.inner.fetch.lock().await;
-        // Whoever held the lock before may have fetched the key already.
-        if let Some(key) = self.lookup(Some(kid)) {
-            return Ok(key);
-        }
         let cooldown = self.inner.policy.refetch_cooldown;
-        if let Some(at) = state.last_refetch.filter(|at| at.elapsed() < cooldown) {
-            return Err(if state.last_ok {
-                KeyLookupError::UnknownKey
-            } else {
-                KeyLookupError::Unavailable(cooldown.saturating_sub(at.elapsed()))
-            });
-        }
-        state.last_refetch = Some(Instant::now());
-        match self.inner.fetch_now(&mut state).await {
-            Ok(_) => self.lookup(Some(kid)).ok_or(KeyLookupError::UnknownKey),
-            Err(_) => Err(KeyLookupError::Unavailable(cooldown)),
-        }
+        // Detached, so that a request dropped mid-fetch (client gone, outer timeout) cannot cancel
+        // the fetch and leave the cooldown armed over stale keys.
+        let inner = self.inner.clone();
+        let kid = kid.to_owned();
+        tokio::spawn(async move { inner.refetch_for(&kid).await })
+            .await
+            .unwrap_or(Err(KeyLookupError::Unavailable(cooldown)))
     }
 
     /// The `kid`s currently held, sorted.
@@ -238,7 +242,7 @@ impl JwksKeyStore {
         self.inner.fetches.load(Ordering::Relaxed)
     }
 
-    /// Changes whenever a key is removed from the set.
+    /// Changes whenever a key is removed from the set or replaced under its `kid`.
     pub fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)
     }
@@ -246,9 +250,11 @@ impl JwksKeyStore {
     fn snapshot(&self) -> Arc<KeySet> {
         self.inner.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
 
+impl Inner {
     fn lookup(&self, kid: Option<&str>) -> Option<Arc<VerificationKey>> {
-        let set = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
+        let set = self.keys.read().unwrap_or_else(|e| e.into_inner());
         match kid {
             Some(kid) => set.by_kid.get(kid).cloned(),
             // A3's reference servers take the only key when a token has no kid; with several
@@ -260,15 +266,34 @@ impl JwksKeyStore {
             },
         }
     }
-}
 
-impl Inner {
+    async fn refetch_for(&self, kid: &str) -> Result<Arc<VerificationKey>, KeyLookupError> {
+        let mut state = self.fetch.lock().await;
+        // Whoever held the lock before may have fetched the key already.
+        if let Some(key) = self.lookup(Some(kid)) {
+            return Ok(key);
+        }
+        let cooldown = self.policy.refetch_cooldown;
+        if let Some(at) = state.last_refetch.filter(|at| at.elapsed() < cooldown) {
+            return Err(if state.last_ok {
+                KeyLookupError::UnknownKey
+            } else {
+                KeyLookupError::Unavailable(cooldown.saturating_sub(at.elapsed()))
+            });
+        }
+        state.last_refetch = Some(Instant::now());
+        match self.fetch_now(&mut state).await {
+            Ok(_) => self.lookup(Some(kid)).ok_or(KeyLookupError::UnknownKey),
+            Err(_) => Err(KeyLookupError::Unavailable(cooldown)),
+        }
+    }
+
     /// Fetches and installs the key set; returns when the next scheduled refresh is due.
     async fn fetch_now(&self, state: &mut FetchState) -> Result<Duration, FetchError> {
-        state.last_fetch = Some(Instant::now());
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let result =
             fetch::get_json::<JwkSet>(&self.client, &self.jwks_uri, self.policy.max_document_bytes).await;
+        state.last_fetch = Some(Instant::now());
         let (set, headers) = match result {
             Ok(ok) => ok,
             Err(e) => {
@@ -289,7 +314,13 @@ impl Inner {
         }
         state.last_ok = true;
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        if keys.by_kid.keys().any(|kid| !parsed.by_kid.contains_key(kid)) || !keys.anonymous.is_empty() {
+        // A key that disappeared or changed under its kid: tokens verified with it must be
+        // verified again.
+        let changed = keys
+            .published
+            .iter()
+            .any(|(kid, jwk)| parsed.published.get(kid) != Some(jwk));
+        if changed || !keys.anonymous.is_empty() {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
         tracing::debug!(
@@ -332,7 +363,10 @@ impl Inner {
             let entry = Arc::new(VerificationKey { key, algorithm });
             match &jwk.common.key_id {
                 Some(kid) => {
-                    out.by_kid.entry(kid.clone()).or_insert(entry);
+                    if !out.by_kid.contains_key(kid) {
+                        out.by_kid.insert(kid.clone(), entry);
+                        out.published.insert(kid.clone(), jwk.clone());
+                    }
                 }
                 None => out.anonymous.push(entry),
             }
@@ -365,9 +399,12 @@ fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// No schedule, however configured, fetches more often than this.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 async fn refresh_loop(inner: Weak<Inner>, mut next: Duration) {
     loop {
-        tokio::time::sleep(next).await;
+        tokio::time::sleep(next.max(MIN_INTERVAL)).await;
         let Some(inner) = inner.upgrade() else { return };
         let mut state = inner.fetch.lock().await;
         // An unknown-kid refetch may have just happened; don't repeat it.
@@ -376,13 +413,14 @@ async fn refresh_loop(inner: Weak<Inner>, mut next: Duration) {
                 .last_fetch
                 .is_some_and(|at| at.elapsed() < inner.policy.min_refresh)
         {
-            next = inner.policy.min_refresh;
+            next = inner.policy.min_refresh.max(MIN_INTERVAL);
             continue;
         }
         next = match inner.fetch_now(&mut state).await {
             Ok(next) => next,
             Err(_) => inner.policy.retry_after_failure,
-        };
+        }
+        .max(MIN_INTERVAL);
     }
 }
 

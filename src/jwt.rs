@@ -95,6 +95,12 @@ pub enum JwtVerifierError {
     /// The JWKS could not be fetched.
     #[error(transparent)]
     Jwks(#[from] crate::FetchError),
+    /// Another jsonwebtoken crypto provider was installed before ours (see
+    /// [`install_crypto_provider`](crate::install_crypto_provider)).
+    #[error(
+        "another jsonwebtoken CryptoProvider is installed in this process; a3-mcp-auth needs the aws_lc_rs one"
+    )]
+    CryptoProvider,
     /// An algorithm outside the asymmetric RSA family was allowed.
     #[error("algorithm {0:?} cannot be allowed: only RSA signatures (RS*/PS*) are verified")]
     Algorithm(Algorithm),
@@ -133,7 +139,8 @@ impl JwtVerifier {
 
     async fn verify_fresh(&self, token: &str) -> Result<(Claims, u64), VerifyError> {
         let header =
-            jsonwebtoken::decode_header(token).map_err(|_| VerifyError::invalid("malformed token"))?;
+            // Not a JWS at all: leave it to another verifier (see `TokenVerifier::or`).
+            jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Unrecognized)?;
         let Some((_, validation)) = self.inner.validations.iter().find(|(alg, _)| *alg == header.alg) else {
             return Err(VerifyError::invalid("signing algorithm not allowed"));
         };
@@ -162,6 +169,7 @@ impl JwtVerifier {
                 ErrorKind::InvalidSignature => "bad signature",
                 ErrorKind::MissingRequiredClaim(c) if c == "exp" => "the token has no exp claim",
                 ErrorKind::MissingRequiredClaim(c) if c == "aud" => "the token has no aud claim",
+                ErrorKind::MissingRequiredClaim(c) if c == "sub" => "the token has no sub claim",
                 ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
                 ErrorKind::InvalidClaimFormat(_) => "a time or audience claim is malformed",
                 _ => "malformed token",
@@ -169,10 +177,16 @@ impl JwtVerifier {
         })?;
         let now = now();
         let claims = data.claims;
+        if claims.contains_key("cnf") {
+            // A sender-constrained token (DPoP, mTLS) must not be accepted as a plain bearer token.
+            return Err(VerifyError::invalid(
+                "sender-constrained tokens (cnf) are not accepted here",
+            ));
+        }
         match claims.get("iat") {
             None => {}
             Some(iat) => match iat.as_f64() {
-                Some(iat) if iat <= (now + self.inner.leeway) as f64 => {}
+                Some(iat) if iat <= now.saturating_add(self.inner.leeway) as f64 => {}
                 _ => {
                     return Err(VerifyError::invalid(
                         "the token's iat is invalid or in the future",
@@ -197,7 +211,7 @@ impl TokenVerifier for JwtVerifier {
             .expect("SHA-256 is 32 bytes");
         let generation = self.inner.keys.generation();
         if let Some(hit) = cache.get(&digest) {
-            if hit.generation == generation && now() < hit.exp + self.inner.leeway {
+            if hit.generation == generation && now() < hit.exp.saturating_add(self.inner.leeway) {
                 return Ok(hit.claims);
             }
             cache.invalidate(&digest);
@@ -223,9 +237,9 @@ impl JwtVerifierBuilder {
         self
     }
 
-    /// Clock leeway for `exp`, `nbf` and `iat` (default 30 s).
+    /// Clock leeway for `exp`, `nbf` and `iat` (default 30 s, at most 5 min).
     pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway;
+        self.leeway = leeway.min(Duration::from_secs(300));
         self
     }
 
@@ -258,7 +272,9 @@ impl JwtVerifierBuilder {
     /// Builds the verifier over an existing key store.
     pub fn with_keys(self, keys: JwksKeyStore) -> Result<JwtVerifier, JwtVerifierError> {
         self.check_algorithms()?;
-        crate::install_crypto_provider();
+        if !crate::install_crypto_provider() {
+            return Err(JwtVerifierError::CryptoProvider);
+        }
         let validations = self
             .algorithms
             .iter()
@@ -266,7 +282,7 @@ impl JwtVerifierBuilder {
                 let mut v = Validation::new(alg);
                 v.set_issuer(&[&self.issuer]);
                 v.set_audience(&[&self.audience]);
-                v.set_required_spec_claims(&["exp", "iss", "aud"]);
+                v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
                 v.leeway = self.leeway.as_secs();
                 v.validate_nbf = true;
                 (alg, v)

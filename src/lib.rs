@@ -82,10 +82,15 @@ pub mod require_scope {
 /// jsonwebtoken panics on first use when no provider (or both) is selected; installing ours
 /// explicitly turns a wrong feature set into a compile error instead (`crypto::aws_lc` only
 /// exists with the `aws_lc_rs` feature). Calling it again is harmless.
-pub fn install_crypto_provider() {
-    let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
-        &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER,
-    );
+///
+/// Returns `false` when another provider was installed first (by another crate in the process);
+/// verifiers refuse to build then, rather than panic or run on another backend later.
+pub fn install_crypto_provider() -> bool {
+    use jsonwebtoken::crypto::{CryptoProvider, aws_lc::DEFAULT_PROVIDER};
+    match CryptoProvider::install_default(&DEFAULT_PROVIDER) {
+        Ok(()) => true,
+        Err(installed) => std::ptr::eq(installed, &DEFAULT_PROVIDER),
+    }
 }
 
 /// Compiles the README's examples as doctests.

@@ -58,6 +58,13 @@ impl ProtectedResourceMetadata {
         if !matches!(url.scheme(), "http" | "https") || url.fragment().is_some() || url.host().is_none() {
             return Err(invalid("must be an absolute http(s) URL without a fragment"));
         }
+        // The path becomes a route: nothing axum would read as a parameter or wildcard.
+        let routable = |seg: &str| !seg.starts_with([':', '*']) && !seg.contains(['{', '}']);
+        if !url.path().split('/').all(routable) {
+            return Err(invalid(
+                "the path must not contain route syntax (':x', '*x', '{x}')",
+            ));
+        }
         // RFC 9728 §3.1: insert the well-known segment between the host and the path.
         let path = url.path().trim_end_matches('/');
         let well_known_path = format!("/.well-known/oauth-protected-resource{path}");
@@ -168,6 +175,8 @@ mod tests {
         );
         assert!(ProtectedResourceMetadata::new("urn:x").is_err());
         assert!(ProtectedResourceMetadata::new("https://h/mcp#x").is_err());
+        assert!(ProtectedResourceMetadata::new("https://h/:mcp").is_err());
+        assert!(ProtectedResourceMetadata::new("https://h/*mcp").is_err());
     }
 
     #[test]

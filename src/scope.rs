@@ -39,13 +39,18 @@ pub struct RequireScopeLayer {
 }
 
 impl RequireScopeLayer {
-    /// Requires all of `scopes`.
+    /// Requires all of `scopes` (an item may hold several, space-separated). With no scopes,
+    /// any authenticated request passes.
     pub fn new<I, T>(scopes: I, challenge: Challenge) -> Self
     where
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        let required: Arc<[String]> = scopes.into_iter().map(Into::into).collect();
+        // "a b" means both a and b, as in a `scope` parameter.
+        let required: Arc<[String]> = scopes
+            .into_iter()
+            .flat_map(|s| s.into().split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
         let joined = required.join(" ").into();
         RequireScopeLayer {
             required,

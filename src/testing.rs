@@ -127,6 +127,8 @@ struct State_ {
     keys: Mutex<Vec<SigningKey>>,
     failing: AtomicBool,
     jwks_max_age: Mutex<Option<u64>>,
+    jwks_delay: Mutex<std::time::Duration>,
+    advertised_issuer: Mutex<Option<String>>,
     jwks_fetches: AtomicU64,
     next_kid: AtomicU64,
 }
@@ -193,6 +195,8 @@ impl TestIssuer {
             keys: Mutex::new(vec![SigningKey::generate("key-1")]),
             failing: AtomicBool::new(false),
             jwks_max_age: Mutex::new(None),
+            jwks_delay: Mutex::new(std::time::Duration::ZERO),
+            advertised_issuer: Mutex::new(None),
             jwks_fetches: AtomicU64::new(0),
             next_kid: AtomicU64::new(2),
         });
@@ -248,6 +252,25 @@ impl TestIssuer {
             .unwrap()
             .push(SigningKey::generate(kid.clone()));
         kid
+    }
+
+    /// Replaces the current key with new key material under the same `kid` (a misbehaving or
+    /// compromised issuer). Returns that `kid`.
+    pub fn replace_current_key(&self) -> String {
+        let mut keys = self.state.keys.lock().unwrap();
+        let current = keys.last_mut().expect("at least one key");
+        *current = SigningKey::generate(current.kid.clone());
+        current.kid.clone()
+    }
+
+    /// Delays every JWKS response by `delay` (to test requests cancelled mid-fetch).
+    pub fn set_jwks_delay(&self, delay: std::time::Duration) {
+        *self.state.jwks_delay.lock().unwrap() = delay;
+    }
+
+    /// Makes the discovery document claim another `issuer` (`None`: the real one).
+    pub fn set_advertised_issuer(&self, issuer: Option<&str>) {
+        *self.state.advertised_issuer.lock().unwrap() = issuer.map(str::to_owned);
     }
 
     /// Stops publishing the key `kid` (the current key cannot be retired).
@@ -417,8 +440,9 @@ async fn discovery(State(state): State<Arc<State_>>) -> Response {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     let url = &state.url;
+    let advertised = state.advertised_issuer.lock().unwrap().clone();
     axum::Json(json!({
-        "issuer": url,
+        "issuer": advertised.as_deref().unwrap_or(url),
         "jwks_uri": format!("{url}/jwks"),
         "authorization_endpoint": format!("{url}/authorize"),
         "token_endpoint": format!("{url}/token"),
@@ -436,6 +460,10 @@ async fn discovery(State(state): State<Arc<State_>>) -> Response {
 
 async fn jwks(State(state): State<Arc<State_>>) -> Response {
     state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let delay = *state.jwks_delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     if state.failing.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
