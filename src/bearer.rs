@@ -52,6 +52,12 @@ pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// ```
 #[derive(Debug)]
 pub struct BearerAuthLayer<V> {
+    shared: Arc<Shared<V>>,
+}
+
+/// What every clone of the layer and its services shares: one reference count per request.
+#[derive(Debug)]
+struct Shared<V> {
     verifier: Arc<V>,
     challenge: Challenge,
 }
@@ -59,8 +65,7 @@ pub struct BearerAuthLayer<V> {
 impl<V> Clone for BearerAuthLayer<V> {
     fn clone(&self) -> Self {
         BearerAuthLayer {
-            verifier: self.verifier.clone(),
-            challenge: self.challenge.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -73,7 +78,9 @@ impl<V: TokenVerifier> BearerAuthLayer<V> {
 
     /// Like [`BearerAuthLayer::new`], sharing a verifier that is also used elsewhere.
     pub fn from_arc(verifier: Arc<V>, challenge: Challenge) -> Self {
-        BearerAuthLayer { verifier, challenge }
+        BearerAuthLayer {
+            shared: Arc::new(Shared { verifier, challenge }),
+        }
     }
 }
 
@@ -83,8 +90,7 @@ impl<S, V> Layer<S> for BearerAuthLayer<V> {
     fn layer(&self, inner: S) -> Self::Service {
         BearerAuth {
             inner,
-            verifier: self.verifier.clone(),
-            challenge: self.challenge.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -93,16 +99,14 @@ impl<S, V> Layer<S> for BearerAuthLayer<V> {
 #[derive(Debug)]
 pub struct BearerAuth<S, V> {
     inner: S,
-    verifier: Arc<V>,
-    challenge: Challenge,
+    shared: Arc<Shared<V>>,
 }
 
 impl<S: Clone, V> Clone for BearerAuth<S, V> {
     fn clone(&self) -> Self {
         BearerAuth {
             inner: self.inner.clone(),
-            verifier: self.verifier.clone(),
-            challenge: self.challenge.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -123,22 +127,34 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let token = match bearer_token(req.headers()) {
-            Ok(token) => token.to_owned(),
-            Err(e) => return ResponseFuture::refused(&self.challenge, &e),
-        };
+        if let Err(e) = credentials(req.headers()) {
+            return ResponseFuture::refused(&self.shared.challenge, &e);
+        }
         // The service that was polled ready goes into the future; a fresh clone stays behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let verifier = self.verifier.clone();
-        let challenge = self.challenge.clone();
+        let shared = self.shared.clone();
         ResponseFuture::pending(async move {
-            match verifier.verify(&token).await {
+            let verified = match credentials(req.headers()) {
+                // The token is verified before its syntax is checked: a cache hit can only be a
+                // token that verified before, so the common case skips a scan of the token, and
+                // the syntax check only decides 400 or 401 for tokens that fail.
+                Ok(token) => shared
+                    .verifier
+                    .verify(token)
+                    .await
+                    .map_err(|e| match b64token(token) {
+                        Ok(()) => AuthError::from(e),
+                        Err(malformed) => malformed,
+                    }),
+                Err(e) => Err(e),
+            };
+            match verified {
                 Ok(claims) => {
                     req.extensions_mut().insert(claims);
                     Ok(inner.call(req).await?.map(Either::Left))
                 }
-                Err(e) => Ok(error_response(&challenge, &e.into())),
+                Err(e) => Ok(error_response(&shared.challenge, &e)),
             }
         })
     }
@@ -205,14 +221,32 @@ pub(crate) fn error_response<B>(challenge: &Challenge, error: &AuthError) -> Res
 /// The scheme is matched case-insensitively (RFC 9110 §11.1). More than one `Authorization`
 /// header, an empty token or characters outside the `b64token` syntax are malformed requests;
 /// another scheme (e.g. `Basic`) counts as no bearer credentials at all.
+///
+/// ```
+/// use a3_mcp_auth::{AuthError, bearer_token};
+/// use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer eyJhbGciOi.e30.c2ln"));
+/// assert_eq!(bearer_token(&headers), Ok("eyJhbGciOi.e30.c2ln"));
+/// headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+/// assert_eq!(bearer_token(&headers), Err(AuthError::MissingToken));
+/// ```
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let token = credentials(headers)?;
+    b64token(token)?;
+    Ok(token)
+}
+
+/// Everything [`bearer_token`] checks except the token's character set.
+fn credentials(headers: &HeaderMap) -> Result<&str, AuthError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthError::MissingToken)?;
     if values.next().is_some() {
         return Err(AuthError::InvalidRequest("more than one Authorization header"));
     }
-    let value = value
-        .to_str()
+    // Valid UTF-8 is enough here; anything outside visible ASCII fails `b64token` later.
+    let value = std::str::from_utf8(value.as_bytes())
         .map_err(|_| AuthError::InvalidRequest("the Authorization header is not visible ASCII"))?;
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -225,14 +259,19 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(AuthError::InvalidToken("the token is too large".into()));
     }
+    Ok(token)
+}
+
+/// RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn b64token(token: &str) -> Result<(), AuthError> {
     let body = token.trim_end_matches('=');
-    let b64token = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-    if body.is_empty() || !body.bytes().all(b64token) {
+    let allowed = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+    if body.is_empty() || !body.bytes().all(allowed) {
         return Err(AuthError::InvalidRequest(
             "the bearer token is malformed (one token, b64token syntax)",
         ));
     }
-    Ok(token)
+    Ok(())
 }
 
 #[cfg(test)]
