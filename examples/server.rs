@@ -164,6 +164,20 @@ impl McpSettings {
 /// The DCR bridge merges its own routes beside it (and passes a verifier that also accepts its
 /// tokens).
 pub fn mcp_app<V: TokenVerifier>(verifier: V, settings: &McpSettings) -> Result<Router, Box<dyn std::error::Error>> {
+    mcp_app_with(verifier, settings, Calculator::default)
+}
+
+/// [`mcp_app`] for any rmcp handler: `handler` builds one per session (stateful) or per request.
+pub fn mcp_app_with<V, H, F>(
+    verifier: V,
+    settings: &McpSettings,
+    handler: F,
+) -> Result<Router, Box<dyn std::error::Error>>
+where
+    V: TokenVerifier,
+    H: ServerHandler,
+    F: Fn() -> H + Send + Sync + 'static,
+{
     let metadata = ProtectedResourceMetadata::new(&settings.resource_uri)?
         .with_authorization_server(&settings.issuer)
         .with_scopes_supported([MCP_SCOPE]);
@@ -189,7 +203,7 @@ pub fn mcp_app<V: TokenVerifier>(verifier: V, settings: &McpSettings) -> Result<
                 .with_claim(settings.context_claim.clone())
                 .with_base_scopes([MCP_SCOPE]),
         );
-    let factory = || Ok(ContextFiltered::new(Calculator::default()));
+    let factory = move || Ok(ContextFiltered::new(handler()));
     let mcp = match settings.mode {
         Mode::Stateful => Router::new().route_service(
             &path,

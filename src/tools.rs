@@ -250,12 +250,21 @@ impl<H: ServerHandler> ServerHandler for ContextFiltered<H> {
         self.inner.get_tool(name)
     }
 
-    fn on_custom_request(
+    /// Requests rmcp could not parse as a standard method arrive here: `Tools/Call`, or a
+    /// `tools/call` whose params are malformed (duplicate `name` keys, a non-string name). A
+    /// wrapped handler that served them would bypass the policy, so any custom method in the
+    /// `tools/` namespace (after trimming, ignoring ASCII case) gets rmcp's own method-not-found
+    /// error; the rest is delegated.
+    async fn on_custom_request(
         &self,
         request: CustomRequest,
         context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<CustomResult, McpError>> + MaybeSendFuture + '_ {
-        self.inner.on_custom_request(request, context)
+    ) -> Result<CustomResult, McpError> {
+        if request.method.trim().to_ascii_lowercase().starts_with("tools/") {
+            tracing::debug!("refused a malformed or non-canonical tools request");
+            return Err(McpError::new(ErrorCode::METHOD_NOT_FOUND, request.method, None));
+        }
+        self.inner.on_custom_request(request, context).await
     }
 
     fn on_cancelled(
