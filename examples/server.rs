@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use a3_mcp_auth::{
-    A3Config, BearerAuthLayer, Caller, ContextFiltered, JwtVerifier, OriginCheckLayer, ProtectedResourceMetadata,
-    RequireScopeLayer, SessionBindingLayer, TokenVerifier, ToolContextLayer, ToolPolicy, ToolRule,
+    A3Config, BearerAuthLayer, Caller, ContextFiltered, JwtVerifier, OriginCheckLayer,
+    ProtectedResourceMetadata, RequireScopeLayer, SessionBindingLayer, TokenVerifier, ToolContextLayer,
+    ToolPolicy, ToolRule,
 };
 use axum::Router;
 use http::{HeaderName, Method, header};
@@ -61,7 +62,9 @@ pub struct Calculator {
 
 impl Default for Calculator {
     fn default() -> Self {
-        Calculator { tool_router: Self::tool_router() }
+        Calculator {
+            tool_router: Self::tool_router(),
+        }
     }
 }
 
@@ -154,7 +157,10 @@ impl McpSettings {
             context_claim: config.context_claim().to_owned(),
             policy: Arc::new(policy),
             mode,
-            extra_hosts: resource.host_str().map(|h| vec![h.to_owned()]).unwrap_or_default(),
+            extra_hosts: resource
+                .host_str()
+                .map(|h| vec![h.to_owned()])
+                .unwrap_or_default(),
             allowed_origins: origins.split_whitespace().map(str::to_owned).collect(),
         })
     }
@@ -163,7 +169,10 @@ impl McpSettings {
 /// The MCP endpoint behind every layer, plus its protected-resource metadata, as one router.
 /// The DCR bridge merges its own routes beside it (and passes a verifier that also accepts its
 /// tokens).
-pub fn mcp_app<V: TokenVerifier>(verifier: V, settings: &McpSettings) -> Result<Router, Box<dyn std::error::Error>> {
+pub fn mcp_app<V: TokenVerifier>(
+    verifier: V,
+    settings: &McpSettings,
+) -> Result<Router, Box<dyn std::error::Error>> {
     mcp_app_with(verifier, settings, Calculator::default)
 }
 
@@ -191,7 +200,10 @@ where
         origin_check = origin_check.allow_origin(origin);
     }
     // rmcp checks Host too (after authentication); give it the same list ("::1" unbracketed).
-    let rmcp_hosts: Vec<String> = hosts.iter().map(|h| h.trim_matches(['[', ']']).to_owned()).collect();
+    let rmcp_hosts: Vec<String> = hosts
+        .iter()
+        .map(|h| h.trim_matches(['[', ']']).to_owned())
+        .collect();
     let rmcp_config = StreamableHttpServerConfig::default().with_allowed_hosts(rmcp_hosts);
 
     let auth = ServiceBuilder::new()
@@ -218,14 +230,18 @@ where
             auth.service(StreamableHttpService::new(
                 factory,
                 Arc::new(NeverSessionManager::default()),
-                rmcp_config.with_legacy_session_mode(false).with_json_response(true),
+                rmcp_config
+                    .with_legacy_session_mode(false)
+                    .with_json_response(true),
             )),
         ),
     };
 
     let mcp_session_id = HeaderName::from_static("mcp-session-id");
     let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::list(settings.allowed_origins.iter().filter_map(|o| o.parse().ok())))
+        .allow_origin(AllowOrigin::list(
+            settings.allowed_origins.iter().filter_map(|o| o.parse().ok()),
+        ))
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([
             header::AUTHORIZATION,
@@ -245,7 +261,10 @@ where
             .layer(cors)
             .layer(RequestBodyLimitLayer::new(1024 * 1024))
             // Time to response headers only: SSE streams that follow are not cut.
-            .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60))),
+            .layer(TimeoutLayer::with_status_code(
+                http::StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(60),
+            )),
     ))
 }
 
@@ -288,10 +307,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port = resource.port_or_known_default().unwrap_or(8000);
     let addr: SocketAddr = match resource.host_str() {
         Some("localhost") | None => ([127, 0, 0, 1], port).into(),
-        Some(host) => format!("{}:{port}", host.trim_matches(['[', ']'])).parse().unwrap_or(([127, 0, 0, 1], port).into()),
+        Some(host) => format!("{}:{port}", host.trim_matches(['[', ']']))
+            .parse()
+            .unwrap_or(([127, 0, 0, 1], port).into()),
     };
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!("MCP server listening on http://{addr}{}\n{}", resource.path(), summary(&settings));
+    tracing::info!(
+        "MCP server listening on http://{addr}{}\n{}",
+        resource.path(),
+        summary(&settings)
+    );
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! A3 Contexts and per-tool visibility: [`ContextSet`], [`ToolPolicy`], [`ToolContextLayer`],
-//! [`ToolContext`], [`VisibleTools`] and the layer's [`ResponseFuture`].
+//! [`ToolContext`] and [`VisibleTools`].
 //!
 //! A3 Contexts are `key=value` pairs an administrator makes visible to a client for users in a
 //! role. They narrow what the MCP server exposes beyond the `mcp:call` scope: a user holding
@@ -9,27 +9,39 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use http::{HeaderMap, Request, Response};
-use http_body_util::Either;
-use pin_project_lite::pin_project;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tower::{Layer, Service};
 
 use crate::bearer::{AuthBody, error_response};
+use crate::transport::ResponseFuture;
 use crate::{AuthError, Challenge, Claims, DEFAULT_CONTEXT_CLAIM};
 
 /// Longest context key or value accepted from a token, in bytes.
+///
+/// ```
+/// use a3_mcp_auth::{Context, MAX_CONTEXT_LEN};
+///
+/// assert!(Context::new("k", "v".repeat(MAX_CONTEXT_LEN)).is_ok());
+/// assert!(Context::new("k", "v".repeat(MAX_CONTEXT_LEN + 1)).is_err());
+/// ```
 pub const MAX_CONTEXT_LEN: usize = 256;
 
 /// Most contexts read from one token; the rest are ignored (and logged at debug level).
+///
+/// ```
+/// use a3_mcp_auth::{ContextSet, MAX_CONTEXTS};
+/// use serde_json::json;
+///
+/// let many: Vec<_> = (0..MAX_CONTEXTS + 10).map(|i| json!(format!("k={i}"))).collect();
+/// assert_eq!(ContextSet::from_value(&json!(many)).len(), MAX_CONTEXTS);
+/// ```
 pub const MAX_CONTEXTS: usize = 256;
 
 /// One A3 Context: a `key=value` pair, compared exactly (no case folding, no normalisation).
@@ -193,7 +205,9 @@ impl ContextSet {
                     match item {
                         Value::String(s) => parser.pair_str(s),
                         Value::Object(obj) => match (obj.get("key"), obj.get("value")) {
-                            (Some(Value::String(key)), Some(v)) if obj.len() == 2 => parser.key_values(key, v),
+                            (Some(Value::String(key)), Some(v)) if obj.len() == 2 => {
+                                parser.key_values(key, v)
+                            }
                             _ => parser.ignore("a list item object is not {\"key\", \"value\"}"),
                         },
                         _ => parser.ignore("a list item is neither a string nor an object"),
@@ -208,7 +222,11 @@ impl ContextSet {
             _ => parser.ignore("the claim is not an object, a list or a string"),
         }
         if parser.ignored > 0 {
-            tracing::debug!(ignored = parser.ignored, kept = parser.set.len(), "ignored malformed context entries");
+            tracing::debug!(
+                ignored = parser.ignored,
+                kept = parser.set.len(),
+                "ignored malformed context entries"
+            );
         }
         ContextSet { contexts: parser.set }
     }
@@ -246,7 +264,9 @@ impl ContextSet {
 
 impl FromIterator<Context> for ContextSet {
     fn from_iter<I: IntoIterator<Item = Context>>(iter: I) -> Self {
-        ContextSet { contexts: iter.into_iter().collect() }
+        ContextSet {
+            contexts: iter.into_iter().collect(),
+        }
     }
 }
 
@@ -344,7 +364,10 @@ pub struct ToolRule {
 impl ToolRule {
     /// Visible to everybody.
     pub fn public() -> Self {
-        ToolRule { public: true, ..Self::default() }
+        ToolRule {
+            public: true,
+            ..Self::default()
+        }
     }
 
     /// Visible to holders of any of `contexts`.
@@ -358,7 +381,10 @@ impl ToolRule {
         K: Into<String>,
         V: Into<String>,
     {
-        ToolRule { any_of: pairs(contexts), ..Self::default() }
+        ToolRule {
+            any_of: pairs(contexts),
+            ..Self::default()
+        }
     }
 
     /// Visible to holders of all of `contexts`.
@@ -371,7 +397,10 @@ impl ToolRule {
         K: Into<String>,
         V: Into<String>,
     {
-        ToolRule { all_of: pairs(contexts), ..Self::default() }
+        ToolRule {
+            all_of: pairs(contexts),
+            ..Self::default()
+        }
     }
 
     /// Also requires all of `contexts` (combine with [`ToolRule::any_of`]).
@@ -525,8 +554,10 @@ impl ToolPolicy {
     /// ```
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PolicyError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_json_str(&text)
     }
 
@@ -542,16 +573,23 @@ impl ToolPolicy {
             .iter()
             .filter(|(_, rule)| rule.is_visible(held))
             .map(|(name, rule)| {
-                let missing: Vec<String> = rule.scopes.iter().filter(|s| !scopes.contains(*s)).cloned().collect();
+                let missing: Vec<String> = rule
+                    .scopes
+                    .iter()
+                    .filter(|s| !scopes.contains(*s))
+                    .cloned()
+                    .collect();
                 let access = if missing.is_empty() {
                     ToolAccess::Callable
                 } else {
-                    ToolAccess::NeedsScopes(rule.scopes.iter().cloned().collect::<Vec<_>>().join(" "))
+                    ToolAccess::NeedsScopes(rule.scopes.join(" "))
                 };
                 (name.clone(), access)
             })
             .collect();
-        VisibleTools { tools: Arc::new(tools) }
+        VisibleTools {
+            tools: Arc::new(tools),
+        }
     }
 
     /// For start-up summaries: each context the policy mentions, with the tools it unlocks
@@ -586,6 +624,15 @@ impl ToolPolicy {
 }
 
 /// Whether a visible tool can be called with the token's scopes.
+///
+/// ```
+/// use a3_mcp_auth::{ContextSet, ToolAccess, ToolPolicy, ToolRule};
+///
+/// let policy = ToolPolicy::new().tool("reset", ToolRule::public().with_scopes(["admin"]));
+/// let granted = ["admin".to_owned()].into();
+/// let visible = policy.visible_tools(&ContextSet::new(), &granted);
+/// assert_eq!(visible.access("reset"), Some(&ToolAccess::Callable));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToolAccess {
     /// The token has every scope the tool needs.
@@ -750,7 +797,9 @@ impl ToolContextLayer {
                         all.push(s);
                     }
                 }
-                Some(AuthError::InsufficientScope { required: all.join(" ") })
+                Some(AuthError::InsufficientScope {
+                    required: all.join(" "),
+                })
             }
         }
     }
@@ -781,11 +830,25 @@ impl<S> Layer<S> for ToolContextLayer {
     type Service = ToolContext<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ToolContext { inner, layer: self.clone() }
+        ToolContext {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
 /// Middleware that computes [`VisibleTools`]. See [`ToolContextLayer`].
+///
+/// ```
+/// use a3_mcp_auth::{Challenge, ToolContext, ToolContextLayer, ToolPolicy};
+/// use tower::{Layer, service_fn};
+///
+/// let layer = ToolContextLayer::new(ToolPolicy::new(), Challenge::new("http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp"));
+/// let service: ToolContext<_> = layer.layer(service_fn(|_: http::Request<()>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+/// }));
+/// # let _ = service;
+/// ```
 #[derive(Clone, Debug)]
 pub struct ToolContext<S> {
     inner: S,
@@ -814,44 +877,11 @@ where
             None => (ContextSet::new(), VisibleTools::none()),
         };
         if let Some(e) = self.layer.step_up(req.headers(), &visible) {
-            let response = error_response(&self.layer.challenge, &e);
-            return ResponseFuture { kind: Kind::Refused { response: Some(response) } };
+            return ResponseFuture::refused(error_response(&self.layer.challenge, &e));
         }
         req.extensions_mut().insert(held);
         req.extensions_mut().insert(visible);
-        ResponseFuture { kind: Kind::Inner { fut: self.inner.call(req) } }
-    }
-}
-
-pin_project! {
-    /// Response future of [`ToolContext`].
-    pub struct ResponseFuture<F, B> {
-        #[pin]
-        kind: Kind<F, B>,
-    }
-}
-
-pin_project! {
-    #[project = Projection]
-    enum Kind<F, B> {
-        Refused { response: Option<Response<AuthBody<B>>> },
-        Inner { #[pin] fut: F },
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<AuthBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            Projection::Refused { response } => {
-                Poll::Ready(Ok(response.take().expect("ResponseFuture polled after completion")))
-            }
-            Projection::Inner { fut } => fut.poll(cx).map_ok(|r| r.map(Either::Left)),
-        }
+        ResponseFuture::inner(self.inner.call(req))
     }
 }
 
@@ -861,22 +891,39 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: Value) -> Vec<String> {
-        ContextSet::from_value(&v).iter().map(ToString::to_string).collect()
+        ContextSet::from_value(&v)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     #[test]
     fn every_documented_shape_parses() {
         let want = ["operation=addition", "operation=multiplication"];
         assert_eq!(parse(json!({"operation": ["addition", "multiplication"]})), want);
-        assert_eq!(parse(json!({"operation": "addition", "region": "eu"})), ["operation=addition", "region=eu"]);
-        assert_eq!(parse(json!(["operation=addition", "operation=multiplication"])), want);
         assert_eq!(
-            parse(json!([{"key": "operation", "value": "addition"}, {"key": "operation", "value": "multiplication"}])),
+            parse(json!({"operation": "addition", "region": "eu"})),
+            ["operation=addition", "region=eu"]
+        );
+        assert_eq!(
+            parse(json!(["operation=addition", "operation=multiplication"])),
             want
         );
-        assert_eq!(parse(json!([{"key": "operation", "value": ["addition", "multiplication"]}])), want);
+        assert_eq!(
+            parse(
+                json!([{"key": "operation", "value": "addition"}, {"key": "operation", "value": "multiplication"}])
+            ),
+            want
+        );
+        assert_eq!(
+            parse(json!([{"key": "operation", "value": ["addition", "multiplication"]}])),
+            want
+        );
         assert_eq!(parse(json!("operation=addition  operation=multiplication")), want);
-        assert_eq!(parse(json!(["operation=addition", {"key": "operation", "value": "multiplication"}])), want);
+        assert_eq!(
+            parse(json!(["operation=addition", {"key": "operation", "value": "multiplication"}])),
+            want
+        );
         assert_eq!(parse(json!("operation=a=b")), ["operation=a=b"]);
     }
 
@@ -917,8 +964,8 @@ mod tests {
             json!({"operation": "addition\u{0}"}),
             json!({"operation": "Addition"}),
             json!({"Operation": "addition"}),
-            json!({"operation": "аddition"}),      // Cyrillic а
-            json!({"operation": "addıtion"}),      // dotless ı
+            json!({"operation": "аddition"}),         // Cyrillic а
+            json!({"operation": "addıtion"}),         // dotless ı
             json!({"operation": "addition\u{200b}"}), // zero-width space
             json!({"operation": "ａｄｄｉｔｉｏｎ"}), // full-width
             json!({"operation": "addi\u{0301}tion"}),
@@ -944,23 +991,32 @@ mod tests {
 
     #[test]
     fn rules_any_all_public() {
-        let held: ContextSet = ["operation=addition".parse().unwrap(), "region=eu".parse().unwrap()]
-            .into_iter()
-            .collect();
+        let held: ContextSet = [
+            "operation=addition".parse().unwrap(),
+            "region=eu".parse().unwrap(),
+        ]
+        .into_iter()
+        .collect();
         assert!(ToolRule::any_of([("operation", "x"), ("operation", "addition")]).is_visible(&held));
         assert!(!ToolRule::any_of([("operation", "x")]).is_visible(&held));
         assert!(ToolRule::all_of([("operation", "addition"), ("region", "eu")]).is_visible(&held));
         assert!(!ToolRule::all_of([("operation", "addition"), ("region", "us")]).is_visible(&held));
         let both = ToolRule::any_of([("operation", "addition")]).and_all_of([("region", "us")]);
         assert!(!both.is_visible(&held));
-        assert!(!ToolRule::default().is_visible(&held), "an empty rule shows nothing");
+        assert!(
+            !ToolRule::default().is_visible(&held),
+            "an empty rule shows nothing"
+        );
         assert!(ToolRule::public().is_visible(&ContextSet::new()));
     }
 
     #[test]
     fn policy_round_trips_and_rejects_typos() {
         let policy = ToolPolicy::new()
-            .tool("add", ToolRule::any_of([("operation", "addition")]).with_scopes(["calc:write"]))
+            .tool(
+                "add",
+                ToolRule::any_of([("operation", "addition")]).with_scopes(["calc:write"]),
+            )
             .public_tool("whoami");
         let json = serde_json::to_string(&policy).unwrap();
         assert_eq!(ToolPolicy::from_json_str(&json).unwrap(), policy);
@@ -975,8 +1031,14 @@ mod tests {
         let some: BTreeSet<String> = ["a".to_owned()].into();
         let all: BTreeSet<String> = ["a".to_owned(), "b".to_owned()].into();
         let held = ContextSet::new();
-        assert_eq!(policy.visible_tools(&held, &some).access("add"), Some(&ToolAccess::NeedsScopes("a b".into())));
-        assert_eq!(policy.visible_tools(&held, &all).access("add"), Some(&ToolAccess::Callable));
+        assert_eq!(
+            policy.visible_tools(&held, &some).access("add"),
+            Some(&ToolAccess::NeedsScopes("a b".into()))
+        );
+        assert_eq!(
+            policy.visible_tools(&held, &all).access("add"),
+            Some(&ToolAccess::Callable)
+        );
     }
 
     #[test]

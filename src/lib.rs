@@ -67,9 +67,9 @@ pub use session::{MCP_SESSION_ID, SessionBinding, SessionBindingLayer};
 pub use tools::{Caller, ContextFiltered, request_claims, tool_not_found, visible_tools};
 pub use transport::{OriginCheck, OriginCheckLayer};
 
-/// [`ToolContext`]'s response future.
+/// [`ToolContext`]'s response future (the same type as [`OriginCheck`]'s).
 pub mod tool_context {
-    pub use crate::context::ResponseFuture;
+    pub use crate::transport::ResponseFuture;
 }
 
 /// [`SessionBinding`]'s response future.

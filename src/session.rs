@@ -11,17 +11,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{Either, Full};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Either;
 use moka::sync::Cache;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::bearer::AuthBody;
+use crate::transport::json_refusal;
 use crate::{Claims, Principal};
 
 /// The header that carries the MCP session id.
+///
+/// ```
+/// let name = http::HeaderName::from_static(a3_mcp_auth::MCP_SESSION_ID);
+/// assert_eq!(name, "mcp-session-id");
+/// ```
 pub const MCP_SESSION_ID: &str = "mcp-session-id";
 
 /// Layer that binds each MCP session to the principal ([`Claims::principal`]: issuer, subject,
@@ -83,8 +88,15 @@ impl SessionBindingLayer {
     }
 
     fn build(max_sessions: u64, idle: Duration) -> Self {
-        let sessions = Cache::builder().max_capacity(max_sessions).time_to_idle(idle).build();
-        SessionBindingLayer { sessions, max_sessions, idle }
+        let sessions = Cache::builder()
+            .max_capacity(max_sessions)
+            .time_to_idle(idle)
+            .build();
+        SessionBindingLayer {
+            sessions,
+            max_sessions,
+            idle,
+        }
     }
 
     /// Remembers at most `max` sessions (the least recently used are forgotten first).
@@ -120,11 +132,24 @@ impl<S> Layer<S> for SessionBindingLayer {
     type Service = SessionBinding<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionBinding { inner, layer: self.clone() }
+        SessionBinding {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
 /// Middleware that binds sessions to principals. See [`SessionBindingLayer`].
+///
+/// ```
+/// use a3_mcp_auth::{SessionBinding, SessionBindingLayer};
+/// use tower::{Layer, service_fn};
+///
+/// let service: SessionBinding<_> = SessionBindingLayer::new().layer(service_fn(|_: http::Request<()>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+/// }));
+/// # let _ = service;
+/// ```
 #[derive(Clone, Debug)]
 pub struct SessionBinding<S> {
     inner: S,
@@ -132,11 +157,11 @@ pub struct SessionBinding<S> {
 }
 
 fn not_found<B>() -> Response<AuthBody<B>> {
-    let body = r#"{"error":"session_not_found","error_description":"no such session for this caller"}"#;
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    json_refusal(
+        StatusCode::NOT_FOUND,
+        "session_not_found",
+        "no such session for this caller",
+    )
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionBinding<S>
@@ -168,11 +193,18 @@ where
                 match (&owner, &principal) {
                     (Some(owner), Some(caller)) if owner == caller => {}
                     _ => {
-                        tracing::debug!(known = owner.is_some(), "refused a session id not bound to the caller");
+                        tracing::debug!(
+                            known = owner.is_some(),
+                            "refused a session id not bound to the caller"
+                        );
                         return ResponseFuture::refused();
                     }
                 }
-                if req.method() == Method::DELETE { After::Forget(id.into()) } else { After::Nothing }
+                if req.method() == Method::DELETE {
+                    After::Forget(id.into())
+                } else {
+                    After::Nothing
+                }
             }
             None => match principal {
                 Some(p) => After::Record(p),
@@ -180,7 +212,11 @@ where
             },
         };
         ResponseFuture {
-            kind: Kind::Inner { fut: self.inner.call(req), after: Some(after), sessions: self.layer.sessions.clone() },
+            kind: Kind::Inner {
+                fut: self.inner.call(req),
+                after: Some(after),
+                sessions: self.layer.sessions.clone(),
+            },
         }
     }
 }
@@ -192,7 +228,17 @@ enum After {
 }
 
 pin_project! {
-    /// Response future of [`SessionBinding`].
+    /// Response future of [`SessionBinding`]: a 404 refusal, or the inner future followed by
+    /// recording (or forgetting) the session.
+    ///
+    /// ```
+    /// use a3_mcp_auth::session_binding::ResponseFuture;
+    /// use std::convert::Infallible;
+    /// use std::future::Ready;
+    ///
+    /// type Fut = ResponseFuture<Ready<Result<http::Response<()>, Infallible>>, ()>;
+    /// # let _: Option<Fut> = None;
+    /// ```
     pub struct ResponseFuture<F, B> {
         #[pin]
         kind: Kind<F, B>,
@@ -209,7 +255,11 @@ pin_project! {
 
 impl<F, B> ResponseFuture<F, B> {
     fn refused() -> Self {
-        ResponseFuture { kind: Kind::Refused { response: Some(not_found()) } }
+        ResponseFuture {
+            kind: Kind::Refused {
+                response: Some(not_found()),
+            },
+        }
     }
 }
 
@@ -221,9 +271,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            Projection::Refused { response } => {
-                Poll::Ready(Ok(response.take().expect("ResponseFuture polled after completion")))
-            }
+            Projection::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
             Projection::Inner { fut, after, sessions } => {
                 let response = match fut.poll(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -233,7 +283,10 @@ where
                 let ok = response.status().is_success();
                 match after.take() {
                     Some(After::Record(principal)) if ok => {
-                        let id = response.headers().get(MCP_SESSION_ID).and_then(|v| v.to_str().ok());
+                        let id = response
+                            .headers()
+                            .get(MCP_SESSION_ID)
+                            .and_then(|v| v.to_str().ok());
                         if let Some(id) = id {
                             // A fresh id from rmcp; never overwrite an existing binding.
                             let _ = sessions.entry(Arc::from(id)).or_insert(principal);
@@ -251,6 +304,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
     use serde_json::json;
     use std::convert::Infallible;
     use tower::ServiceExt;
@@ -263,7 +317,8 @@ mod tests {
     async fn fake_rmcp(req: Request<()>) -> Result<Response<&'static str>, Infallible> {
         let mut r = Response::new("ok");
         if !req.headers().contains_key(MCP_SESSION_ID) && req.method() == Method::POST {
-            r.headers_mut().insert(MCP_SESSION_ID, HeaderValue::from_static("s-1"));
+            r.headers_mut()
+                .insert(MCP_SESSION_ID, HeaderValue::from_static("s-1"));
         }
         Ok(r)
     }
@@ -274,7 +329,8 @@ mod tests {
             req.extensions_mut().insert(claims(sub));
         }
         if let Some(id) = session {
-            req.headers_mut().insert(MCP_SESSION_ID, HeaderValue::from_str(id).unwrap());
+            req.headers_mut()
+                .insert(MCP_SESSION_ID, HeaderValue::from_str(id).unwrap());
         }
         req
     }
@@ -285,23 +341,51 @@ mod tests {
         let svc = layer.layer(tower::service_fn(fake_rmcp));
         let status = |r: Response<AuthBody<&'static str>>| r.status();
 
-        let r = svc.clone().oneshot(request(Method::POST, Some("alice"), None)).await.unwrap();
+        let r = svc
+            .clone()
+            .oneshot(request(Method::POST, Some("alice"), None))
+            .await
+            .unwrap();
         assert_eq!(r.headers()[MCP_SESSION_ID], "s-1");
         assert_eq!(layer.owner("s-1").unwrap().subject, "alice");
 
-        let bob = svc.clone().oneshot(request(Method::POST, Some("bob"), Some("s-1"))).await.unwrap();
+        let bob = svc
+            .clone()
+            .oneshot(request(Method::POST, Some("bob"), Some("s-1")))
+            .await
+            .unwrap();
         assert_eq!(status(bob), 404);
-        let anon = svc.clone().oneshot(request(Method::GET, None, Some("s-1"))).await.unwrap();
+        let anon = svc
+            .clone()
+            .oneshot(request(Method::GET, None, Some("s-1")))
+            .await
+            .unwrap();
         assert_eq!(status(anon), 404);
-        let unknown = svc.clone().oneshot(request(Method::POST, Some("alice"), Some("s-2"))).await.unwrap();
+        let unknown = svc
+            .clone()
+            .oneshot(request(Method::POST, Some("alice"), Some("s-2")))
+            .await
+            .unwrap();
         assert_eq!(status(unknown), 404);
-        let alice = svc.clone().oneshot(request(Method::GET, Some("alice"), Some("s-1"))).await.unwrap();
+        let alice = svc
+            .clone()
+            .oneshot(request(Method::GET, Some("alice"), Some("s-1")))
+            .await
+            .unwrap();
         assert_eq!(status(alice), 200);
-        let bob_delete = svc.clone().oneshot(request(Method::DELETE, Some("bob"), Some("s-1"))).await.unwrap();
+        let bob_delete = svc
+            .clone()
+            .oneshot(request(Method::DELETE, Some("bob"), Some("s-1")))
+            .await
+            .unwrap();
         assert_eq!(status(bob_delete), 404);
         assert!(layer.owner("s-1").is_some());
 
-        let delete = svc.clone().oneshot(request(Method::DELETE, Some("alice"), Some("s-1"))).await.unwrap();
+        let delete = svc
+            .clone()
+            .oneshot(request(Method::DELETE, Some("alice"), Some("s-1")))
+            .await
+            .unwrap();
         assert_eq!(status(delete), 200);
         assert!(layer.owner("s-1").is_none());
     }
@@ -310,7 +394,10 @@ mod tests {
     async fn other_client_of_same_user_is_another_principal() {
         let layer = SessionBindingLayer::new();
         let svc = layer.layer(tower::service_fn(fake_rmcp));
-        svc.clone().oneshot(request(Method::POST, Some("alice"), None)).await.unwrap();
+        svc.clone()
+            .oneshot(request(Method::POST, Some("alice"), None))
+            .await
+            .unwrap();
         let mut req = request(Method::POST, None, Some("s-1"));
         req.extensions_mut()
             .insert(Claims::from_value(json!({"iss": "i", "sub": "alice", "client_id": "other"})).unwrap());
@@ -322,10 +409,12 @@ mod tests {
         let layer = SessionBindingLayer::new();
         let svc = layer.layer(tower::service_fn(fake_rmcp));
         let mut req = request(Method::POST, Some("alice"), Some("a"));
-        req.headers_mut().append(MCP_SESSION_ID, HeaderValue::from_static("b"));
+        req.headers_mut()
+            .append(MCP_SESSION_ID, HeaderValue::from_static("b"));
         assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 404);
         let mut req = request(Method::POST, Some("alice"), None);
-        req.headers_mut().insert(MCP_SESSION_ID, HeaderValue::from_bytes(b"\xff").unwrap());
+        req.headers_mut()
+            .insert(MCP_SESSION_ID, HeaderValue::from_bytes(b"\xff").unwrap());
         assert_eq!(svc.oneshot(req).await.unwrap().status(), 404);
     }
 }

@@ -15,19 +15,53 @@ use crate::{Claims, ContextSet, ToolAccess, VisibleTools};
 
 /// The error a call of a hidden tool gets: exactly what rmcp's `ToolRouter` answers for a tool
 /// it does not know (`-32602`, "tool not found"), so hidden tools cannot be found by probing.
+///
+/// ```
+/// let e = a3_mcp_auth::tool_not_found();
+/// assert_eq!((e.code.0, e.message.as_ref()), (-32602, "tool not found"));
+/// ```
 pub fn tool_not_found() -> McpError {
     McpError::invalid_params("tool not found", None)
 }
 
 /// The [`VisibleTools`] of the request being handled, from the HTTP request parts rmcp puts in
 /// the context; `None` outside an HTTP request that went through [`ToolContextLayer`](crate::ToolContextLayer).
+///
+/// ```
+/// use a3_mcp_auth::visible_tools;
+/// use rmcp::{ErrorData, RoleServer, model::*, service::RequestContext};
+///
+/// // In a hand-written ServerHandler method:
+/// async fn list_tools(ctx: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+///     let names = visible_tools(&ctx).map(|v| v.names().count()).unwrap_or(0);
+///     tracing::debug!(names, "listing tools");
+///     Ok(ListToolsResult::default())
+/// }
+/// ```
 pub fn visible_tools(context: &RequestContext<RoleServer>) -> Option<&VisibleTools> {
-    context.extensions.get::<http::request::Parts>()?.extensions.get::<VisibleTools>()
+    context
+        .extensions
+        .get::<http::request::Parts>()?
+        .extensions
+        .get::<VisibleTools>()
 }
 
 /// The verified [`Claims`] of the request being handled (see [`visible_tools`]).
+///
+/// ```
+/// use a3_mcp_auth::request_claims;
+/// use rmcp::{RoleServer, service::RequestContext};
+///
+/// fn subject(ctx: &RequestContext<RoleServer>) -> Option<&str> {
+///     request_claims(ctx)?.subject()
+/// }
+/// ```
 pub fn request_claims(context: &RequestContext<RoleServer>) -> Option<&Claims> {
-    context.extensions.get::<http::request::Parts>()?.extensions.get::<Claims>()
+    context
+        .extensions
+        .get::<http::request::Parts>()?
+        .extensions
+        .get::<Claims>()
 }
 
 /// Wraps any [`ServerHandler`] so that each request sees only its [`VisibleTools`].
@@ -141,10 +175,7 @@ impl<H: ServerHandler> ServerHandler for ContextFiltered<H> {
         self.inner.initialize(request, context)
     }
 
-    fn negotiate_initialize(
-        &self,
-        request: &InitializeRequestParams,
-    ) -> Result<InitializeResult, McpError> {
+    fn negotiate_initialize(&self, request: &InitializeRequestParams) -> Result<InitializeResult, McpError> {
         self.inner.negotiate_initialize(request)
     }
 
@@ -203,8 +234,7 @@ impl<H: ServerHandler> ServerHandler for ContextFiltered<H> {
         &self,
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<ListResourceTemplatesResult, McpError>> + MaybeSendFuture + '_
-    {
+    ) -> impl Future<Output = Result<ListResourceTemplatesResult, McpError>> + MaybeSendFuture + '_ {
         self.inner.list_resource_templates(request, context)
     }
 
@@ -216,10 +246,7 @@ impl<H: ServerHandler> ServerHandler for ContextFiltered<H> {
         self.inner.read_resource(request, context)
     }
 
-    fn accepted_subscription_filter(
-        &self,
-        requested: &SubscriptionFilter,
-    ) -> Option<SubscriptionFilter> {
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
         self.inner.accepted_subscription_filter(requested)
     }
 
@@ -337,8 +364,7 @@ impl<H: ServerHandler> ServerHandler for ContextFiltered<H> {
         &self,
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<ListSkillsResult, McpError>> + MaybeSendFuture + '_
-    {
+    ) -> impl Future<Output = Result<ListSkillsResult, McpError>> + MaybeSendFuture + '_ {
         self.inner.list_skills(request, context)
     }
 
@@ -354,9 +380,7 @@ impl<H: ServerHandler> ServerHandler for ContextFiltered<H> {
         &self,
         request: ReadResourceDirectoryRequestParams,
         context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<ReadResourceDirectoryResult, McpError>>
-    + MaybeSendFuture
-    + '_ {
+    ) -> impl Future<Output = Result<ReadResourceDirectoryResult, McpError>> + MaybeSendFuture + '_ {
         self.inner.read_resource_directory(request, context)
     }
 }
@@ -394,9 +418,15 @@ pub struct Caller {
 
 impl<C: AsRequestContext> FromContextPart<C> for Caller {
     fn from_context_part(context: &mut C) -> Result<Self, McpError> {
-        let parts = context.as_request_context().extensions.get::<http::request::Parts>();
+        let parts = context
+            .as_request_context()
+            .extensions
+            .get::<http::request::Parts>();
         let claims = parts.and_then(|p| p.extensions.get::<Claims>()).cloned();
-        let contexts = parts.and_then(|p| p.extensions.get::<ContextSet>()).cloned().unwrap_or_default();
+        let contexts = parts
+            .and_then(|p| p.extensions.get::<ContextSet>())
+            .cloned()
+            .unwrap_or_default();
         match claims {
             Some(claims) => Ok(Caller { claims, contexts }),
             None => Err(McpError::invalid_request("unauthenticated request", None)),

@@ -107,23 +107,35 @@ impl OriginCheckLayer {
     /// headers.insert("host", HeaderValue::from_static("127.0.0.1"));
     /// assert_eq!(check.check(&headers, None).unwrap_err().0, 403);
     /// ```
-    pub fn check(&self, headers: &HeaderMap, authority: Option<&str>) -> Result<(), (StatusCode, &'static str)> {
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+    ) -> Result<(), (StatusCode, &'static str)> {
         let mut hosts = headers.get_all(header::HOST).iter();
         let host = match (hosts.next(), hosts.next()) {
-            (Some(h), None) => h.to_str().map_err(|_| (StatusCode::BAD_REQUEST, "malformed Host header"))?,
+            (Some(h), None) => h
+                .to_str()
+                .map_err(|_| (StatusCode::BAD_REQUEST, "malformed Host header"))?,
             (None, _) => authority.ok_or((StatusCode::BAD_REQUEST, "missing Host header"))?,
             (Some(_), Some(_)) => return Err((StatusCode::BAD_REQUEST, "more than one Host header")),
         };
         let host = host.to_ascii_lowercase();
         let name = host_name(&host).ok_or((StatusCode::BAD_REQUEST, "malformed Host header"))?;
-        if !self.hosts.iter().any(|allowed| *allowed == host || allowed == name) {
+        if !self
+            .hosts
+            .iter()
+            .any(|allowed| *allowed == host || allowed == name)
+        {
             return Err((StatusCode::FORBIDDEN, "Host not allowed"));
         }
         let mut origins = headers.get_all(header::ORIGIN).iter();
         match (origins.next(), origins.next()) {
             (None, _) => Ok(()),
             (Some(origin), None) => {
-                let origin = origin.to_str().map_err(|_| (StatusCode::FORBIDDEN, "Origin not allowed"))?;
+                let origin = origin
+                    .to_str()
+                    .map_err(|_| (StatusCode::FORBIDDEN, "Origin not allowed"))?;
                 let origin = origin.to_ascii_lowercase();
                 if origin != "null" && self.origins.contains(&origin) {
                     Ok(())
@@ -144,7 +156,11 @@ fn host_name(host: &str) -> Option<&str> {
     let name = if host.starts_with('[') {
         let end = host.find(']')?;
         let rest = &host[end + 1..];
-        if !(rest.is_empty() || rest.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))) {
+        if !(rest.is_empty()
+            || rest
+                .strip_prefix(':')
+                .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())))
+        {
             return None;
         }
         &host[..=end]
@@ -158,15 +174,39 @@ fn host_name(host: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
+/// A refusal of the layers that carry no challenge: `status` and `{"error", "error_description"}`.
+pub(crate) fn json_refusal<B>(status: StatusCode, error: &str, description: &str) -> Response<AuthBody<B>> {
+    let body = serde_json::json!({"error": error, "error_description": description}).to_string();
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 impl<S> Layer<S> for OriginCheckLayer {
     type Service = OriginCheck<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        OriginCheck { inner, layer: self.clone() }
+        OriginCheck {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
 /// Middleware that checks `Host` and `Origin`. See [`OriginCheckLayer`].
+///
+/// ```
+/// use a3_mcp_auth::{OriginCheck, OriginCheckLayer};
+/// use tower::{Layer, service_fn};
+///
+/// let service: OriginCheck<_> = OriginCheckLayer::new().layer(service_fn(|_: http::Request<()>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+/// }));
+/// # let _ = service;
+/// ```
 #[derive(Clone, Debug)]
 pub struct OriginCheck<S> {
     inner: S,
@@ -186,22 +226,31 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match self.layer.check(req.headers(), req.uri().authority().map(|a| a.as_str())) {
-            Ok(()) => ResponseFuture { kind: Kind::Inner { fut: self.inner.call(req) } },
+        match self
+            .layer
+            .check(req.headers(), req.uri().authority().map(|a| a.as_str()))
+        {
+            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
             Err((status, reason)) => {
                 tracing::debug!(%status, reason, "refused a request before authentication");
-                let body = serde_json::json!({"error": "forbidden", "error_description": reason}).to_string();
-                let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
-                *response.status_mut() = status;
-                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                ResponseFuture { kind: Kind::Refused { response: Some(response) } }
+                ResponseFuture::refused(json_refusal(status, "forbidden", reason))
             }
         }
     }
 }
 
 pin_project! {
-    /// Response future of [`OriginCheck`].
+    /// Response future of [`OriginCheck`] and [`ToolContext`](crate::ToolContext): a refusal
+    /// ready at once, or the inner service's future.
+    ///
+    /// ```
+    /// use a3_mcp_auth::origin_check::ResponseFuture;
+    /// use std::convert::Infallible;
+    /// use std::future::Ready;
+    ///
+    /// type Fut = ResponseFuture<Ready<Result<http::Response<()>, Infallible>>, ()>;
+    /// # let _: Option<Fut> = None;
+    /// ```
     pub struct ResponseFuture<F, B> {
         #[pin]
         kind: Kind<F, B>,
@@ -216,6 +265,22 @@ pin_project! {
     }
 }
 
+impl<F, B> ResponseFuture<F, B> {
+    pub(crate) fn refused(response: Response<AuthBody<B>>) -> Self {
+        ResponseFuture {
+            kind: Kind::Refused {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn inner(fut: F) -> Self {
+        ResponseFuture {
+            kind: Kind::Inner { fut },
+        }
+    }
+}
+
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
@@ -224,9 +289,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            Projection::Refused { response } => {
-                Poll::Ready(Ok(response.take().expect("ResponseFuture polled after completion")))
-            }
+            Projection::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
             Projection::Inner { fut } => fut.poll(cx).map_ok(|r| r.map(Either::Left)),
         }
     }
@@ -254,10 +319,22 @@ mod tests {
         assert_eq!(check(&l, Some("LOCALHOST"), &[]), Ok(()));
         assert_eq!(check(&l, Some("[::1]:9"), &[]), Ok(()));
         assert_eq!(check(&l, Some("mcp.example.com:8443"), &[]), Ok(()));
-        assert_eq!(check(&l, Some("mcp.example.com:443"), &[]), Err(StatusCode::FORBIDDEN));
-        assert_eq!(check(&l, Some("127.0.0.1.evil.com"), &[]), Err(StatusCode::FORBIDDEN));
-        assert_eq!(check(&l, Some("localhost:80:80"), &[]), Err(StatusCode::BAD_REQUEST));
-        assert_eq!(check(&l, Some("user@localhost"), &[]), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            check(&l, Some("mcp.example.com:443"), &[]),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            check(&l, Some("127.0.0.1.evil.com"), &[]),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            check(&l, Some("localhost:80:80"), &[]),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            check(&l, Some("user@localhost"), &[]),
+            Err(StatusCode::BAD_REQUEST)
+        );
         assert_eq!(check(&l, Some("[::1]x"), &[]), Err(StatusCode::BAD_REQUEST));
         assert_eq!(check(&l, None, &[]), Err(StatusCode::BAD_REQUEST));
     }
@@ -267,12 +344,25 @@ mod tests {
         let l = OriginCheckLayer::new().allow_origin("http://localhost:6274/");
         assert_eq!(check(&l, Some("localhost"), &["http://localhost:6274"]), Ok(()));
         assert_eq!(check(&l, Some("localhost"), &["HTTP://LOCALHOST:6274"]), Ok(()));
-        assert_eq!(check(&l, Some("localhost"), &["http://localhost:6275"]), Err(StatusCode::FORBIDDEN));
-        assert_eq!(check(&l, Some("localhost"), &["null"]), Err(StatusCode::FORBIDDEN));
         assert_eq!(
-            check(&l, Some("localhost"), &["http://localhost:6274", "http://localhost:6274"]),
+            check(&l, Some("localhost"), &["http://localhost:6275"]),
             Err(StatusCode::FORBIDDEN)
         );
-        assert_eq!(check(&OriginCheckLayer::new(), Some("localhost"), &["http://localhost"]), Err(StatusCode::FORBIDDEN));
+        assert_eq!(
+            check(&l, Some("localhost"), &["null"]),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            check(
+                &l,
+                Some("localhost"),
+                &["http://localhost:6274", "http://localhost:6274"]
+            ),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            check(&OriginCheckLayer::new(), Some("localhost"), &["http://localhost"]),
+            Err(StatusCode::FORBIDDEN)
+        );
     }
 }

@@ -60,7 +60,11 @@ type Client = RunningService<RoleClient, ClientConfig>;
 
 impl Server {
     fn token(&self, sub: &str, contexts: Value) -> String {
-        self.issuer.token(&self.url).subject(sub).claim("contexts", contexts).sign()
+        self.issuer
+            .token(&self.url)
+            .subject(sub)
+            .claim("contexts", contexts)
+            .sign()
     }
 
     fn transport(&self, token: &str) -> StreamableHttpClientTransport<reqwest::Client> {
@@ -71,13 +75,21 @@ impl Server {
     }
 
     async fn client(&self, token: &str) -> Client {
-        ClientConfig::default().serve(self.transport(token)).await.expect("client connects")
+        ClientConfig::default()
+            .serve(self.transport(token))
+            .await
+            .expect("client connects")
     }
 
     /// A client that uses the 2026-07-28 stateless lifecycle (`server/discover`, SEP-2243 headers).
     async fn client_2026(&self, token: &str) -> Client {
-        let lifecycle = ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] };
-        ClientConfig::default().serve_with_lifecycle(self.transport(token), lifecycle).await.expect("client connects")
+        let lifecycle = ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        };
+        ClientConfig::default()
+            .serve_with_lifecycle(self.transport(token), lifecycle)
+            .await
+            .expect("client connects")
     }
 
     /// A raw JSON-RPC POST; returns the status, headers and the JSON-RPC messages of the body.
@@ -120,8 +132,14 @@ fn messages(text: &str) -> Vec<Value> {
 }
 
 async fn tool_names(client: &Client) -> Vec<String> {
-    let mut names: Vec<String> =
-        client.peer().list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    let mut names: Vec<String> = client
+        .peer()
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
     names.sort();
     names
 }
@@ -131,7 +149,10 @@ fn args(a: f64, b: f64) -> serde_json::Map<String, Value> {
 }
 
 async fn call(client: &Client, tool: &str) -> Result<String, ServiceError> {
-    let result = client.peer().call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args(6.0, 7.0))).await?;
+    let result = client
+        .peer()
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args(6.0, 7.0)))
+        .await?;
     Ok(result.content[0].as_text().unwrap().text.clone())
 }
 
@@ -147,7 +168,10 @@ async fn contexts_select_the_listed_tools_stateful() {
     let s = start(Mode::Stateful).await;
     let cases = [
         (json!(["operation=addition"]), vec!["add", "whoami"]),
-        (json!({"operation": ["addition", "multiplication"]}), vec!["add", "multiply", "whoami"]),
+        (
+            json!({"operation": ["addition", "multiplication"]}),
+            vec!["add", "multiply", "whoami"],
+        ),
         (json!([]), vec!["whoami"]),
     ];
     for (contexts, want) in cases {
@@ -165,7 +189,9 @@ async fn contexts_select_the_listed_tools_stateless() {
     let s = start(Mode::Stateless).await;
     let client = s.client(&s.token("alice", json!("operation=addition"))).await;
     assert_eq!(tool_names(&client).await, ["add", "whoami"]);
-    let client = s.client(&s.token("bob", json!([{"key": "operation", "value": "multiplication"}]))).await;
+    let client = s
+        .client(&s.token("bob", json!([{"key": "operation", "value": "multiplication"}])))
+        .await;
     assert_eq!(tool_names(&client).await, ["multiply", "whoami"]);
     assert_eq!(call(&client, "multiply").await.unwrap(), "42");
 }
@@ -173,7 +199,9 @@ async fn contexts_select_the_listed_tools_stateless() {
 #[tokio::test]
 async fn the_2026_07_28_client_sees_the_same_filtered_set() {
     let s = start(Mode::Stateful).await;
-    let client = s.client_2026(&s.token("alice", json!(["operation=addition"]))).await;
+    let client = s
+        .client_2026(&s.token("alice", json!(["operation=addition"])))
+        .await;
     assert_eq!(tool_names(&client).await, ["add", "whoami"]);
     assert_eq!(call(&client, "add").await.unwrap(), "13");
     let e = mcp_error(call(&client, "multiply").await.unwrap_err());
@@ -200,17 +228,34 @@ async fn visible_tools_work_and_hidden_tools_look_unknown() {
 #[tokio::test]
 async fn whoami_reports_the_caller() {
     let s = start(Mode::Stateless).await;
-    let token = s.issuer.token(&s.url).subject("johndoe").client_id("vscode").claim("contexts", json!({"operation": "addition"})).sign();
+    let token = s
+        .issuer
+        .token(&s.url)
+        .subject("johndoe")
+        .client_id("vscode")
+        .claim("contexts", json!({"operation": "addition"}))
+        .sign();
     let client = s.client(&token).await;
     let me: Value = serde_json::from_str(&call(&client, "whoami").await.unwrap()).unwrap();
-    assert_eq!(me, json!({"subject": "johndoe", "client_id": "vscode", "contexts": ["operation=addition"]}));
+    assert_eq!(
+        me,
+        json!({"subject": "johndoe", "client_id": "vscode", "contexts": ["operation=addition"]})
+    );
 }
 
 #[tokio::test]
 async fn a_token_without_mcp_call_gets_insufficient_scope() {
     let s = start(Mode::Stateful).await;
-    let token = s.issuer.token(&s.url).scope("openid").claim("contexts", json!(["operation=addition"])).sign();
-    let err = ClientConfig::default().serve(s.transport(&token)).await.unwrap_err();
+    let token = s
+        .issuer
+        .token(&s.url)
+        .scope("openid")
+        .claim("contexts", json!(["operation=addition"]))
+        .sign();
+    let err = ClientConfig::default()
+        .serve(s.transport(&token))
+        .await
+        .unwrap_err();
     let challenge = err.auth_challenge().expect("a challenge").to_owned();
     assert!(challenge.contains("error=\"insufficient_scope\""), "{challenge}");
     assert!(challenge.contains("scope=\"mcp:call\""), "{challenge}");
@@ -219,40 +264,71 @@ async fn a_token_without_mcp_call_gets_insufficient_scope() {
     let (status, headers, _) = s.post(Some(&token), &[], list).await;
     assert_eq!(status, 403);
     let www = headers["www-authenticate"].to_str().unwrap();
-    assert!(www.contains("insufficient_scope") && www.contains("scope=\"mcp:call\"") && www.contains("resource_metadata="));
+    assert!(
+        www.contains("insufficient_scope")
+            && www.contains("scope=\"mcp:call\"")
+            && www.contains("resource_metadata=")
+    );
 }
 
 #[tokio::test]
 async fn per_tool_scopes_step_up() {
-    let policy = calculator_policy()
-        .tool("multiply", ToolRule::any_of([("operation", "multiplication")]).with_scopes(["calc:multiply"]));
+    let policy = calculator_policy().tool(
+        "multiply",
+        ToolRule::any_of([("operation", "multiplication")]).with_scopes(["calc:multiply"]),
+    );
     let s = start_with(Mode::Stateless, policy).await;
     let both = json!(["operation=addition", "operation=multiplication"]);
     let token = s.token("alice", both.clone());
     let call_multiply = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"multiply","arguments":{"a":6,"b":7}}}"#;
 
     // SEP-2243 headers: an HTTP 403 step-up challenge listing every scope the call needs.
-    let sep2243 = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "multiply")];
+    let sep2243 = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "multiply"),
+    ];
     let (status, headers, _) = s.post(Some(&token), &sep2243, call_multiply).await;
     assert_eq!(status, 403);
     let www = headers["www-authenticate"].to_str().unwrap();
-    assert!(www.contains("error=\"insufficient_scope\"") && www.contains("scope=\"mcp:call calc:multiply\""), "{www}");
+    assert!(
+        www.contains("error=\"insufficient_scope\"") && www.contains("scope=\"mcp:call calc:multiply\""),
+        "{www}"
+    );
 
     // Without the headers, the wrapper refuses with a JSON-RPC insufficient_scope error.
     let (status, _, msgs) = s.post(Some(&token), &[], call_multiply).await;
     assert_eq!(status, 200);
-    assert_eq!(msgs[0]["error"]["data"], json!({"error": "insufficient_scope", "scope": "calc:multiply"}));
+    assert_eq!(
+        msgs[0]["error"]["data"],
+        json!({"error": "insufficient_scope", "scope": "calc:multiply"})
+    );
 
     // Headers that lie (claiming `add`) cannot get the call through.
-    let lying = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "add")];
+    let lying = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "add"),
+    ];
     let (status, _, msgs) = s.post(Some(&token), &lying, call_multiply).await;
-    assert!(!status.is_server_error() && msgs.iter().all(|m| m.get("result").is_none()), "{status} {msgs:?}");
+    assert!(
+        !status.is_server_error() && msgs.iter().all(|m| m.get("result").is_none()),
+        "{status} {msgs:?}"
+    );
 
     // With the scope, it is callable; the tool is listed either way.
-    let stepped = s.issuer.token(&s.url).scope("mcp:call calc:multiply").claim("contexts", both).sign();
+    let stepped = s
+        .issuer
+        .token(&s.url)
+        .scope("mcp:call calc:multiply")
+        .claim("contexts", both)
+        .sign();
     let client = s.client(&stepped).await;
     assert_eq!(call(&client, "multiply").await.unwrap(), "42");
-    assert_eq!(tool_names(&s.client(&token).await).await, ["add", "multiply", "whoami"]);
+    assert_eq!(
+        tool_names(&s.client(&token).await).await,
+        ["add", "multiply", "whoami"]
+    );
 }
 
 /// Raw requests that try to reach `multiply` with a token that only holds `operation=addition`.
@@ -292,10 +368,17 @@ async fn bypass_attempts_reach_the_wrapper_and_fail() {
             let (status, _, msgs) = s.post(Some(&token), &headers, body).await;
             assert!(!status.is_server_error(), "{mode:?} {body}: {status}");
             // Refused at HTTP level (rmcp answers 415 to batches) or with a JSON-RPC error.
-            assert!(status.is_client_error() || msgs.iter().any(|m| m.get("error").is_some()), "{body}");
+            assert!(
+                status.is_client_error() || msgs.iter().any(|m| m.get("error").is_some()),
+                "{body}"
+            );
             let text = serde_json::to_string(&msgs).unwrap();
             assert!(!text.contains(product), "{mode:?} {body}: multiply ran: {text}");
-            assert!(msgs.iter().all(|m| m.get("result").is_none_or(|r| r.get("content").is_none())), "{text}");
+            assert!(
+                msgs.iter()
+                    .all(|m| m.get("result").is_none_or(|r| r.get("content").is_none())),
+                "{text}"
+            );
         }
 
         // Escaped names are decoded by rmcp before the wrapper decides: `\u0061dd` is `add`.
@@ -328,24 +411,44 @@ async fn session_hijack_is_refused_and_the_owner_keeps_working() {
     assert_eq!(status, 404);
     assert!(msgs.iter().all(|m| m.get("result").is_none()));
     // The same user through another client is another principal.
-    let alice_elsewhere = s.issuer.token(&s.url).subject("alice").client_id("other-client").sign();
+    let alice_elsewhere = s
+        .issuer
+        .token(&s.url)
+        .subject("alice")
+        .client_id("other-client")
+        .sign();
     assert_eq!(s.post(Some(&alice_elsewhere), &sid, list).await.0, 404);
 
     let http = reqwest::Client::new();
-    let get = http.get(&s.url).bearer_auth(&bob).header("accept", "text/event-stream").header("mcp-session-id", &id);
+    let get = http
+        .get(&s.url)
+        .bearer_auth(&bob)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &id);
     assert_eq!(get.send().await.unwrap().status(), 404);
-    let delete = http.delete(&s.url).bearer_auth(&bob).header("mcp-session-id", &id);
+    let delete = http
+        .delete(&s.url)
+        .bearer_auth(&bob)
+        .header("mcp-session-id", &id);
     assert_eq!(delete.send().await.unwrap().status(), 404);
 
     let (status, _, msgs) = s.post(Some(&alice), &sid, list).await;
     assert_eq!(status, 200);
-    let names: Vec<&str> = msgs[0]["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = msgs[0]["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["add", "whoami"]);
 
     // A new token for Alice (refresh) keeps the session; her DELETE ends it.
     let refreshed = s.token("alice", json!(["operation=addition"]));
     assert_eq!(s.post(Some(&refreshed), &sid, list).await.0, 200);
-    let delete = http.delete(&s.url).bearer_auth(&alice).header("mcp-session-id", &id);
+    let delete = http
+        .delete(&s.url)
+        .bearer_auth(&alice)
+        .header("mcp-session-id", &id);
     assert!(delete.send().await.unwrap().status().is_success());
     assert_eq!(s.post(Some(&alice), &sid, list).await.0, 404);
 }
@@ -360,7 +463,12 @@ async fn stateless_mode_has_no_sessions() {
     assert!(!headers.contains_key("mcp-session-id"));
     assert_eq!(msgs[0]["result"]["tools"].as_array().unwrap().len(), 2);
     // A made-up session id is refused rather than ignored.
-    assert_eq!(s.post(Some(&token), &[("mcp-session-id", "forged")], list).await.0, 404);
+    assert_eq!(
+        s.post(Some(&token), &[("mcp-session-id", "forged")], list)
+            .await
+            .0,
+        404
+    );
 }
 
 #[tokio::test]
@@ -371,22 +479,36 @@ async fn origin_and_host_are_checked_before_authentication() {
     assert_eq!(status, 403);
     assert!(!headers.contains_key("www-authenticate"));
     let token = s.token("alice", json!(["operation=addition"]));
-    assert_eq!(s.post(Some(&token), &[("origin", "https://evil.example")], list).await.0, 403);
+    assert_eq!(
+        s.post(Some(&token), &[("origin", "https://evil.example")], list)
+            .await
+            .0,
+        403
+    );
     assert_eq!(s.post(None, &[("host", "evil.example")], list).await.0, 403);
 
     // An allowed origin reaches authentication, and CORS exposes the challenge and session id.
     let (status, headers, _) = s.post(None, &[("origin", ALLOWED_ORIGIN)], list).await;
     assert_eq!(status, 401);
     assert_eq!(headers["access-control-allow-origin"], ALLOWED_ORIGIN);
-    let exposed = headers["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
-    assert!(exposed.contains("www-authenticate") && exposed.contains("mcp-session-id"), "{exposed}");
+    let exposed = headers["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("www-authenticate") && exposed.contains("mcp-session-id"),
+        "{exposed}"
+    );
 }
 
 #[tokio::test]
 async fn request_bodies_are_limited() {
     let s = start(Mode::Stateless).await;
     let token = s.token("alice", json!(["operation=addition"]));
-    let big = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"x":"{}"}}}}"#, "a".repeat(2 << 20));
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"x":"{}"}}}}"#,
+        "a".repeat(2 << 20)
+    );
     assert_eq!(s.post(Some(&token), &[], &big).await.0, 413);
 }
 
@@ -395,7 +517,10 @@ async fn list_results_are_private_to_the_caller() {
     let s = start(Mode::Stateless).await;
     let token = s.token("alice", json!(["operation=addition"]));
     let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{}}}"#;
-    let v2026 = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list")];
+    let v2026 = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/list"),
+    ];
     let (_, _, msgs) = s.post(Some(&token), &v2026, list).await;
     // Whatever rmcp requires of 2026-07-28 metadata, a result, if any, must be private.
     if let Some(result) = msgs[0].get("result") {
@@ -441,11 +566,17 @@ impl rmcp::ServerHandler for Lenient {
             return Err(ErrorData::method_not_found::<rmcp::model::CallToolRequestMethod>());
         }
         let params = request.params.unwrap_or_default();
-        let name = params["name"].as_str().or_else(|| params["name"][0].as_str()).unwrap_or_default().to_owned();
+        let name = params["name"]
+            .as_str()
+            .or_else(|| params["name"][0].as_str())
+            .unwrap_or_default()
+            .to_owned();
         let arguments = params["arguments"].as_object().cloned().unwrap_or_default();
         let call = CallToolRequestParams::new(name).with_arguments(arguments);
         match self.0.call_tool(call, context).await? {
-            rmcp::model::CallToolResponse::Complete(r) => Ok(rmcp::model::CustomResult(serde_json::to_value(r).unwrap())),
+            rmcp::model::CallToolResponse::Complete(r) => {
+                Ok(rmcp::model::CustomResult(serde_json::to_value(r).unwrap()))
+            }
             _ => Err(ErrorData::internal_error("unexpected", None)),
         }
     }
