@@ -611,3 +611,78 @@ async fn non_canonical_tool_requests_never_reach_the_wrapped_handler() {
         assert_eq!(msgs[0]["error"]["code"], -32601, "{body}: {msgs:?}");
     }
 }
+
+#[tokio::test]
+async fn hostile_context_claims_grant_nothing_end_to_end() {
+    let s = start(Mode::Stateless).await;
+    let hostile = [
+        json!(null),
+        json!(7),
+        json!({"operation": {"addition": true}}),
+        json!({"operation": [["addition"]]}),
+        json!({"operation": "Addition"}),
+        json!({"operation": "аddition"}), // Cyrillic а
+        json!({"operation": "addition\u{200b}"}),
+        json!({"operation": "ａｄｄｉｔｉｏｎ"}),
+        json!({"operation": "addition "}),
+        json!({"Operation": "addition"}),
+        json!({"operation=": "addition"}),
+        json!(["operation==addition"]),
+        json!(["=operation=addition"]),
+        json!(["operation"]),
+        json!([{"key": "operation"}]),
+        json!([{"key": "operation", "value": "addition", "admin": true}]),
+        json!([{"key": ["operation"], "value": "addition"}]),
+        json!("operation = addition"),
+        json!("operation=addition\u{0}"),
+        json!((0..600).map(|i| format!("k{i}=v")).collect::<Vec<_>>()), // more than the 256 read; under the token size limit
+        json!((0..64).fold(json!("operation=addition"), |acc, _| json!([acc]))),
+        json!({"operation": "x".repeat(4000)}),
+    ];
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    for (i, contexts) in hostile.into_iter().enumerate() {
+        let token = s.token("mallory", contexts);
+        let (status, _, msgs) = s.post(Some(&token), &[], list).await;
+        assert_eq!(status, 200, "hostile value #{i}");
+        let tools = msgs[0]["result"]["tools"].as_array().unwrap();
+        let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["whoami"], "hostile value #{i}");
+    }
+}
+
+#[test]
+fn the_start_up_summary_says_which_context_unlocks_which_tool() {
+    let settings = McpSettings {
+        resource_uri: "http://127.0.0.1:8000/mcp".into(),
+        issuer: "https://a3.mekarge.com/auth/env-1".into(),
+        context_claim: "contexts".into(),
+        policy: Arc::new(calculator_policy()),
+        mode: Mode::Stateful,
+        extra_hosts: vec![],
+        allowed_origins: vec![],
+    };
+    let summary = server::summary(&settings);
+    assert!(
+        summary.contains("issuer:   https://a3.mekarge.com/auth/env-1"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("resource: http://127.0.0.1:8000/mcp"),
+        "{summary}"
+    );
+    let line = |needle: &str| {
+        summary
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("operation=addition"), "operation=addition -> add");
+    assert_eq!(
+        line("operation=multiplication"),
+        "operation=multiplication -> multiply"
+    );
+    assert_eq!(line("(everyone)"), "(everyone) -> whoami");
+}
