@@ -316,6 +316,16 @@ async fn per_tool_scopes_step_up() {
         "{status} {msgs:?}"
     );
 
+    // The rmcp 2026-07-28 client sends those headers itself and surfaces the challenge.
+    let client = s.client_2026(&token).await;
+    let err = call(&client, "multiply").await.unwrap_err();
+    let challenge = err.auth_challenge().expect("a step-up challenge").to_owned();
+    assert!(
+        challenge.contains("scope=\"mcp:call calc:multiply\""),
+        "{challenge}"
+    );
+    assert_eq!(call(&client, "add").await.unwrap(), "13");
+
     // With the scope, it is callable; the tool is listed either way.
     let stepped = s
         .issuer
