@@ -39,11 +39,16 @@ pub fn tool_not_found() -> McpError {
 /// }
 /// ```
 pub fn visible_tools(context: &RequestContext<RoleServer>) -> Option<&VisibleTools> {
+    http_extension(context)
+}
+
+/// An extension of the HTTP request that carried this MCP request (what the layers inserted).
+fn http_extension<T: Send + Sync + 'static>(context: &RequestContext<RoleServer>) -> Option<&T> {
     context
         .extensions
         .get::<http::request::Parts>()?
         .extensions
-        .get::<VisibleTools>()
+        .get::<T>()
 }
 
 /// The verified [`Claims`] of the request being handled (see [`visible_tools`]).
@@ -57,11 +62,7 @@ pub fn visible_tools(context: &RequestContext<RoleServer>) -> Option<&VisibleToo
 /// }
 /// ```
 pub fn request_claims(context: &RequestContext<RoleServer>) -> Option<&Claims> {
-    context
-        .extensions
-        .get::<http::request::Parts>()?
-        .extensions
-        .get::<Claims>()
+    http_extension(context)
 }
 
 /// Wraps any [`ServerHandler`] so that each request sees only its [`VisibleTools`].
@@ -418,16 +419,9 @@ pub struct Caller {
 
 impl<C: AsRequestContext> FromContextPart<C> for Caller {
     fn from_context_part(context: &mut C) -> Result<Self, McpError> {
-        let parts = context
-            .as_request_context()
-            .extensions
-            .get::<http::request::Parts>();
-        let claims = parts.and_then(|p| p.extensions.get::<Claims>()).cloned();
-        let contexts = parts
-            .and_then(|p| p.extensions.get::<ContextSet>())
-            .cloned()
-            .unwrap_or_default();
-        match claims {
+        let context = context.as_request_context();
+        let contexts = http_extension::<ContextSet>(context).cloned().unwrap_or_default();
+        match http_extension::<Claims>(context).cloned() {
             Some(claims) => Ok(Caller { claims, contexts }),
             None => Err(McpError::invalid_request("unauthenticated request", None)),
         }
