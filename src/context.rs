@@ -225,7 +225,8 @@ impl ContextSet {
             tracing::debug!(
                 ignored = parser.ignored,
                 kept = parser.set.len(),
-                "ignored malformed context entries"
+                first_reason = parser.first_reason,
+                "ignored context claim entries"
             );
         }
         ContextSet { contexts: parser.set }
@@ -270,32 +271,24 @@ impl FromIterator<Context> for ContextSet {
     }
 }
 
+/// Collects valid contexts; counts what it skips and logs it once (a hostile token could hold
+/// thousands of bad entries, which must not become thousands of log lines).
 #[derive(Default)]
 struct Parser {
     set: BTreeSet<Context>,
     ignored: usize,
+    first_reason: Option<&'static str>,
 }
 
 impl Parser {
-    fn full(&mut self) -> bool {
-        if self.set.len() >= MAX_CONTEXTS {
-            self.ignored += 1;
-            true
-        } else {
-            false
-        }
-    }
-
     fn ignore(&mut self, why: &'static str) {
-        tracing::debug!(reason = why, "ignored a context claim entry");
         self.ignored += 1;
+        self.first_reason.get_or_insert(why);
     }
 
     fn push(&mut self, result: Result<Context, InvalidContext>) {
-        if self.full() {
-            return;
-        }
         match result {
+            Ok(_) if self.set.len() >= MAX_CONTEXTS => self.ignore("more contexts than MAX_CONTEXTS"),
             Ok(c) => {
                 self.set.insert(c);
             }
@@ -315,9 +308,6 @@ impl Parser {
                     match v {
                         Value::String(v) => self.push(Context::new(key, v.as_str())),
                         _ => self.ignore("a context value in a list is not a string"),
-                    }
-                    if self.set.len() >= MAX_CONTEXTS {
-                        break;
                     }
                 }
             }
