@@ -133,6 +133,9 @@ fn insufficient_scope(required: &str) -> McpError {
     )
 }
 
+// Every `ServerHandler` method of rmcp 3.11 is implemented here. When rmcp adds one, add its
+// delegation too: a method left out silently falls back to rmcp's default instead of the
+// wrapped handler's.
 impl<H: ServerHandler> ServerHandler for ContextFiltered<H> {
     async fn call_tool(
         &self,
