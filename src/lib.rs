@@ -58,6 +58,35 @@ pub mod testing;
 #[cfg(feature = "dev-issuer")]
 pub mod dev_issuer;
 
+// contexts (issue 3)
+mod context;
+mod session;
+mod tools;
+mod transport;
+pub use context::{
+    Context, ContextSet, InvalidContext, MAX_CONTEXT_LEN, MAX_CONTEXTS, PolicyError, ToolAccess, ToolContext,
+    ToolContextLayer, ToolPolicy, ToolRule, VisibleTools,
+};
+pub use session::{MCP_SESSION_ID, SessionBinding, SessionBindingLayer};
+pub use tools::{Caller, ContextFiltered, request_claims, tool_not_found, visible_tools};
+pub use transport::{OriginCheck, OriginCheckLayer};
+
+/// [`ToolContext`]'s response future (the same type as [`OriginCheck`]'s).
+pub mod tool_context {
+    pub use crate::transport::ResponseFuture;
+}
+
+/// [`SessionBinding`]'s response future.
+pub mod session_binding {
+    pub use crate::session::ResponseFuture;
+}
+
+/// [`OriginCheck`]'s response future.
+pub mod origin_check {
+    pub use crate::transport::ResponseFuture;
+}
+// end contexts (issue 3)
+
 pub use bearer::{AuthBody, BearerAuth, BearerAuthLayer, MAX_TOKEN_LEN, ResponseFuture, bearer_token};
 pub use challenge::{AuthError, Challenge};
 pub use claims::{Claims, NotAnObject, Principal};

@@ -1,0 +1,322 @@
+//! The quickstart's protected MCP server: calculator tools unlocked by A3 Contexts.
+//!
+//! ```text
+//! # .env (the same file as A3's quickstart)
+//! ISSUER_PATH=...        # or ISSUER_URL=https://... for any OIDC issuer
+//! CLIENT_ID=...          # used by the DCR bridge (not yet in this example)
+//! CLIENT_SECRET=...
+//! # optional: RESOURCE_URI (default http://127.0.0.1:8000/mcp), CONTEXT_CLAIM (default contexts),
+//! #           TOOL_POLICY=path/to/policy.json, MCP_STATELESS=1, ALLOWED_ORIGINS="http://localhost:6274 ..."
+//!
+//! cargo run --example server
+//! ```
+//!
+//! Tools: `add` (context `operation=addition`), `multiply` (`operation=multiplication`) and the
+//! public `whoami`. Every request needs an A3 access token for the resource with scope
+//! `mcp:call`. Until the DCR bridge lands, the server accepts A3 tokens directly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use a3_mcp_auth::{
+    A3Config, BearerAuthLayer, Caller, ContextFiltered, JwtVerifier, OriginCheckLayer,
+    ProtectedResourceMetadata, RequireScopeLayer, SessionBindingLayer, TokenVerifier, ToolContextLayer,
+    ToolPolicy, ToolRule,
+};
+use axum::Router;
+use http::{HeaderName, Method, header};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use serde::Deserialize;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// The scope every MCP request needs (the quickstart's `mcp:call`).
+pub const MCP_SCOPE: &str = "mcp:call";
+
+/// Two operands.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct Operands {
+    /// The first operand.
+    pub a: f64,
+    /// The second operand.
+    pub b: f64,
+}
+
+/// The quickstart's calculator. It knows nothing about tokens or contexts: the layers and
+/// [`ContextFiltered`] decide who sees which tool.
+#[derive(Clone)]
+pub struct Calculator {
+    tool_router: ToolRouter<Self>,
+}
+
+impl Default for Calculator {
+    fn default() -> Self {
+        Calculator {
+            tool_router: Self::tool_router(),
+        }
+    }
+}
+
+#[tool_router]
+impl Calculator {
+    /// Adds two numbers.
+    #[tool]
+    async fn add(&self, Parameters(Operands { a, b }): Parameters<Operands>) -> String {
+        (a + b).to_string()
+    }
+
+    /// Multiplies two numbers.
+    #[tool]
+    async fn multiply(&self, Parameters(Operands { a, b }): Parameters<Operands>) -> String {
+        (a * b).to_string()
+    }
+
+    /// Reports who is calling: subject, client and A3 contexts.
+    #[tool]
+    async fn whoami(&self, caller: Caller) -> String {
+        serde_json::json!({
+            "subject": caller.claims.subject(),
+            "client_id": caller.claims.client_id(),
+            "contexts": caller.contexts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Calculator {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("a3-calculator", env!("CARGO_PKG_VERSION")))
+    }
+}
+
+/// Which context unlocks which tool (the quickstart's Contexts).
+pub fn calculator_policy() -> ToolPolicy {
+    ToolPolicy::new()
+        .tool("add", ToolRule::any_of([("operation", "addition")]))
+        .tool("multiply", ToolRule::any_of([("operation", "multiplication")]))
+        .public_tool("whoami")
+}
+
+/// Session handling of the MCP endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// rmcp sessions (`Mcp-Session-Id`, GET stream), each bound to the principal that opened it.
+    Stateful,
+    /// No sessions: every request stands alone (2026-07-28 clients are always served this way).
+    Stateless,
+}
+
+/// Everything the protected MCP endpoint needs besides the token verifier.
+#[derive(Clone, Debug)]
+pub struct McpSettings {
+    /// The resource URI (token audience); its path is where the endpoint is mounted.
+    pub resource_uri: String,
+    /// The issuer advertised in the protected-resource metadata.
+    pub issuer: String,
+    /// The claim that holds A3 Contexts.
+    pub context_claim: String,
+    /// The tool policy.
+    pub policy: Arc<ToolPolicy>,
+    /// Stateful or stateless.
+    pub mode: Mode,
+    /// Allowed `Host` values besides the loopback names.
+    pub extra_hosts: Vec<String>,
+    /// Allowed browser origins (CORS and the Origin check).
+    pub allowed_origins: Vec<String>,
+}
+
+impl McpSettings {
+    /// Settings from the configuration: the calculator policy unless `TOOL_POLICY` names a file.
+    pub fn from_config(config: &A3Config) -> Result<Self, Box<dyn std::error::Error>> {
+        let policy = match std::env::var("TOOL_POLICY") {
+            Ok(path) => ToolPolicy::from_json_file(path)?,
+            Err(_) => calculator_policy(),
+        };
+        let resource = url::Url::parse(config.resource_uri())?;
+        let mode = match std::env::var("MCP_STATELESS").as_deref() {
+            Ok("1" | "true") => Mode::Stateless,
+            _ => Mode::Stateful,
+        };
+        let origins = std::env::var("ALLOWED_ORIGINS").unwrap_or_default();
+        Ok(McpSettings {
+            resource_uri: config.resource_uri().to_owned(),
+            issuer: config.issuer().to_owned(),
+            context_claim: config.context_claim().to_owned(),
+            policy: Arc::new(policy),
+            mode,
+            extra_hosts: resource
+                .host_str()
+                .map(|h| vec![h.to_owned()])
+                .unwrap_or_default(),
+            allowed_origins: origins.split_whitespace().map(str::to_owned).collect(),
+        })
+    }
+}
+
+/// The MCP endpoint behind every layer, plus its protected-resource metadata, as one router.
+/// The DCR bridge merges its own routes beside it (and passes a verifier that also accepts its
+/// tokens).
+pub fn mcp_app<V: TokenVerifier>(
+    verifier: V,
+    settings: &McpSettings,
+) -> Result<Router, Box<dyn std::error::Error>> {
+    mcp_app_with(verifier, settings, Calculator::default)
+}
+
+/// [`mcp_app`] for any rmcp handler: `handler` builds one per session (stateful) or per request.
+pub fn mcp_app_with<V, H, F>(
+    verifier: V,
+    settings: &McpSettings,
+    handler: F,
+) -> Result<Router, Box<dyn std::error::Error>>
+where
+    V: TokenVerifier,
+    H: ServerHandler,
+    F: Fn() -> H + Send + Sync + 'static,
+{
+    let metadata = ProtectedResourceMetadata::new(&settings.resource_uri)?
+        .with_authorization_server(&settings.issuer)
+        .with_scopes_supported([MCP_SCOPE]);
+    let challenge = metadata.challenge();
+    let path = url::Url::parse(&settings.resource_uri)?.path().to_owned();
+
+    let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "[::1]".to_owned()];
+    hosts.extend(settings.extra_hosts.iter().cloned());
+    let mut origin_check = OriginCheckLayer::new().allow_hosts(hosts.clone());
+    for origin in &settings.allowed_origins {
+        origin_check = origin_check.allow_origin(origin);
+    }
+    // rmcp checks Host too (after authentication); give it the same list ("::1" unbracketed).
+    let rmcp_hosts: Vec<String> = hosts
+        .iter()
+        .map(|h| h.trim_matches(['[', ']']).to_owned())
+        .collect();
+    let rmcp_config = StreamableHttpServerConfig::default().with_allowed_hosts(rmcp_hosts);
+
+    let auth = ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(verifier, challenge.clone()))
+        .layer(RequireScopeLayer::new([MCP_SCOPE], challenge.clone()))
+        .layer(SessionBindingLayer::new())
+        .layer(
+            ToolContextLayer::from_arc(settings.policy.clone(), challenge)
+                .with_claim(settings.context_claim.clone())
+                .with_base_scopes([MCP_SCOPE]),
+        );
+    let factory = move || Ok(ContextFiltered::new(handler()));
+    let mcp = match settings.mode {
+        Mode::Stateful => Router::new().route_service(
+            &path,
+            auth.service(StreamableHttpService::new(
+                factory,
+                Arc::new(LocalSessionManager::default()),
+                rmcp_config.with_legacy_session_mode(true),
+            )),
+        ),
+        Mode::Stateless => Router::new().route_service(
+            &path,
+            auth.service(StreamableHttpService::new(
+                factory,
+                Arc::new(NeverSessionManager::default()),
+                rmcp_config
+                    .with_legacy_session_mode(false)
+                    .with_json_response(true),
+            )),
+        ),
+    };
+
+    let mcp_session_id = HeaderName::from_static("mcp-session-id");
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(
+            settings.allowed_origins.iter().filter_map(|o| o.parse().ok()),
+        ))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            mcp_session_id.clone(),
+            HeaderName::from_static("mcp-protocol-version"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([header::WWW_AUTHENTICATE, mcp_session_id]);
+
+    Ok(mcp.layer(origin_check).merge(metadata.router()).layer(
+        ServiceBuilder::new()
+            // Redact the token in every trace and log below this point.
+            .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+            .layer(TraceLayer::new_for_http())
+            .layer(cors)
+            .layer(RequestBodyLimitLayer::new(1024 * 1024))
+            // Time to response headers only: SSE streams that follow are not cut.
+            .layer(TimeoutLayer::with_status_code(
+                http::StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(60),
+            )),
+    ))
+}
+
+/// The start-up summary: where tokens come from, and which tools each context unlocks.
+pub fn summary(settings: &McpSettings) -> String {
+    let mut s = format!(
+        "issuer:   {}\nresource: {}\nmode:     {:?}\ncontexts (claim \"{}\"):\n",
+        settings.issuer, settings.resource_uri, settings.mode, settings.context_claim
+    );
+    for (context, tools) in settings.policy.unlocks() {
+        let who = context.map_or_else(|| "(everyone)".to_owned(), |c| c.to_string());
+        s.push_str(&format!("  {who:<28} -> {}\n", tools.join(", ")));
+    }
+    s
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,a3_mcp_auth=debug,tower_http=info".into()),
+        )
+        .init();
+    let config = match A3Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!(
+                "error: {e}\n\nSet ISSUER_PATH (your A3 environment's Issuer Path) or ISSUER_URL in .env or the \
+                 environment; see A3's quickstart."
+            );
+            std::process::exit(2);
+        }
+    };
+    let settings = McpSettings::from_config(&config)?;
+    let verifier = JwtVerifier::from_config(&config).await?;
+    let app = mcp_app(verifier, &settings)?;
+
+    let resource = url::Url::parse(&settings.resource_uri)?;
+    let port = resource.port_or_known_default().unwrap_or(8000);
+    let addr: SocketAddr = match resource.host_str() {
+        Some("localhost") | None => ([127, 0, 0, 1], port).into(),
+        Some(host) => format!("{}:{port}", host.trim_matches(['[', ']']))
+            .parse()
+            .unwrap_or(([127, 0, 0, 1], port).into()),
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(
+        "MCP server listening on http://{addr}{}\n{}",
+        resource.path(),
+        summary(&settings)
+    );
+    axum::serve(listener, app).await?;
+    Ok(())
+}
