@@ -54,6 +54,9 @@ mod verifier;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+// dcr (issue 4)
+pub mod dcr;
+
 pub use bearer::{AuthBody, BearerAuth, BearerAuthLayer, MAX_TOKEN_LEN, ResponseFuture, bearer_token};
 pub use challenge::{AuthError, Challenge};
 pub use claims::{Claims, NotAnObject, Principal};
