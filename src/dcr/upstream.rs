@@ -7,7 +7,7 @@ use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
     HttpRequest, HttpResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
-    RequestTokenError, RevocationUrl, Scope, StandardRevocableToken, TokenResponse, TokenUrl,
+    RequestTokenError, RevocationUrl, Scope, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,7 @@ type Client = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointN
 pub(crate) struct Upstream {
     client: Client,
     revocation: Option<RevocationUrl>,
+    client_secret: String,
     http: reqwest::Client,
     pub(crate) metadata: ProviderMetadata,
 }
@@ -84,7 +85,7 @@ impl Upstream {
             .user_agent(concat!("a3-mcp-auth/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Upstream { client, revocation, http, metadata })
+        Ok(Upstream { client, revocation, client_secret: client_secret.to_owned(), http, metadata })
     }
 
     /// A3's authorization URL for one transaction, and the PKCE verifier to keep with it.
@@ -138,27 +139,36 @@ impl Upstream {
         Ok(tokens(&response, Some(refresh_token)))
     }
 
-    /// Revokes `tokens` at A3 (refresh token first) when A3 advertises a revocation endpoint.
-    /// Failures are logged, never surfaced: our own revocation already took effect.
+    /// Revokes `tokens` at A3 (the refresh token, else the access token) with client_secret_post,
+    /// when A3 advertises a revocation endpoint. Failures are logged, never surfaced: our own
+    /// revocation already took effect. (oauth2's revocation request insists on https, which rules
+    /// out loopback development issuers, so this is a plain RFC 7009 form post.)
     pub(crate) async fn revoke(&self, tokens: &UpstreamTokens) {
         let Some(url) = &self.revocation else { return };
-        let client = self.client.clone().set_revocation_url(url.clone());
-        let client_http = self.http.clone();
-        let http = move |req| send(client_http.clone(), req);
-        let token = match &tokens.refresh_token {
-            Some(rt) => StandardRevocableToken::RefreshToken(RefreshToken::new(rt.clone())),
-            None => StandardRevocableToken::AccessToken(oauth2::AccessToken::new(tokens.access_token.clone())),
+        let (token, hint) = match &tokens.refresh_token {
+            Some(rt) => (rt.as_str(), "refresh_token"),
+            None => (tokens.access_token.as_str(), "access_token"),
         };
-        match client.revoke_token(token) {
-            Ok(request) => {
-                if let Err(e) = request.request_async(&http).await {
-                    tracing::warn!(error = %short_error(&e), "revoking the A3 token failed");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "revoking the A3 token failed"),
+        let form = [
+            ("token", token),
+            ("token_type_hint", hint),
+            ("client_id", self.client.client_id().as_str()),
+            ("client_secret", self.client_secret.as_str()),
+        ];
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let result = self
+            .http
+            .post(url.url().clone())
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await;
+        match result {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::warn!(status = r.status().as_u16(), "A3 refused to revoke a token"),
+            Err(e) => tracing::warn!(error = %e.without_url(), "revoking the A3 token failed"),
         }
     }
-
 }
 
 /// Sends one oauth2 request with our reqwest client, reading at most `MAX_RESPONSE_BYTES`.

@@ -105,6 +105,7 @@ pub(crate) async fn fresh_upstream(inner: &Inner, grant: Grant) -> Result<(Grant
     if tokens.refresh_token.is_none() {
         return Err(FreshError::Gone);
     }
+    let before = tokens.access_token;
     let lock = inner.refresh_locks.get_with(grant.id.clone(), || Arc::new(tokio::sync::Mutex::new(())));
     let _guard = lock.lock().await;
     // Someone else may have refreshed (or revoked) while we waited.
@@ -114,7 +115,7 @@ pub(crate) async fn fresh_upstream(inner: &Inner, grant: Grant) -> Result<(Grant
         Err(_) => return Err(FreshError::Unavailable),
     };
     let tokens = grant.open(&inner.keys).ok_or(FreshError::Gone)?;
-    if tokens.expires_at > unix_now() + REFRESH_MARGIN {
+    if tokens.access_token != before || tokens.expires_at > unix_now() + REFRESH_MARGIN {
         return Ok((grant, tokens));
     }
     let Some(refresh_token) = tokens.refresh_token.as_deref() else { return Err(FreshError::Gone) };
