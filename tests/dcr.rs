@@ -11,7 +11,9 @@ use a3_mcp_auth::dcr::{MemoryStore, RedbStore};
 use rmcp::ServiceExt;
 use rmcp::model::ClientConfig;
 use rmcp::transport::auth::{AuthClient, AuthorizationManager, AuthorizationRequest, OAuthState};
-use rmcp::transport::streamable_http_client::{StreamableHttpClientTransport, StreamableHttpClientTransportConfig};
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
+};
 use serde_json::Value;
 use support::*;
 
@@ -28,7 +30,11 @@ async fn rmcp_host_login(server: &Server, browser: &reqwest::Client, user: &str)
     let auth_url = state.get_authorization_url().await.unwrap();
     let back = authorize(browser, &server.url, &auth_url, user).await;
     assert!(back.starts_with(HOST_REDIRECT));
-    assert_eq!(query_param(&back, "iss").as_deref(), Some(server.url.as_str()), "RFC 9207 iss is ours");
+    assert_eq!(
+        query_param(&back, "iss").as_deref(),
+        Some(server.url.as_str()),
+        "RFC 9207 iss is ours"
+    );
     state.handle_callback_url(&back).await.unwrap();
     state.into_authorization_manager().unwrap()
 }
@@ -38,7 +44,10 @@ async fn tool_names(server: &Server, manager: AuthorizationManager) -> Result<Ve
         AuthClient::new(reqwest::Client::default(), manager),
         StreamableHttpClientTransportConfig::with_uri(server.mcp_url()),
     );
-    let client = ClientConfig::default().serve(transport).await.map_err(|e| e.to_string())?;
+    let client = ClientConfig::default()
+        .serve(transport)
+        .await
+        .map_err(|e| e.to_string())?;
     let tools = client.peer().list_all_tools().await.map_err(|e| e.to_string());
     let _ = client.cancel().await;
     let mut names: Vec<String> = tools?.into_iter().map(|t| t.name.to_string()).collect();
@@ -55,7 +64,10 @@ async fn quickstart_flow_with_rmcp_host_refresh_and_revoke() {
     let browser = browser();
     let manager = rmcp_host_login(&server, &browser, "johndoe@test.com").await;
     let token = manager.get_access_token().await.unwrap();
-    assert!(token.starts_with("a3mcp_at_"), "the host gets our opaque token, not A3's");
+    assert!(
+        token.starts_with("a3mcp_at_"),
+        "the host gets our opaque token, not A3's"
+    );
     let claims = server.bridge.token_verifier().verify(&token).await.unwrap();
     assert_eq!(claims.subject(), Some("johndoe@test.com"));
     assert_eq!(tool_names(&server, manager).await.unwrap(), ["add", "whoami"]);
@@ -67,7 +79,10 @@ async fn quickstart_flow_with_rmcp_host_refresh_and_revoke() {
     assert_ne!(new_token, token);
     let _ = refreshed;
     assert_eq!(mcp_status(&server, &new_token).await, 200);
-    assert_eq!(tool_names(&server, manager).await.unwrap(), ["add", "multiply", "whoami"]);
+    assert_eq!(
+        tool_names(&server, manager).await.unwrap(),
+        ["add", "multiply", "whoami"]
+    );
 
     // Revocation: the next MCP request is refused, and A3's refresh token is revoked too.
     let r = reqwest::Client::new()
@@ -79,7 +94,11 @@ async fn quickstart_flow_with_rmcp_host_refresh_and_revoke() {
     assert_eq!(r.status(), 200);
     assert_eq!(mcp_status(&server, &new_token).await, 401);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(upstream.state.revoked.lock().unwrap().len(), 1, "A3's token was revoked");
+    assert_eq!(
+        upstream.state.revoked.lock().unwrap().len(),
+        1,
+        "A3's token was revoked"
+    );
 }
 
 #[tokio::test]
@@ -95,14 +114,31 @@ async fn metadata_and_registration() {
         .json()
         .await
         .unwrap();
-    let prm: Value =
-        http.get(format!("{}/.well-known/oauth-protected-resource/mcp", server.url)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(m["issuer"], prm["authorization_servers"][0], "A15: byte-identical issuer");
+    let prm: Value = http
+        .get(format!("{}/.well-known/oauth-protected-resource/mcp", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        m["issuer"], prm["authorization_servers"][0],
+        "A15: byte-identical issuer"
+    );
     assert_eq!(m["issuer"], server.url);
     assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
     assert_eq!(m["authorization_response_iss_parameter_supported"], true);
-    assert_eq!(m["token_endpoint_auth_methods_supported"], serde_json::json!(["none"]));
-    for field in ["registration_endpoint", "revocation_endpoint", "token_endpoint", "authorization_endpoint"] {
+    assert_eq!(
+        m["token_endpoint_auth_methods_supported"],
+        serde_json::json!(["none"])
+    );
+    for field in [
+        "registration_endpoint",
+        "revocation_endpoint",
+        "token_endpoint",
+        "authorization_endpoint",
+    ] {
         assert!(m[field].as_str().unwrap().starts_with(&server.url), "{field}");
     }
 
@@ -113,27 +149,57 @@ async fn metadata_and_registration() {
     assert!(client.get("client_secret").is_none());
 
     for (body, error) in [
-        (serde_json::json!({"redirect_uris": ["javascript:alert(1)"]}), "invalid_redirect_uri"),
-        (serde_json::json!({"redirect_uris": ["http://evil.example/cb"]}), "invalid_redirect_uri"),
-        (serde_json::json!({"redirect_uris": ["https://a.example/cb#x"]}), "invalid_redirect_uri"),
-        (serde_json::json!({"redirect_uris": ["https://u:p@a.example/cb"]}), "invalid_redirect_uri"),
+        (
+            serde_json::json!({"redirect_uris": ["javascript:alert(1)"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            serde_json::json!({"redirect_uris": ["http://evil.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            serde_json::json!({"redirect_uris": ["https://a.example/cb#x"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            serde_json::json!({"redirect_uris": ["https://u:p@a.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
         (serde_json::json!({"client_name": "x"}), "invalid_redirect_uri"),
-        (serde_json::json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "client_secret_basic"}), "invalid_client_metadata"),
-        (serde_json::json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["password"]}), "invalid_client_metadata"),
+        (
+            serde_json::json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "client_secret_basic"}),
+            "invalid_client_metadata",
+        ),
+        (
+            serde_json::json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["password"]}),
+            "invalid_client_metadata",
+        ),
     ] {
-        let r = http.post(format!("{}/register", server.url)).json(&body).send().await.unwrap();
+        let r = http
+            .post(format!("{}/register", server.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400, "{body}");
         assert_eq!(r.json::<Value>().await.unwrap()["error"], error, "{body}");
     }
-    let r = http.post(format!("{}/register", server.url)).body("not json").send().await.unwrap();
+    let r = http
+        .post(format!("{}/register", server.url))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 }
 
 #[tokio::test]
 async fn registration_flood_is_limited() {
     let upstream = Upstream::start().await;
-    let server =
-        start_server(&upstream, MemoryStore::new(), |b| b.registration_rate_limit(3, Duration::from_secs(3600))).await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| {
+        b.registration_rate_limit(3, Duration::from_secs(3600))
+    })
+    .await;
     for _ in 0..3 {
         register_vscode(&server.url).await;
     }
@@ -169,10 +235,22 @@ async fn consent_page_is_protected_and_stores_nothing_before_approval() {
     assert_eq!(r.status(), 200, "loopback redirect matches on any port");
     let h = r.headers().clone();
     assert_eq!(h["x-frame-options"], "DENY");
-    assert!(h["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
     assert_eq!(h["cache-control"], "no-store");
-    let cookies: Vec<_> = h.get_all("set-cookie").iter().map(|c| c.to_str().unwrap().to_owned()).collect();
-    assert!(cookies.iter().all(|c| c.starts_with("a3mcp_csrf=")), "only the CSRF cookie before approval: {cookies:?}");
+    let cookies: Vec<_> = h
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        cookies.iter().all(|c| c.starts_with("a3mcp_csrf=")),
+        "only the CSRF cookie before approval: {cookies:?}"
+    );
     let html = r.text().await.unwrap();
     assert!(html.contains("Visual Studio Code") && html.contains("127.0.0.1") && html.contains("mcp:call"));
 
@@ -201,7 +279,12 @@ async fn authorize_validation() {
     ] {
         let r = b.get(&url).send().await.unwrap();
         assert_eq!(r.status(), 400, "{url}");
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
     }
     // Resource of another server, bad scope, missing PKCE: errors sent to the redirect URI with iss.
     let redirect = "http://127.0.0.1:33418/";
@@ -217,9 +300,16 @@ async fn authorize_validation() {
         assert_eq!(query_param(&loc, "state"), Some(state));
         assert_eq!(query_param(&loc, "iss").as_deref(), Some(server.url.as_str()));
     }
-    let url = format!("{}/authorize?response_type=code&client_id={id}&redirect_uri={}", server.url, "http%3A%2F%2F127.0.0.1%3A33418%2F");
+    let url = format!(
+        "{}/authorize?response_type=code&client_id={id}&redirect_uri={}",
+        server.url, "http%3A%2F%2F127.0.0.1%3A33418%2F"
+    );
     let r = b.get(&url).send().await.unwrap();
-    assert_eq!(query_param(&location(&r), "error").as_deref(), Some("invalid_request"), "PKCE is required");
+    assert_eq!(
+        query_param(&location(&r), "error").as_deref(),
+        Some("invalid_request"),
+        "PKCE is required"
+    );
 }
 
 #[tokio::test]
@@ -264,19 +354,37 @@ async fn token_endpoint_attacks() {
     assert_eq!(mcp_status(&server, &refresh).await, 401);
     let r = redeem(&server.url, id, &code, &verifier, redirect).await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
-    assert_eq!(mcp_status(&server, &access).await, 401, "the replay revoked the grant");
+    assert_eq!(
+        mcp_status(&server, &access).await,
+        401,
+        "the replay revoked the grant"
+    );
 
     // Refresh rotation with a grace period, and refresh bound to its client.
     let (url, verifier, _) = host_request(&server.url, id, redirect, &[]);
     let back = authorize(&b, &server.url, &url, "johndoe@test.com").await;
-    let tokens: Value = redeem(&server.url, id, &query_param(&back, "code").unwrap(), &verifier, redirect).await.json().await.unwrap();
+    let tokens: Value = redeem(
+        &server.url,
+        id,
+        &query_param(&back, "code").unwrap(),
+        &verifier,
+        redirect,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let rt = tokens["refresh_token"].as_str().unwrap();
     let refresh_with = |client: String, token: String| {
         let url = format!("{}/token", server.url);
         async move {
             reqwest::Client::new()
                 .post(url)
-                .form(&[("grant_type", "refresh_token"), ("client_id", &client), ("refresh_token", &token)])
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &client),
+                    ("refresh_token", &token),
+                ])
                 .send()
                 .await
                 .unwrap()
@@ -284,29 +392,75 @@ async fn token_endpoint_attacks() {
     };
     let r = refresh_with(other_id.to_owned(), rt.to_owned()).await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
-    let first: Value = refresh_with(id.to_owned(), rt.to_owned()).await.json().await.unwrap();
-    let second: Value = refresh_with(id.to_owned(), rt.to_owned()).await.json().await.unwrap();
-    assert!(first["access_token"].is_string() && second["access_token"].is_string(), "grace period");
+    let first: Value = refresh_with(id.to_owned(), rt.to_owned())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second: Value = refresh_with(id.to_owned(), rt.to_owned())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        first["access_token"].is_string() && second["access_token"].is_string(),
+        "grace period"
+    );
     assert_ne!(first["refresh_token"], tokens["refresh_token"]);
-    assert_eq!(mcp_status(&server, first["access_token"].as_str().unwrap()).await, 200);
+    assert_eq!(
+        mcp_status(&server, first["access_token"].as_str().unwrap()).await,
+        200
+    );
 }
 
 #[tokio::test]
 async fn rotated_refresh_token_expires_after_grace() {
     let upstream = Upstream::start().await;
-    let server = start_server(&upstream, MemoryStore::new(), |b| b.refresh_grace(Duration::from_secs(1))).await;
-    let id = register_vscode(&server.url).await["client_id"].as_str().unwrap().to_owned();
+    let server = start_server(&upstream, MemoryStore::new(), |b| {
+        b.refresh_grace(Duration::from_secs(1))
+    })
+    .await;
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let redirect = "http://127.0.0.1:33418/";
     let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
     let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
-    let tokens: Value = redeem(&server.url, &id, &query_param(&back, "code").unwrap(), &verifier, redirect).await.json().await.unwrap();
-    let form = |rt: &str| vec![("grant_type", "refresh_token".to_owned()), ("client_id", id.clone()), ("refresh_token", rt.to_owned())];
+    let tokens: Value = redeem(
+        &server.url,
+        &id,
+        &query_param(&back, "code").unwrap(),
+        &verifier,
+        redirect,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let form = |rt: &str| {
+        vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("client_id", id.clone()),
+            ("refresh_token", rt.to_owned()),
+        ]
+    };
     let http = reqwest::Client::new();
     let rt = tokens["refresh_token"].as_str().unwrap();
-    let r = http.post(format!("{}/token", server.url)).form(&form(rt)).send().await.unwrap();
+    let r = http
+        .post(format!("{}/token", server.url))
+        .form(&form(rt))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let r = http.post(format!("{}/token", server.url)).form(&form(rt)).send().await.unwrap();
+    let r = http
+        .post(format!("{}/token", server.url))
+        .form(&form(rt))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
 }
 
@@ -318,20 +472,30 @@ async fn browser_binding_csrf_and_state_replay() {
 
     // The victim has an A3 session (from an earlier legitimate login through the bridge).
     let victim = browser();
-    let victim_client = register_vscode(&server.url).await["client_id"].as_str().unwrap().to_owned();
+    let victim_client = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (url, _, _) = host_request(&server.url, &victim_client, redirect, &[]);
     authorize(&victim, &server.url, &url, "johndoe@test.com").await;
 
     // The attacker registers, consents in their own browser, and sends A3's URL to the victim.
     let attacker = browser();
-    let evil = register_vscode(&server.url).await["client_id"].as_str().unwrap().to_owned();
+    let evil = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (url, _, _) = host_request(&server.url, &evil, redirect, &[]);
     let fields = open_consent(&attacker, &url).await;
     let upstream_url = location(&decide(&attacker, &server.url, &fields, "approve").await);
     // A3 silently re-authorizes the victim; our callback must refuse the victim's browser.
     let callback = sign_in_upstream(&victim, &upstream_url, "johndoe@test.com").await;
     let r = victim.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), 403, "callback without the consenting browser's cookie");
+    assert_eq!(
+        r.status(),
+        403,
+        "callback without the consenting browser's cookie"
+    );
     assert!(r.headers().get("location").is_none());
 
     // Consent CSRF: the attacker's form (with its valid token) posted from the victim's browser.
@@ -343,9 +507,21 @@ async fn browser_binding_csrf_and_state_replay() {
     assert_eq!(r.status(), 403, "no CSRF cookie at all");
     let mut form = fields.clone();
     form.push(("decision".into(), "approve".into()));
-    let r = attacker.post(format!("{}/authorize", server.url)).header("origin", "https://evil.example").form(&form).send().await.unwrap();
+    let r = attacker
+        .post(format!("{}/authorize", server.url))
+        .header("origin", "https://evil.example")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "cross-origin post");
-    let r = attacker.post(format!("{}/authorize", server.url)).header("sec-fetch-site", "cross-site").form(&form).send().await.unwrap();
+    let r = attacker
+        .post(format!("{}/authorize", server.url))
+        .header("sec-fetch-site", "cross-site")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "cross-site post");
     // Tampering with a consented parameter invalidates the token.
     let mut tampered = fields.clone();
@@ -400,20 +576,41 @@ async fn a3_tokens_work_directly_and_upstream_refresh_is_transparent_and_coalesc
 
     // A3 access tokens that expire within the refresh margin are refreshed behind the host's back.
     upstream.state.access_ttl.store(20, Ordering::SeqCst);
-    let id = register_vscode(&server.url).await["client_id"].as_str().unwrap().to_owned();
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let redirect = "http://127.0.0.1:33418/";
     let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
     let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
-    let tokens: Value = redeem(&server.url, &id, &query_param(&back, "code").unwrap(), &verifier, redirect).await.json().await.unwrap();
+    let tokens: Value = redeem(
+        &server.url,
+        &id,
+        &query_param(&back, "code").unwrap(),
+        &verifier,
+        redirect,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     upstream.state.access_ttl.store(3600, Ordering::SeqCst);
     let before = upstream.state.refreshes.load(Ordering::SeqCst);
     let verifier = server.bridge.token_verifier();
     let results = futures_util::future::join_all((0..8).map(|_| verifier.verify(&access))).await;
     assert!(results.iter().all(Result::is_ok));
-    assert_eq!(upstream.state.refreshes.load(Ordering::SeqCst) - before, 1, "one refresh for concurrent requests");
+    assert_eq!(
+        upstream.state.refreshes.load(Ordering::SeqCst) - before,
+        1,
+        "one refresh for concurrent requests"
+    );
     assert_eq!(mcp_status(&server, &access).await, 200);
-    assert_eq!(upstream.state.refreshes.load(Ordering::SeqCst) - before, 1, "the refreshed token is reused");
+    assert_eq!(
+        upstream.state.refreshes.load(Ordering::SeqCst) - before,
+        1,
+        "the refreshed token is reused"
+    );
 }
 
 #[tokio::test]
@@ -422,7 +619,10 @@ async fn registrations_and_grants_survive_a_restart() {
     let path = dir.path().join("store.redb");
     let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     let upstream = Upstream::start().await;
-    let server = start_server(&upstream, RedbStore::open(&path).unwrap(), |b| b.encryption_key(key)).await;
+    let server = start_server(&upstream, RedbStore::open(&path).unwrap(), |b| {
+        b.encryption_key(key)
+    })
+    .await;
     let addr = server.addr;
     let manager = rmcp_host_login(&server, &browser(), "johndoe@test.com").await;
     let token = manager.get_access_token().await.unwrap();
@@ -432,7 +632,10 @@ async fn registrations_and_grants_survive_a_restart() {
 
     // Same address, same store file, same key.
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let server = serve_on(listener, &upstream, RedbStore::open(&path).unwrap(), |b| b.encryption_key(key)).await;
+    let server = serve_on(listener, &upstream, RedbStore::open(&path).unwrap(), |b| {
+        b.encryption_key(key)
+    })
+    .await;
     assert_eq!(mcp_status(&server, &token).await, 200, "tokens survive");
     manager.refresh_token().await.expect("refresh tokens survive");
     assert_eq!(tool_names(&server, manager).await.unwrap(), ["add", "whoami"]);

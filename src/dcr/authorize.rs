@@ -9,15 +9,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Form;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::Form;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{
-    Inner, Namespace, RegisteredClient, crypto, error_page, escape_html, html_response, page, redirect_to_client,
+    Inner, Namespace, RegisteredClient, crypto, error_page, escape_html, html_response, page,
+    redirect_to_client,
 };
 use crate::dcr::store::unix_now;
 use crate::is_loopback_host;
@@ -84,16 +85,24 @@ enum Failure {
     /// Cannot be sent to the client: an HTML page.
     Page(StatusCode, &'static str),
     /// Sent to the validated redirect URI.
-    Redirect { redirect_uri: String, state: Option<String>, error: &'static str, description: &'static str },
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: &'static str,
+        description: &'static str,
+    },
 }
 
 impl Failure {
     fn into_response(self, issuer: &str) -> Response {
         match self {
             Failure::Page(status, message) => error_page(status, message),
-            Failure::Redirect { redirect_uri, state, error, description } => {
-                error_redirect(&redirect_uri, state.as_deref(), error, description, issuer)
-            }
+            Failure::Redirect {
+                redirect_uri,
+                state,
+                error,
+                description,
+            } => error_redirect(&redirect_uri, state.as_deref(), error, description, issuer),
         }
     }
 }
@@ -114,12 +123,17 @@ pub(crate) fn error_redirect(
 }
 
 fn is_pkce_value(s: &str) -> bool {
-    (43..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    (43..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
 async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failure> {
     let Some(client_id) = p.client_id.as_deref().filter(|c| !c.is_empty() && c.len() <= 256) else {
-        return Err(Failure::Page(StatusCode::BAD_REQUEST, "The request has no client_id."));
+        return Err(Failure::Page(
+            StatusCode::BAD_REQUEST,
+            "The request has no client_id.",
+        ));
     };
     let client: RegisteredClient = match inner.get_json(Namespace::Client, client_id).await {
         Ok(Some(c)) => c,
@@ -132,25 +146,49 @@ async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failu
         }
         Err(e) => {
             tracing::error!(error = %e, "DCR store failure");
-            return Err(Failure::Page(StatusCode::SERVICE_UNAVAILABLE, "The server's storage is unavailable. Try again later."));
+            return Err(Failure::Page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server's storage is unavailable. Try again later.",
+            ));
         }
     };
     let redirect_uri = match p.redirect_uri.as_deref() {
         Some(r) if client.allows_redirect(r) => r.to_owned(),
-        Some(_) => return Err(Failure::Page(StatusCode::BAD_REQUEST, "The redirect URI is not registered for this application.")),
+        Some(_) => {
+            return Err(Failure::Page(
+                StatusCode::BAD_REQUEST,
+                "The redirect URI is not registered for this application.",
+            ));
+        }
         None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
-        None => return Err(Failure::Page(StatusCode::BAD_REQUEST, "The request has no redirect_uri.")),
+        None => {
+            return Err(Failure::Page(
+                StatusCode::BAD_REQUEST,
+                "The request has no redirect_uri.",
+            ));
+        }
     };
     let state = p.state.clone();
-    let fail = |error, description| Failure::Redirect { redirect_uri: redirect_uri.clone(), state: state.clone(), error, description };
+    let fail = |error, description| Failure::Redirect {
+        redirect_uri: redirect_uri.clone(),
+        state: state.clone(),
+        error,
+        description,
+    };
     if state.as_ref().is_some_and(|s| s.len() > 2048) {
         return Err(fail("invalid_request", "state is too long"));
     }
     if p.response_type.as_deref() != Some("code") {
-        return Err(fail("unsupported_response_type", "only response_type=code is supported"));
+        return Err(fail(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        ));
     }
     let Some(challenge) = p.code_challenge.as_deref() else {
-        return Err(fail("invalid_request", "PKCE is required: send code_challenge with code_challenge_method=S256"));
+        return Err(fail(
+            "invalid_request",
+            "PKCE is required: send code_challenge with code_challenge_method=S256",
+        ));
     };
     if p.code_challenge_method.as_deref() != Some("S256") {
         return Err(fail("invalid_request", "code_challenge_method must be S256"));
@@ -163,7 +201,12 @@ async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failu
         Some(r) if same_resource(r, &inner.resource) => inner.resource.clone(),
         Some(_) => return Err(fail("invalid_target", "resource is not this server")),
     };
-    let requested = p.scope.as_deref().unwrap_or("").split_ascii_whitespace().collect::<Vec<_>>();
+    let requested = p
+        .scope
+        .as_deref()
+        .unwrap_or("")
+        .split_ascii_whitespace()
+        .collect::<Vec<_>>();
     let scope = if requested.is_empty() {
         client.scope.clone().unwrap_or_else(|| inner.scopes.join(" "))
     } else if requested.iter().all(|s| inner.scopes.iter().any(|o| o == s)) {
@@ -175,9 +218,19 @@ async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failu
         }
         unique.join(" ")
     } else {
-        return Err(fail("invalid_scope", "a requested scope is not offered by this server"));
+        return Err(fail(
+            "invalid_scope",
+            "a requested scope is not offered by this server",
+        ));
     };
-    Ok(Validated { client, redirect_uri, state, code_challenge: challenge.to_owned(), scope, resource })
+    Ok(Validated {
+        client,
+        redirect_uri,
+        state,
+        code_challenge: challenge.to_owned(),
+        scope,
+        resource,
+    })
 }
 
 /// Our resource URI, allowing only a trailing-slash difference.
@@ -185,7 +238,11 @@ pub(crate) fn same_resource(given: &str, ours: &str) -> bool {
     given == ours || given.trim_end_matches('/') == ours.trim_end_matches('/')
 }
 
-pub(crate) async fn show(State(inner): State<Arc<Inner>>, headers: HeaderMap, Query(p): Query<AuthorizeParams>) -> Response {
+pub(crate) async fn show(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Query(p): Query<AuthorizeParams>,
+) -> Response {
     let v = match validate(&inner, &p).await {
         Ok(v) => v,
         Err(f) => return f.into_response(&inner.issuer),
@@ -200,7 +257,10 @@ pub(crate) async fn show(State(inner): State<Arc<Inner>>, headers: HeaderMap, Qu
         }
     };
     let exp = unix_now() + inner.limits.consent_ttl.as_secs();
-    let token = format!("{exp}.{}", inner.keys.sign(&format!("consent|{csrf}|{exp}|{}", v.digest())));
+    let token = format!(
+        "{exp}.{}",
+        inner.keys.sign(&format!("consent|{csrf}|{exp}|{}", v.digest()))
+    );
     let mut response = consent_page(&inner, &v, &p, &token);
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -209,19 +269,40 @@ pub(crate) async fn show(State(inner): State<Arc<Inner>>, headers: HeaderMap, Qu
 }
 
 fn consent_page(inner: &Inner, v: &Validated, p: &AuthorizeParams, csrf_token: &str) -> Response {
-    let name = v.client.client_name.as_deref().unwrap_or("An unnamed application");
+    let name = v
+        .client
+        .client_name
+        .as_deref()
+        .unwrap_or("An unnamed application");
     let redirect = Url::parse(&v.redirect_uri).ok();
     let host = redirect
         .as_ref()
         .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_else(|| redirect.as_ref().map(|u| u.scheme().to_owned()).unwrap_or_default());
-    let local = redirect.as_ref().and_then(|u| u.host()).is_some_and(|h| is_loopback_host(&h));
+        .unwrap_or_else(|| {
+            redirect
+                .as_ref()
+                .map(|u| u.scheme().to_owned())
+                .unwrap_or_default()
+        });
+    let local = redirect
+        .as_ref()
+        .and_then(|u| u.host())
+        .is_some_and(|h| is_loopback_host(&h));
     let hidden = |name: &str, value: Option<&str>| match value {
-        Some(value) => format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">", escape_html(value)),
+        Some(value) => format!(
+            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+            escape_html(value)
+        ),
         None => String::new(),
     };
-    let scopes: String = v.scope.split(' ').map(|s| format!("<li><code>{}</code></li>", escape_html(s))).collect();
-    let upstream = Url::parse(&inner.upstream.metadata.issuer).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
+    let scopes: String = v
+        .scope
+        .split(' ')
+        .map(|s| format!("<li><code>{}</code></li>", escape_html(s)))
+        .collect();
+    let upstream = Url::parse(&inner.upstream.metadata.issuer)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
     let body = format!(
         "<h1>Authorize {name}?</h1>\
 <p><strong>{name}</strong> (client id <code>{client_id}</code>) asks to use <code>{resource}</code> on your behalf.</p>\
@@ -235,7 +316,11 @@ fn consent_page(inner: &Inner, v: &Validated, p: &AuthorizeParams, csrf_token: &
         client_id = escape_html(&v.client.client_id),
         resource = escape_html(&v.resource),
         host = escape_html(&host),
-        local_note = if local { " (an application on this computer)" } else { "" },
+        local_note = if local {
+            " (an application on this computer)"
+        } else {
+            ""
+        },
         redirect_uri = escape_html(&v.redirect_uri),
         upstream = escape_html(&upstream),
         fields = [
@@ -256,10 +341,11 @@ fn consent_page(inner: &Inner, v: &Validated, p: &AuthorizeParams, csrf_token: &
 
 /// Whether a form post comes from our own page: `Sec-Fetch-Site` and `Origin`, when sent, must say so.
 fn same_origin_post(inner: &Inner, headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if site != "same-origin" && site != "none" {
-            return false;
-        }
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && site != "same-origin"
+        && site != "none"
+    {
+        return false;
     }
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         Some(origin) => origin == inner.issuer,
@@ -267,28 +353,53 @@ fn same_origin_post(inner: &Inner, headers: &HeaderMap) -> bool {
     }
 }
 
-pub(crate) async fn decide(State(inner): State<Arc<Inner>>, headers: HeaderMap, Form(p): Form<AuthorizeParams>) -> Response {
+pub(crate) async fn decide(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Form(p): Form<AuthorizeParams>,
+) -> Response {
     if !same_origin_post(&inner, &headers) {
-        return error_page(StatusCode::FORBIDDEN, "This consent was not submitted from this server's page.");
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "This consent was not submitted from this server's page.",
+        );
     }
     let Some(csrf) = inner.read_cookie(&headers, CSRF_COOKIE) else {
-        return error_page(StatusCode::FORBIDDEN, "The consent form expired or was submitted from another browser. Start again.");
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The consent form expired or was submitted from another browser. Start again.",
+        );
     };
     let v = match validate(&inner, &p).await {
         Ok(v) => v,
         Err(f) => return f.into_response(&inner.issuer),
     };
-    let valid_token = p.csrf_token.as_deref().and_then(|t| t.split_once('.')).is_some_and(|(exp, sig)| {
-        exp.parse::<u64>().is_ok_and(|e| e > unix_now())
-            && inner.keys.verify(&format!("consent|{csrf}|{exp}|{}", v.digest()), sig)
-    });
+    let valid_token = p
+        .csrf_token
+        .as_deref()
+        .and_then(|t| t.split_once('.'))
+        .is_some_and(|(exp, sig)| {
+            exp.parse::<u64>().is_ok_and(|e| e > unix_now())
+                && inner
+                    .keys
+                    .verify(&format!("consent|{csrf}|{exp}|{}", v.digest()), sig)
+        });
     if !valid_token {
-        return error_page(StatusCode::FORBIDDEN, "The consent form expired or was submitted from another browser. Start again.");
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The consent form expired or was submitted from another browser. Start again.",
+        );
     }
     match p.decision.as_deref() {
         Some("approve") => {}
         Some("deny") => {
-            return error_redirect(&v.redirect_uri, v.state.as_deref(), "access_denied", "the user denied access", &inner.issuer);
+            return error_redirect(
+                &v.redirect_uri,
+                v.state.as_deref(),
+                "access_denied",
+                "the user denied access",
+                &inner.issuer,
+            );
         }
         _ => return error_page(StatusCode::BAD_REQUEST, "No decision was made."),
     }
@@ -304,22 +415,48 @@ pub(crate) async fn decide(State(inner): State<Arc<Inner>>, headers: HeaderMap, 
         resource: v.resource.clone(),
         upstream_verifier: verifier,
     };
-    if let Err(e) = inner.put_json(Namespace::Transaction, &tx_id, &tx, Some(inner.limits.transaction_ttl)).await {
+    if let Err(e) = inner
+        .put_json(
+            Namespace::Transaction,
+            &tx_id,
+            &tx,
+            Some(inner.limits.transaction_ttl),
+        )
+        .await
+    {
         tracing::error!(error = %e, "DCR store failure");
-        return error_page(StatusCode::SERVICE_UNAVAILABLE, "The server's storage is unavailable. Try again later.");
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server's storage is unavailable. Try again later.",
+        );
     }
     // Keep an active client registered (sliding expiry).
-    let _ = inner.put_json(Namespace::Client, &v.client.client_id, &v.client, inner.limits.client_ttl).await;
+    let _ = inner
+        .put_json(
+            Namespace::Client,
+            &v.client.client_id,
+            &v.client,
+            inner.limits.client_ttl,
+        )
+        .await;
     let binding = format!("{tx_id}.{}", inner.keys.sign(&format!("tx|{tx_id}")));
     let mut response = StatusCode::SEE_OTHER.into_response();
     let h = response.headers_mut();
     match HeaderValue::from_str(&upstream_url) {
         Ok(v) => h.insert(header::LOCATION, v),
-        Err(_) => return error_page(StatusCode::BAD_GATEWAY, "The authorization server's URL is unusable."),
+        Err(_) => {
+            return error_page(
+                StatusCode::BAD_GATEWAY,
+                "The authorization server's URL is unusable.",
+            );
+        }
     };
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.append(header::SET_COOKIE, inner.set_cookie(TX_COOKIE, &binding, inner.limits.transaction_ttl));
+    h.append(
+        header::SET_COOKIE,
+        inner.set_cookie(TX_COOKIE, &binding, inner.limits.transaction_ttl),
+    );
     response
 }
 
@@ -337,8 +474,17 @@ mod tests {
 
     #[test]
     fn resource_comparison() {
-        assert!(same_resource("http://127.0.0.1:8000/mcp", "http://127.0.0.1:8000/mcp"));
-        assert!(same_resource("http://127.0.0.1:8000/mcp/", "http://127.0.0.1:8000/mcp"));
-        assert!(!same_resource("http://127.0.0.1:9000/mcp", "http://127.0.0.1:8000/mcp"));
+        assert!(same_resource(
+            "http://127.0.0.1:8000/mcp",
+            "http://127.0.0.1:8000/mcp"
+        ));
+        assert!(same_resource(
+            "http://127.0.0.1:8000/mcp/",
+            "http://127.0.0.1:8000/mcp"
+        ));
+        assert!(!same_resource(
+            "http://127.0.0.1:9000/mcp",
+            "http://127.0.0.1:8000/mcp"
+        ));
     }
 }

@@ -22,7 +22,11 @@ pub(crate) struct CallbackParams {
     error: Option<String>,
 }
 
-pub(crate) async fn callback(State(inner): State<Arc<Inner>>, headers: HeaderMap, Query(p): Query<CallbackParams>) -> Response {
+pub(crate) async fn callback(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Query(p): Query<CallbackParams>,
+) -> Response {
     let mut response = handle(&inner, &headers, p).await;
     // The binding cookie is single use, whatever happened.
     let expired = inner.set_cookie(TX_COOKIE, "", std::time::Duration::ZERO);
@@ -47,19 +51,35 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
     }
     let tx: Transaction = match inner.take_json(Namespace::Transaction, state).await {
         Ok(Some(tx)) => tx,
-        Ok(None) => return error_page(StatusCode::BAD_REQUEST, "This sign-in expired or was already completed. Start again."),
+        Ok(None) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "This sign-in expired or was already completed. Start again.",
+            );
+        }
         Err(e) => {
             tracing::error!(error = %e, "DCR store failure");
-            return error_page(StatusCode::SERVICE_UNAVAILABLE, "The server's storage is unavailable. Try again later.");
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server's storage is unavailable. Try again later.",
+            );
         }
     };
     let to_client = |error: &str, description: &str| {
-        error_redirect(&tx.redirect_uri, tx.state.as_deref(), error, description, &inner.issuer)
+        error_redirect(
+            &tx.redirect_uri,
+            tx.state.as_deref(),
+            error,
+            description,
+            &inner.issuer,
+        )
     };
     // RFC 9207: the response must come from A3, not from another server in a mix-up.
     let upstream = &inner.upstream.metadata;
     match p.iss.as_deref() {
-        Some(iss) if iss != upstream.issuer => return to_client("access_denied", "the response came from an unexpected issuer"),
+        Some(iss) if iss != upstream.issuer => {
+            return to_client("access_denied", "the response came from an unexpected issuer");
+        }
         None if upstream.authorization_response_iss_parameter_supported => {
             return to_client("access_denied", "the authorization server's response lacks iss");
         }
@@ -67,7 +87,9 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
     }
     if let Some(error) = p.error.as_deref() {
         let error = match error {
-            "access_denied" | "login_required" | "consent_required" | "interaction_required" => "access_denied",
+            "access_denied" | "login_required" | "consent_required" | "interaction_required" => {
+                "access_denied"
+            }
             "temporarily_unavailable" => "temporarily_unavailable",
             _ => "server_error",
         };
@@ -76,7 +98,11 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
     let Some(code) = p.code.as_deref().filter(|c| !c.is_empty() && c.len() <= 4096) else {
         return to_client("server_error", "the authorization server returned no code");
     };
-    let tokens = match inner.upstream.exchange_code(code, &tx.upstream_verifier, &tx.resource).await {
+    let tokens = match inner
+        .upstream
+        .exchange_code(code, &tx.upstream_verifier, &tx.resource)
+        .await
+    {
         Ok(t) => t,
         Err(UpstreamError::Rejected(why)) => {
             tracing::warn!(%why, "A3 refused the authorization code");
@@ -84,14 +110,20 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
         }
         Err(e) => {
             tracing::warn!(error = %e, "A3 token request failed");
-            return to_client("temporarily_unavailable", "the authorization server is unavailable");
+            return to_client(
+                "temporarily_unavailable",
+                "the authorization server is unavailable",
+            );
         }
     };
     let claims = match inner.jwt.verify(&tokens.access_token).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "A3 returned an access token this resource does not accept");
-            return to_client("server_error", "the authorization server issued an unusable token");
+            return to_client(
+                "server_error",
+                "the authorization server issued an unusable token",
+            );
         }
     };
     let mut tokens = tokens;
@@ -119,8 +151,17 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
     // Until the code is redeemed the grant lives only slightly longer than the code.
     let pending = inner.limits.code_ttl + std::time::Duration::from_secs(60);
     let stored = async {
-        inner.put_json(Namespace::Grant, &grant.id, &grant, Some(pending)).await?;
-        inner.put_json(Namespace::Code, &crypto::hash(&code), &entry, Some(inner.limits.code_ttl)).await
+        inner
+            .put_json(Namespace::Grant, &grant.id, &grant, Some(pending))
+            .await?;
+        inner
+            .put_json(
+                Namespace::Code,
+                &crypto::hash(&code),
+                &entry,
+                Some(inner.limits.code_ttl),
+            )
+            .await
     };
     if let Err(e) = stored.await {
         tracing::error!(error = %e, "DCR store failure");

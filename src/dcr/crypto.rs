@@ -105,7 +105,10 @@ impl Keys {
 
     /// Reads the key file at `path`, or creates it (mode 0600) with a random key.
     pub(crate) fn load_or_create_file(path: &Path) -> Result<Self, KeyError> {
-        let err = |reason: String| KeyError::File { path: path.display().to_string(), reason };
+        let err = |reason: String| KeyError::File {
+            path: path.display().to_string(),
+            reason,
+        };
         match std::fs::read_to_string(path) {
             Ok(text) => Self::from_base64(&text).map_err(|e| err(e.to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -179,7 +182,11 @@ mod tests {
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert!(keys.open(b"grant-1", &tampered).is_none());
-        assert_ne!(keys.seal(b"grant-1", b"x"), keys.seal(b"grant-1", b"x"), "nonces are random");
+        assert_ne!(
+            keys.seal(b"grant-1", b"x"),
+            keys.seal(b"grant-1", b"x"),
+            "nonces are random"
+        );
     }
 
     #[test]
@@ -193,7 +200,10 @@ mod tests {
 
     #[test]
     fn pkce_s256_matches_rfc7636_appendix_b() {
-        assert_eq!(s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert_eq!(
+            s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
     }
 
     #[test]
@@ -216,7 +226,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         assert!(Keys::from_base64("c2hvcnQ=").is_err());
     }

@@ -148,12 +148,28 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) async fn get_json<T: DeserializeOwned>(&self, ns: Namespace, key: &str) -> Result<Option<T>, StoreError> {
-        Ok(self.store.get(ns, key).await?.and_then(|v| serde_json::from_slice(&v).ok()))
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        ns: Namespace,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self
+            .store
+            .get(ns, key)
+            .await?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
-    pub(crate) async fn take_json<T: DeserializeOwned>(&self, ns: Namespace, key: &str) -> Result<Option<T>, StoreError> {
-        Ok(self.store.take(ns, key).await?.and_then(|v| serde_json::from_slice(&v).ok()))
+    pub(crate) async fn take_json<T: DeserializeOwned>(
+        &self,
+        ns: Namespace,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self
+            .store
+            .take(ns, key)
+            .await?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
     pub(crate) async fn put_json<T: Serialize>(
@@ -164,11 +180,17 @@ impl Inner {
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| StoreError(e.to_string()))?;
-        self.store.put(ns, key, bytes, ttl.map(|t| unix_now() + t.as_secs())).await
+        self.store
+            .put(ns, key, bytes, ttl.map(|t| unix_now() + t.as_secs()))
+            .await
     }
 
     pub(crate) fn cookie_name(&self, base: &str) -> String {
-        if self.secure_cookies { format!("__Host-{base}") } else { base.to_owned() }
+        if self.secure_cookies {
+            format!("__Host-{base}")
+        } else {
+            base.to_owned()
+        }
     }
 
     /// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Path=/, Secure on https.
@@ -213,7 +235,10 @@ impl Grant {
     }
 
     pub(crate) fn seal(&mut self, keys: &Keys, tokens: &upstream::UpstreamTokens) {
-        self.upstream = keys.seal(self.id.as_bytes(), &serde_json::to_vec(tokens).expect("tokens serialize"));
+        self.upstream = keys.seal(
+            self.id.as_bytes(),
+            &serde_json::to_vec(tokens).expect("tokens serialize"),
+        );
     }
 }
 
@@ -303,7 +328,9 @@ impl DcrBridge {
         let browser = Router::new()
             .route("/authorize", get(authorize::show).post(authorize::decide))
             .route(CALLBACK_PATH, get(callback::callback));
-        api.merge(browser).layer(DefaultBodyLimit::max(64 * 1024)).with_state(self.inner.clone())
+        api.merge(browser)
+            .layer(DefaultBodyLimit::max(64 * 1024))
+            .with_state(self.inner.clone())
     }
 
     /// The verifier for [`BearerAuthLayer`](crate::BearerAuthLayer): our access tokens first
@@ -315,7 +342,9 @@ impl DcrBridge {
 
     /// The verifier of our own access tokens only.
     pub fn proxy_verifier(&self) -> ProxyTokenVerifier {
-        ProxyTokenVerifier { inner: self.inner.clone() }
+        ProxyTokenVerifier {
+            inner: self.inner.clone(),
+        }
     }
 
     /// Protected-resource metadata naming this bridge as the authorization server.
@@ -472,11 +501,16 @@ impl DcrBridgeBuilder {
     pub async fn build(self) -> Result<DcrBridge, DcrError> {
         let config = &self.config;
         let client_id = config.client_id().ok_or(ConfigError::Missing("CLIENT_ID"))?;
-        let client_secret = config.client_secret().ok_or(ConfigError::Missing("CLIENT_SECRET"))?;
+        let client_secret = config
+            .client_secret()
+            .ok_or(ConfigError::Missing("CLIENT_SECRET"))?;
         let issuer = match &self.public_url {
             Some(url) => check_public_url(url)?,
             None => Url::parse(config.resource_uri())
-                .map_err(|e| ConfigError::Invalid { name: "RESOURCE_URI", reason: e.to_string() })?
+                .map_err(|e| ConfigError::Invalid {
+                    name: "RESOURCE_URI",
+                    reason: e.to_string(),
+                })?
                 .origin()
                 .ascii_serialization(),
         };
@@ -484,11 +518,26 @@ impl DcrBridgeBuilder {
         let metadata = ProviderMetadata::discover(config.issuer()).await?;
         let jwt = match self.jwt {
             Some(jwt) => jwt,
-            None => JwtVerifier::builder(config.issuer(), config.resource_uri()).jwks_uri(&metadata.jwks_uri).await?,
+            None => {
+                JwtVerifier::builder(config.issuer(), config.resource_uri())
+                    .jwks_uri(&metadata.jwks_uri)
+                    .await?
+            }
         };
-        let upstream = Upstream::new(metadata, client_id, client_secret, &format!("{issuer}{CALLBACK_PATH}"))
-            .map_err(|reason| ConfigError::Invalid { name: "ISSUER_URL", reason })?;
-        let key_error = |reason: String| ConfigError::Invalid { name: "TOKEN_ENCRYPTION_KEY", reason };
+        let upstream = Upstream::new(
+            metadata,
+            client_id,
+            client_secret,
+            &format!("{issuer}{CALLBACK_PATH}"),
+        )
+        .map_err(|reason| ConfigError::Invalid {
+            name: "ISSUER_URL",
+            reason,
+        })?;
+        let key_error = |reason: String| ConfigError::Invalid {
+            name: "TOKEN_ENCRYPTION_KEY",
+            reason,
+        };
         let (store, keys): (Arc<dyn Store>, Keys) = match self.store {
             Some(store) => {
                 let keys = match &self.key {
@@ -513,7 +562,11 @@ impl DcrBridgeBuilder {
             }
         };
         if self.scopes.is_empty() {
-            return Err(ConfigError::Invalid { name: "scopes", reason: "at least one scope is needed".into() }.into());
+            return Err(ConfigError::Invalid {
+                name: "scopes",
+                reason: "at least one scope is needed".into(),
+            }
+            .into());
         }
         let limits = self.limits;
         let inner = Arc::new(Inner {
@@ -527,7 +580,9 @@ impl DcrBridgeBuilder {
             register_limiter: register::RateLimiter::new(limits.register_burst, limits.register_refill),
             limits,
             secure_cookies,
-            refresh_locks: moka::sync::Cache::builder().time_to_idle(Duration::from_secs(60)).build(),
+            refresh_locks: moka::sync::Cache::builder()
+                .time_to_idle(Duration::from_secs(60))
+                .build(),
         });
         spawn_purger(Arc::downgrade(&inner));
         Ok(DcrBridge { inner })
@@ -552,13 +607,21 @@ fn spawn_purger(inner: std::sync::Weak<Inner>) {
 }
 
 fn check_public_url(url: &str) -> Result<String, ConfigError> {
-    let invalid = |reason: &str| ConfigError::Invalid { name: "PUBLIC_URL", reason: reason.into() };
+    let invalid = |reason: &str| ConfigError::Invalid {
+        name: "PUBLIC_URL",
+        reason: reason.into(),
+    };
     let trimmed = url.trim().trim_end_matches('/');
     let parsed = Url::parse(trimmed).map_err(|e| invalid(&e.to_string()))?;
     crate::fetch::check_secure(&parsed).map_err(|_| invalid("must be https (http only on loopback)"))?;
-    if parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty()
+    if parsed.path() != "/"
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+        || !parsed.username().is_empty()
     {
-        return Err(invalid("must be an origin such as http://127.0.0.1:8000, without path"));
+        return Err(invalid(
+            "must be an origin such as http://127.0.0.1:8000, without path",
+        ));
     }
     Ok(parsed.origin().ascii_serialization())
 }
@@ -584,7 +647,10 @@ fn metadata_document(inner: &Inner) -> serde_json::Value {
 
 async fn metadata(axum::extract::State(inner): axum::extract::State<Arc<Inner>>) -> Response {
     (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"))],
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        )],
         axum::Json(metadata_document(&inner)),
     )
         .into_response()
@@ -594,7 +660,10 @@ async fn metadata(axum::extract::State(inner): axum::extract::State<Arc<Inner>>)
 pub(crate) fn oauth_error(status: StatusCode, error: &'static str, description: &str) -> Response {
     (
         status,
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store")), (header::PRAGMA, HeaderValue::from_static("no-cache"))],
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::PRAGMA, HeaderValue::from_static("no-cache")),
+        ],
         axum::Json(serde_json::json!({"error": error, "error_description": description})),
     )
         .into_response()
@@ -624,12 +693,23 @@ pub(crate) fn html_response(status: StatusCode, body: String, form_action: &str)
     );
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'")));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        )),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
 
@@ -648,7 +728,10 @@ pub(crate) fn page(title: &str, body_html: &str) -> String {
 pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
     let body = page(
         "Authorization error",
-        &format!("<h1>Authorization error</h1><p>{}</p><p>Close this window and try again from your application.</p>", escape_html(message)),
+        &format!(
+            "<h1>Authorization error</h1><p>{}</p><p>Close this window and try again from your application.</p>",
+            escape_html(message)
+        ),
     );
     html_response(status, body, "'none'")
 }
@@ -680,13 +763,22 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(escape_html("<a href=\"x\">'&'</a>\u{7}"), "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;");
+        assert_eq!(
+            escape_html("<a href=\"x\">'&'</a>\u{7}"),
+            "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;"
+        );
     }
 
     #[test]
     fn public_url_must_be_an_origin() {
-        assert_eq!(check_public_url("http://127.0.0.1:8000/").unwrap(), "http://127.0.0.1:8000");
-        assert_eq!(check_public_url("https://mcp.example.com").unwrap(), "https://mcp.example.com");
+        assert_eq!(
+            check_public_url("http://127.0.0.1:8000/").unwrap(),
+            "http://127.0.0.1:8000"
+        );
+        assert_eq!(
+            check_public_url("https://mcp.example.com").unwrap(),
+            "https://mcp.example.com"
+        );
         assert!(check_public_url("http://mcp.example.com").is_err());
         assert!(check_public_url("https://mcp.example.com/base").is_err());
     }

@@ -68,15 +68,20 @@ impl RegisteredClient {
         if self.redirect_uris.iter().any(|r| r == redirect_uri) {
             return true;
         }
-        let Some(wanted) = loopback_without_port(redirect_uri) else { return false };
-        self.redirect_uris.iter().any(|r| loopback_without_port(r).as_ref() == Some(&wanted))
+        let Some(wanted) = loopback_without_port(redirect_uri) else {
+            return false;
+        };
+        self.redirect_uris
+            .iter()
+            .any(|r| loopback_without_port(r).as_ref() == Some(&wanted))
     }
 }
 
 /// `http://{loopback}{path}?{query}` with the port dropped, or `None` if not http loopback.
 fn loopback_without_port(uri: &str) -> Option<String> {
     let mut url = Url::parse(uri).ok()?;
-    if url.scheme() != "http" || !url.host().is_some_and(|h| is_loopback_host(&h)) || url.fragment().is_some() {
+    if url.scheme() != "http" || !url.host().is_some_and(|h| is_loopback_host(&h)) || url.fragment().is_some()
+    {
         return None;
     }
     url.set_port(None).ok()?;
@@ -110,7 +115,9 @@ pub(crate) fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
         },
         // RFC 8252 §7.1: private-use schemes are reverse domain names, so they contain a dot.
         s if s.contains('.') => Ok(()),
-        _ => Err("redirect URI scheme not allowed (https, http on loopback, or a private-use scheme like com.example.app)"),
+        _ => Err(
+            "redirect URI scheme not allowed (https, http on loopback, or a private-use scheme like com.example.app)",
+        ),
     }
 }
 
@@ -130,14 +137,25 @@ fn invalid_metadata(description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", description)
 }
 
-pub(crate) async fn register(State(inner): State<Arc<Inner>>, extensions: Extensions, body: Bytes) -> Response {
+pub(crate) async fn register(
+    State(inner): State<Arc<Inner>>,
+    extensions: Extensions,
+    body: Bytes,
+) -> Response {
     let ip = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     if !inner.register_limiter.allow(ip) {
-        let mut r = oauth_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "too many registrations, retry later");
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(inner.limits.register_refill.as_secs().max(1)));
+        let mut r = oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many registrations, retry later",
+        );
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(inner.limits.register_refill.as_secs().max(1)),
+        );
         return r;
     }
     let request: RegistrationRequest = match serde_json::from_slice(&body) {
@@ -145,22 +163,40 @@ pub(crate) async fn register(State(inner): State<Arc<Inner>>, extensions: Extens
         Err(_) => return invalid_metadata("the body must be a JSON object of client metadata"),
     };
     let Some(redirect_uris) = request.redirect_uris.filter(|r| !r.is_empty()) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", "redirect_uris is required");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_redirect_uri",
+            "redirect_uris is required",
+        );
     };
     if redirect_uris.len() > MAX_REDIRECT_URIS {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", "too many redirect_uris");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_redirect_uri",
+            "too many redirect_uris",
+        );
     }
     for uri in &redirect_uris {
         if let Err(why) = check_redirect_uri(uri) {
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", why);
         }
     }
-    let auth_method = request.token_endpoint_auth_method.unwrap_or_else(|| "none".into());
+    let auth_method = request
+        .token_endpoint_auth_method
+        .unwrap_or_else(|| "none".into());
     if auth_method != "none" {
-        return invalid_metadata("only public clients are registered: token_endpoint_auth_method must be none");
+        return invalid_metadata(
+            "only public clients are registered: token_endpoint_auth_method must be none",
+        );
     }
-    let grant_types = request.grant_types.unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
-    if grant_types.is_empty() || grant_types.iter().any(|g| g != "authorization_code" && g != "refresh_token") {
+    let grant_types = request
+        .grant_types
+        .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
+    if grant_types.is_empty()
+        || grant_types
+            .iter()
+            .any(|g| g != "authorization_code" && g != "refresh_token")
+    {
         return invalid_metadata("grant_types may contain authorization_code and refresh_token only");
     }
     if !grant_types.iter().any(|g| g == "authorization_code") {
@@ -176,7 +212,9 @@ pub(crate) async fn register(State(inner): State<Arc<Inner>>, extensions: Extens
     }
     let client_name = match request.client_name {
         Some(n) if n.chars().count() > 200 => return invalid_metadata("client_name is too long"),
-        Some(n) => Some(n.chars().filter(|c| !c.is_control()).collect::<String>()).filter(|n| !n.trim().is_empty()),
+        Some(n) => {
+            Some(n.chars().filter(|c| !c.is_control()).collect::<String>()).filter(|n| !n.trim().is_empty())
+        }
         None => None,
     };
     let client_uri = match request.client_uri {
@@ -185,15 +223,25 @@ pub(crate) async fn register(State(inner): State<Arc<Inner>>, extensions: Extens
         }
         other => other,
     };
-    if let Some(scope) = &request.scope {
-        if scope.len() > 1024 || scope.split_ascii_whitespace().any(|s| !inner.scopes.iter().any(|o| o == s)) {
-            return invalid_metadata("scope contains a scope this server does not offer");
-        }
+    if let Some(scope) = &request.scope
+        && (scope.len() > 1024
+            || scope
+                .split_ascii_whitespace()
+                .any(|s| !inner.scopes.iter().any(|o| o == s)))
+    {
+        return invalid_metadata("scope contains a scope this server does not offer");
     }
     match inner.store.count(Namespace::Client).await {
         Ok(n) if n >= inner.limits.max_clients => {
-            tracing::warn!(max = inner.limits.max_clients, "refusing registration: client cap reached");
-            return oauth_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "registration capacity reached, retry later");
+            tracing::warn!(
+                max = inner.limits.max_clients,
+                "refusing registration: client cap reached"
+            );
+            return oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "registration capacity reached, retry later",
+            );
         }
         Ok(_) => {}
         Err(e) => return store_failure(e),
@@ -210,7 +258,15 @@ pub(crate) async fn register(State(inner): State<Arc<Inner>>, extensions: Extens
         application_type,
         scope: request.scope,
     };
-    if let Err(e) = inner.put_json(Namespace::Client, &client.client_id, &client, inner.limits.client_ttl).await {
+    if let Err(e) = inner
+        .put_json(
+            Namespace::Client,
+            &client.client_id,
+            &client,
+            inner.limits.client_ttl,
+        )
+        .await
+    {
         return store_failure(e);
     }
     tracing::info!(client_id = %client.client_id, name = ?client.client_name, "registered a client");
@@ -224,7 +280,11 @@ pub(crate) async fn register(State(inner): State<Arc<Inner>>, extensions: Extens
 
 pub(crate) fn store_failure(e: super::StoreError) -> Response {
     tracing::error!(error = %e, "DCR store failure");
-    oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "storage is unavailable, retry later")
+    oauth_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "storage is unavailable, retry later",
+    )
 }
 
 /// A token bucket per client address.
@@ -247,7 +307,9 @@ impl RateLimiter {
     }
 
     pub(crate) fn allow(&self, ip: IpAddr) -> bool {
-        let bucket = self.buckets.get_with(ip, || Arc::new(Mutex::new((self.burst, Instant::now()))));
+        let bucket = self
+            .buckets
+            .get_with(ip, || Arc::new(Mutex::new((self.burst, Instant::now()))));
         let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let earned = if self.refill.is_zero() {
@@ -316,7 +378,10 @@ mod tests {
         assert!(c.allows_redirect("https://vscode.dev/redirect"));
         assert!(!c.allows_redirect("https://vscode.dev:444/redirect"));
         assert!(!c.allows_redirect("http://127.0.0.1:40000/x"));
-        assert!(!c.allows_redirect("http://localhost:40000/"), "host must match too");
+        assert!(
+            !c.allows_redirect("http://localhost:40000/"),
+            "host must match too"
+        );
     }
 
     #[test]

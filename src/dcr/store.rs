@@ -133,7 +133,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn live(expires_at: Option<u64>) -> bool {
@@ -150,7 +153,8 @@ struct MemExpiry;
 
 impl moka::Expiry<String, MemEntry> for MemExpiry {
     fn expire_after_create(&self, _k: &String, v: &MemEntry, _now: std::time::Instant) -> Option<Duration> {
-        v.expires_at.map(|t| Duration::from_secs(t.saturating_sub(unix_now())))
+        v.expires_at
+            .map(|t| Duration::from_secs(t.saturating_sub(unix_now())))
     }
     fn expire_after_update(
         &self,
@@ -190,14 +194,22 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// An empty store holding at most 1 000 000 entries per namespace.
     pub fn new() -> Self {
-        let cache = || Cache::builder().max_capacity(1_000_000).expire_after(MemExpiry).build();
+        let cache = || {
+            Cache::builder()
+                .max_capacity(1_000_000)
+                .expire_after(MemExpiry)
+                .build()
+        };
         MemoryStore {
             caches: Arc::new([cache(), cache(), cache(), cache(), cache(), cache(), cache()]),
         }
     }
 
     fn cache(&self, ns: Namespace) -> &Cache<String, MemEntry> {
-        let i = Namespace::ALL.iter().position(|n| *n == ns).expect("every namespace is listed");
+        let i = Namespace::ALL
+            .iter()
+            .position(|n| *n == ns)
+            .expect("every namespace is listed");
         &self.caches[i]
     }
 }
@@ -211,19 +223,33 @@ impl Store for MemoryStore {
         expires_at: Option<u64>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         if live(expires_at) {
-            self.cache(ns).insert(key.to_owned(), MemEntry { value: Arc::new(value), expires_at });
+            self.cache(ns).insert(
+                key.to_owned(),
+                MemEntry {
+                    value: Arc::new(value),
+                    expires_at,
+                },
+            );
         } else {
             self.cache(ns).invalidate(key);
         }
         Box::pin(async { Ok(()) })
     }
     fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
-        let v = self.cache(ns).get(key).filter(|e| live(e.expires_at)).map(|e| e.value.to_vec());
+        let v = self
+            .cache(ns)
+            .get(key)
+            .filter(|e| live(e.expires_at))
+            .map(|e| e.value.to_vec());
         Box::pin(async { Ok(v) })
     }
     fn take<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
         // moka's remove is atomic: one caller gets the entry.
-        let v = self.cache(ns).remove(key).filter(|e| live(e.expires_at)).map(|e| e.value.to_vec());
+        let v = self
+            .cache(ns)
+            .remove(key)
+            .filter(|e| live(e.expires_at))
+            .map(|e| e.value.to_vec());
         Box::pin(async { Ok(v) })
     }
     fn delete<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -257,7 +283,10 @@ const TABLES: [Table; 7] = [
 ];
 
 fn table(ns: Namespace) -> Table {
-    TABLES[Namespace::ALL.iter().position(|n| *n == ns).expect("every namespace is listed")]
+    TABLES[Namespace::ALL
+        .iter()
+        .position(|n| *n == ns)
+        .expect("every namespace is listed")]
 }
 
 /// Entry layout on disk: 8 bytes big-endian expiry (0 = none), then the value.
@@ -328,7 +357,12 @@ impl RedbStore {
         Box::pin(async move { tokio::task::spawn_blocking(move || f(&db)).await.map_err(err)? })
     }
 
-    fn take_or_get(&self, ns: Namespace, key: &str, remove: bool) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+    fn take_or_get(
+        &self,
+        ns: Namespace,
+        key: &str,
+        remove: bool,
+    ) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
         let key = key.to_owned();
         self.blocking(move |db| {
             use redb::ReadableDatabase;
@@ -366,7 +400,8 @@ impl Store for RedbStore {
             let tx = db.begin_write().map_err(err)?;
             {
                 let mut t = tx.open_table(table(ns)).map_err(err)?;
-                t.insert(key.as_str(), encode(&value, expires_at).as_slice()).map_err(err)?;
+                t.insert(key.as_str(), encode(&value, expires_at).as_slice())
+                    .map_err(err)?;
             }
             tx.commit().map_err(err)
         })
@@ -410,14 +445,41 @@ mod tests {
 
     async fn exercise(store: &dyn Store) {
         let now = unix_now();
-        store.put(Namespace::Code, "a", b"1".to_vec(), Some(now + 60)).await.unwrap();
-        store.put(Namespace::Code, "old", b"2".to_vec(), Some(now - 1)).await.unwrap();
-        store.put(Namespace::Client, "a", b"3".to_vec(), None).await.unwrap();
-        assert_eq!(store.get(Namespace::Code, "a").await.unwrap(), Some(b"1".to_vec()));
-        assert_eq!(store.get(Namespace::Code, "old").await.unwrap(), None, "expired reads as absent");
-        assert_eq!(store.get(Namespace::Client, "a").await.unwrap(), Some(b"3".to_vec()), "namespaces are separate");
-        assert_eq!(store.take(Namespace::Code, "a").await.unwrap(), Some(b"1".to_vec()));
-        assert_eq!(store.take(Namespace::Code, "a").await.unwrap(), None, "take is single use");
+        store
+            .put(Namespace::Code, "a", b"1".to_vec(), Some(now + 60))
+            .await
+            .unwrap();
+        store
+            .put(Namespace::Code, "old", b"2".to_vec(), Some(now - 1))
+            .await
+            .unwrap();
+        store
+            .put(Namespace::Client, "a", b"3".to_vec(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get(Namespace::Code, "a").await.unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            store.get(Namespace::Code, "old").await.unwrap(),
+            None,
+            "expired reads as absent"
+        );
+        assert_eq!(
+            store.get(Namespace::Client, "a").await.unwrap(),
+            Some(b"3".to_vec()),
+            "namespaces are separate"
+        );
+        assert_eq!(
+            store.take(Namespace::Code, "a").await.unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            store.take(Namespace::Code, "a").await.unwrap(),
+            None,
+            "take is single use"
+        );
         store.delete(Namespace::Client, "a").await.unwrap();
         assert_eq!(store.get(Namespace::Client, "a").await.unwrap(), None);
         store.purge_expired().await.unwrap();
@@ -436,19 +498,30 @@ mod tests {
         {
             let store = RedbStore::open(&path).unwrap();
             exercise(&store).await;
-            store.put(Namespace::Grant, "g", b"kept".to_vec(), None).await.unwrap();
+            store
+                .put(Namespace::Grant, "g", b"kept".to_vec(), None)
+                .await
+                .unwrap();
         }
         let store = RedbStore::open(&path).unwrap();
-        assert_eq!(store.get(Namespace::Grant, "g").await.unwrap(), Some(b"kept".to_vec()));
+        assert_eq!(
+            store.get(Namespace::Grant, "g").await.unwrap(),
+            Some(b"kept".to_vec())
+        );
     }
 
     #[tokio::test]
     async fn concurrent_takes_yield_one_winner() {
         let dir = tempfile::tempdir().unwrap();
-        let stores: Vec<Arc<dyn Store>> =
-            vec![Arc::new(MemoryStore::new()), Arc::new(RedbStore::open(dir.path().join("t.redb")).unwrap())];
+        let stores: Vec<Arc<dyn Store>> = vec![
+            Arc::new(MemoryStore::new()),
+            Arc::new(RedbStore::open(dir.path().join("t.redb")).unwrap()),
+        ];
         for store in stores {
-            store.put(Namespace::Code, "c", b"x".to_vec(), None).await.unwrap();
+            store
+                .put(Namespace::Code, "c", b"x".to_vec(), None)
+                .await
+                .unwrap();
             let tasks: Vec<_> = (0..8)
                 .map(|_| {
                     let s = store.clone();

@@ -30,11 +30,15 @@ pub(crate) struct CodeEntry {
 const USED_CODE_TTL: Duration = Duration::from_secs(3600);
 
 /// Parses a form body; a parameter sent twice is an error (RFC 6749 §3.2).
-fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Response> {
+fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Box<Response>> {
     let mut map = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(body) {
         if map.insert(k.into_owned(), v.into_owned()).is_some() {
-            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "a parameter was sent more than once"));
+            return Err(Box::new(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "a parameter was sent more than once",
+            )));
         }
     }
     Ok(map)
@@ -47,33 +51,57 @@ fn invalid_grant(description: &str) -> Response {
 pub(crate) async fn token(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     let form = match parse_form(&body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
     if field("client_secret").is_some() {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "registered clients are public and have no secret");
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "registered clients are public and have no secret",
+        );
     }
     let Some(client_id) = field("client_id") else {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client_id is required");
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client_id is required",
+        );
     };
     let client: RegisteredClient = match inner.get_json(Namespace::Client, client_id).await {
         Ok(Some(c)) => c,
         Ok(None) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client"),
         Err(e) => return store_failure(e),
     };
-    if let Some(resource) = field("resource") {
-        if !same_resource(resource, &inner.resource) {
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource is not this server");
-        }
+    if let Some(resource) = field("resource")
+        && !same_resource(resource, &inner.resource)
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "resource is not this server",
+        );
     }
     match field("grant_type") {
         Some("authorization_code") => authorization_code(&inner, &client, &field).await,
         Some("refresh_token") if client.grant_types.iter().any(|g| g == "refresh_token") => {
             refresh(&inner, &client, &field).await
         }
-        Some("refresh_token") => oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", "the client did not register refresh_token"),
-        Some(_) => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "use authorization_code or refresh_token"),
-        None => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
+        Some("refresh_token") => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "the client did not register refresh_token",
+        ),
+        Some(_) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "use authorization_code or refresh_token",
+        ),
+        None => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "grant_type is required",
+        ),
     }
 }
 
@@ -83,7 +111,11 @@ async fn authorization_code<'a>(
     field: &impl Fn(&str) -> Option<&'a str>,
 ) -> Response {
     let (Some(code), Some(verifier)) = (field("code"), field("code_verifier")) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code and code_verifier are required");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code and code_verifier are required",
+        );
     };
     let key = crypto::hash(code);
     let entry: CodeEntry = match inner.take_json(Namespace::Code, &key).await {
@@ -98,7 +130,9 @@ async fn authorization_code<'a>(
         }
         Err(e) => return store_failure(e),
     };
-    let _ = inner.put_json(Namespace::UsedCode, &key, &entry.grant_id, Some(USED_CODE_TTL)).await;
+    let _ = inner
+        .put_json(Namespace::UsedCode, &key, &entry.grant_id, Some(USED_CODE_TTL))
+        .await;
     if entry.client_id != client.client_id {
         tracing::warn!(client_id = %client.client_id, "authorization code presented by another client; revoking its grant");
         revoke_grant(inner, &entry.grant_id).await;
@@ -120,9 +154,17 @@ async fn authorization_code<'a>(
     issue(inner, client, &grant, &entry.scope).await
 }
 
-async fn refresh<'a>(inner: &Inner, client: &RegisteredClient, field: &impl Fn(&str) -> Option<&'a str>) -> Response {
+async fn refresh<'a>(
+    inner: &Inner,
+    client: &RegisteredClient,
+    field: &impl Fn(&str) -> Option<&'a str>,
+) -> Response {
     let Some(refresh_token) = field("refresh_token") else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token is required",
+        );
     };
     if !refresh_token.starts_with(crypto::REFRESH_TOKEN_PREFIX) {
         return invalid_grant("the refresh token is invalid, expired or revoked");
@@ -143,23 +185,47 @@ async fn refresh<'a>(inner: &Inner, client: &RegisteredClient, field: &impl Fn(&
     };
     let scope = match field("scope") {
         None => grant.scope.clone(),
-        Some(s) if s.split_ascii_whitespace().all(|x| grant.scope.split(' ').any(|g| g == x)) => {
+        Some(s)
+            if s.split_ascii_whitespace()
+                .all(|x| grant.scope.split(' ').any(|g| g == x)) =>
+        {
             s.split_ascii_whitespace().collect::<Vec<_>>().join(" ")
         }
-        Some(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "the scope exceeds the grant"),
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                "the scope exceeds the grant",
+            );
+        }
     };
     // A3's tokens must still be usable (refreshed once if they expired), else the grant is over.
     let grant = match fresh_upstream(inner, grant).await {
         Ok((g, _)) => g,
         Err(FreshError::Gone) => return invalid_grant("the authorization expired; sign in again"),
         Err(FreshError::Unavailable) => {
-            return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the authorization server is unavailable");
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the authorization server is unavailable",
+            );
         }
     };
     // Rotation: the presented token stays usable for a short grace period only.
     if !entry.rotated {
-        let rotated = TokenEntry { rotated: true, ..entry };
-        if let Err(e) = inner.put_json(Namespace::RefreshToken, &key, &rotated, Some(inner.limits.refresh_grace)).await {
+        let rotated = TokenEntry {
+            rotated: true,
+            ..entry
+        };
+        if let Err(e) = inner
+            .put_json(
+                Namespace::RefreshToken,
+                &key,
+                &rotated,
+                Some(inner.limits.refresh_grace),
+            )
+            .await
+        {
             return store_failure(e);
         }
     }
@@ -178,7 +244,11 @@ struct TokenResponse {
 
 async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &str) -> Response {
     let access_token = crypto::new_token(crypto::ACCESS_TOKEN_PREFIX);
-    let entry = TokenEntry { grant_id: grant.id.clone(), client_id: client.client_id.clone(), rotated: false };
+    let entry = TokenEntry {
+        grant_id: grant.id.clone(),
+        client_id: client.client_id.clone(),
+        rotated: false,
+    };
     let limits = &inner.limits;
     let refresh_token = client
         .grant_types
@@ -187,12 +257,26 @@ async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &
         .then(|| crypto::new_token(crypto::REFRESH_TOKEN_PREFIX));
     let stored = async {
         // The grant lives as long as its newest refresh token.
-        inner.put_json(Namespace::Grant, &grant.id, grant, Some(limits.refresh_token_ttl)).await?;
         inner
-            .put_json(Namespace::AccessToken, &crypto::hash(&access_token), &entry, Some(limits.access_token_ttl))
+            .put_json(Namespace::Grant, &grant.id, grant, Some(limits.refresh_token_ttl))
+            .await?;
+        inner
+            .put_json(
+                Namespace::AccessToken,
+                &crypto::hash(&access_token),
+                &entry,
+                Some(limits.access_token_ttl),
+            )
             .await?;
         if let Some(rt) = &refresh_token {
-            inner.put_json(Namespace::RefreshToken, &crypto::hash(rt), &entry, Some(limits.refresh_token_ttl)).await?;
+            inner
+                .put_json(
+                    Namespace::RefreshToken,
+                    &crypto::hash(rt),
+                    &entry,
+                    Some(limits.refresh_token_ttl),
+                )
+                .await?;
         }
         Ok::<_, super::StoreError>(())
     };
@@ -207,7 +291,10 @@ async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &
         scope: scope.to_owned(),
     };
     (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store")), (header::PRAGMA, HeaderValue::from_static("no-cache"))],
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::PRAGMA, HeaderValue::from_static("no-cache")),
+        ],
         axum::Json(body),
     )
         .into_response()
@@ -231,7 +318,7 @@ pub(crate) async fn revoke_grant(inner: &Inner, grant_id: &str) {
 pub(crate) async fn revoke(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     let form = match parse_form(&body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(token) = form.get("token").filter(|t| !t.is_empty()) else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required");
@@ -255,5 +342,9 @@ pub(crate) async fn revoke(State(inner): State<Arc<Inner>>, body: Bytes) -> Resp
             Err(e) => return store_failure(e),
         }
     }
-    ([(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], StatusCode::OK).into_response()
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        StatusCode::OK,
+    )
+        .into_response()
 }

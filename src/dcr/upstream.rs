@@ -54,7 +54,9 @@ pub(crate) struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("issuer", &self.metadata.issuer).finish_non_exhaustive()
+        f.debug_struct("Upstream")
+            .field("issuer", &self.metadata.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,8 +67,14 @@ impl Upstream {
         client_secret: &str,
         callback: &str,
     ) -> Result<Self, String> {
-        let auth = metadata.authorization_endpoint.clone().ok_or("A3 discovery has no authorization_endpoint")?;
-        let token = metadata.token_endpoint.clone().ok_or("A3 discovery has no token_endpoint")?;
+        let auth = metadata
+            .authorization_endpoint
+            .clone()
+            .ok_or("A3 discovery has no authorization_endpoint")?;
+        let token = metadata
+            .token_endpoint
+            .clone()
+            .ok_or("A3 discovery has no token_endpoint")?;
         let client = BasicClient::new(ClientId::new(client_id.to_owned()))
             .set_client_secret(ClientSecret::new(client_secret.to_owned()))
             .set_auth_type(AuthType::RequestBody)
@@ -85,7 +93,13 @@ impl Upstream {
             .user_agent(concat!("a3-mcp-auth/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Upstream { client, revocation, client_secret: client_secret.to_owned(), http, metadata })
+        Ok(Upstream {
+            client,
+            revocation,
+            client_secret: client_secret.to_owned(),
+            http,
+            metadata,
+        })
     }
 
     /// A3's authorization URL for one transaction, and the PKCE verifier to keep with it.
@@ -125,7 +139,11 @@ impl Upstream {
     }
 
     /// Refreshes A3's tokens; keeps the old refresh token when A3 does not rotate it.
-    pub(crate) async fn refresh(&self, refresh_token: &str, resource: &str) -> Result<UpstreamTokens, UpstreamError> {
+    pub(crate) async fn refresh(
+        &self,
+        refresh_token: &str,
+        resource: &str,
+    ) -> Result<UpstreamTokens, UpstreamError> {
         let client_http = self.http.clone();
         let http = move |req| send(client_http.clone(), req);
         let rt = RefreshToken::new(refresh_token.to_owned());
@@ -155,7 +173,9 @@ impl Upstream {
             ("client_id", self.client.client_id().as_str()),
             ("client_secret", self.client_secret.as_str()),
         ];
-        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
         let result = self
             .http
             .post(url.url().clone())
@@ -173,29 +193,33 @@ impl Upstream {
 
 /// Sends one oauth2 request with our reqwest client, reading at most `MAX_RESPONSE_BYTES`.
 async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let (parts, body) = request.into_parts();
-        let url = parts.uri.to_string();
-        let response = http
-            .request(parts.method, url)
-            .headers(parts.headers)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| HttpError(e.without_url().to_string()))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let mut response = response;
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| HttpError(e.without_url().to_string()))? {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(HttpError("response too large".into()));
-            }
-            body.extend_from_slice(&chunk);
+    let (parts, body) = request.into_parts();
+    let url = parts.uri.to_string();
+    let response = http
+        .request(parts.method, url)
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| HttpError(e.without_url().to_string()))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| HttpError(e.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(HttpError("response too large".into()));
         }
-        let mut out = http::Response::new(body);
-        *out.status_mut() = status;
-        *out.headers_mut() = headers;
-        Ok(out)
+        body.extend_from_slice(&chunk);
+    }
+    let mut out = http::Response::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Ok(out)
 }
 
 fn tokens(response: &oauth2::basic::BasicTokenResponse, previous_refresh: Option<&str>) -> UpstreamTokens {
@@ -218,14 +242,22 @@ fn tokens(response: &oauth2::basic::BasicTokenResponse, previous_refresh: Option
 fn jwt_exp(token: &str) -> Option<u64> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     value.get("exp")?.as_u64()
 }
 
 fn short_error<E: std::error::Error>(e: &E) -> String {
     // oauth2's errors may include the response body, which can contain tokens: keep the first line.
-    e.to_string().lines().next().unwrap_or_default().chars().take(200).collect()
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect()
 }
 
 fn map_token_error<RE: std::error::Error + 'static>(

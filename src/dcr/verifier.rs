@@ -53,7 +53,9 @@ pub struct ProxyTokenVerifier {
 
 impl std::fmt::Debug for ProxyTokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyTokenVerifier").field("issuer", &self.inner.issuer).finish_non_exhaustive()
+        f.debug_struct("ProxyTokenVerifier")
+            .field("issuer", &self.inner.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,7 +99,10 @@ pub(crate) enum FreshError {
 
 /// The grant's A3 tokens, refreshed first if the access token has (nearly) expired. Concurrent
 /// callers for one grant wait for a single refresh and then re-read the grant.
-pub(crate) async fn fresh_upstream(inner: &Inner, grant: Grant) -> Result<(Grant, UpstreamTokens), FreshError> {
+pub(crate) async fn fresh_upstream(
+    inner: &Inner,
+    grant: Grant,
+) -> Result<(Grant, UpstreamTokens), FreshError> {
     let tokens = grant.open(&inner.keys).ok_or(FreshError::Gone)?;
     if tokens.expires_at > unix_now() + REFRESH_MARGIN {
         return Ok((grant, tokens));
@@ -106,7 +111,9 @@ pub(crate) async fn fresh_upstream(inner: &Inner, grant: Grant) -> Result<(Grant
         return Err(FreshError::Gone);
     }
     let before = tokens.access_token;
-    let lock = inner.refresh_locks.get_with(grant.id.clone(), || Arc::new(tokio::sync::Mutex::new(())));
+    let lock = inner
+        .refresh_locks
+        .get_with(grant.id.clone(), || Arc::new(tokio::sync::Mutex::new(())));
     let _guard = lock.lock().await;
     // Someone else may have refreshed (or revoked) while we waited.
     let mut grant: Grant = match inner.get_json(Namespace::Grant, &grant.id).await {
@@ -118,17 +125,24 @@ pub(crate) async fn fresh_upstream(inner: &Inner, grant: Grant) -> Result<(Grant
     if tokens.access_token != before || tokens.expires_at > unix_now() + REFRESH_MARGIN {
         return Ok((grant, tokens));
     }
-    let Some(refresh_token) = tokens.refresh_token.as_deref() else { return Err(FreshError::Gone) };
+    let Some(refresh_token) = tokens.refresh_token.as_deref() else {
+        return Err(FreshError::Gone);
+    };
     match inner.upstream.refresh(refresh_token, &grant.resource).await {
         Ok(mut fresh) => {
-            if let Ok(claims) = crate::TokenVerifier::verify(&inner.jwt, &fresh.access_token).await {
-                if let Some(exp) = claims.expires_at() {
-                    fresh.expires_at = fresh.expires_at.min(exp);
-                }
+            if let Ok(claims) = crate::TokenVerifier::verify(&inner.jwt, &fresh.access_token).await
+                && let Some(exp) = claims.expires_at()
+            {
+                fresh.expires_at = fresh.expires_at.min(exp);
             }
             grant.seal(&inner.keys, &fresh);
             inner
-                .put_json(Namespace::Grant, &grant.id, &grant, Some(inner.limits.refresh_token_ttl))
+                .put_json(
+                    Namespace::Grant,
+                    &grant.id,
+                    &grant,
+                    Some(inner.limits.refresh_token_ttl),
+                )
                 .await
                 .map_err(|_| FreshError::Unavailable)?;
             tracing::debug!(client_id = %grant.client_id, "refreshed A3 tokens");

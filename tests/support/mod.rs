@@ -17,7 +17,9 @@ use base64::Engine;
 use http::{HeaderMap, StatusCode, header};
 use rmcp::model::*;
 use rmcp::service::RequestContext;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager};
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
@@ -25,8 +27,10 @@ pub const CLIENT_ID: &str = "proxy-client";
 pub const CLIENT_SECRET: &str = "proxy-secret";
 
 pub fn s256(verifier: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        verifier.as_bytes(),
+    ))
 }
 
 fn random() -> String {
@@ -67,7 +71,10 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Self {
-        let state = Arc::new(StubState { access_ttl: AtomicI64::new(300), ..Default::default() });
+        let state = Arc::new(StubState {
+            access_ttl: AtomicI64::new(300),
+            ..Default::default()
+        });
         let routes = Router::new()
             .route("/authorize", get(up_authorize))
             .route("/login", post(up_login))
@@ -104,7 +111,12 @@ fn issue_code(state: &StubState, user: &str, q: &HashMap<String, String>) -> Res
             scope: q.get("scope").cloned().unwrap_or_default(),
         },
     );
-    let iss = state.issuer.get().and_then(Weak::upgrade).map(|i| i.url().to_owned()).unwrap_or_default();
+    let iss = state
+        .issuer
+        .get()
+        .and_then(Weak::upgrade)
+        .map(|i| i.url().to_owned())
+        .unwrap_or_default();
     let mut url = url::Url::parse(&redirect_uri).unwrap();
     url.query_pairs_mut()
         .append_pair("code", &code)
@@ -115,7 +127,10 @@ fn issue_code(state: &StubState, user: &str, q: &HashMap<String, String>) -> Res
 
 fn session_user(state: &StubState, headers: &HeaderMap) -> Option<String> {
     let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
-    let sid = cookies.split(';').filter_map(|c| c.trim().strip_prefix("a3sid=")).next()?;
+    let sid = cookies
+        .split(';')
+        .filter_map(|c| c.trim().strip_prefix("a3sid="))
+        .next()?;
     state.sessions.lock().unwrap().get(sid).cloned()
 }
 
@@ -127,7 +142,9 @@ async fn up_authorize(
 ) -> Response {
     if q.get("client_id").map(String::as_str) != Some(CLIENT_ID)
         || q.get("code_challenge_method").map(String::as_str) != Some("S256")
-        || !q.get("redirect_uri").is_some_and(|r| r.ends_with("/auth/callback"))
+        || !q
+            .get("redirect_uri")
+            .is_some_and(|r| r.ends_with("/auth/callback"))
         || !q.contains_key("resource")
         || !q.contains_key("state")
     {
@@ -155,7 +172,10 @@ async fn up_login(
     let sid = random();
     state.sessions.lock().unwrap().insert(sid.clone(), user.clone());
     let mut r = issue_code(&state, &user, &q);
-    r.headers_mut().insert(header::SET_COOKIE, format!("a3sid={sid}; Path=/; HttpOnly").parse().unwrap());
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        format!("a3sid={sid}; Path=/; HttpOnly").parse().unwrap(),
+    );
     r
 }
 
@@ -175,19 +195,33 @@ fn mint(state: &StubState, user: &str, resource: &str, scope: &str) -> Response 
         .expires_in(ttl)
         .sign();
     let rt = random();
-    state.refresh.lock().unwrap().insert(rt.clone(), (user.to_owned(), resource.to_owned(), scope.to_owned()));
+    state.refresh.lock().unwrap().insert(
+        rt.clone(),
+        (user.to_owned(), resource.to_owned(), scope.to_owned()),
+    );
     axum::Json(json!({"access_token": at, "token_type": "Bearer", "expires_in": ttl, "refresh_token": rt, "scope": scope}))
         .into_response()
 }
 
 async fn up_token(State(state): State<Arc<StubState>>, Form(f): Form<HashMap<String, String>>) -> Response {
-    if f.get("client_id").map(String::as_str) != Some(CLIENT_ID) || f.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET) {
-        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client"}))).into_response();
+    if f.get("client_id").map(String::as_str) != Some(CLIENT_ID)
+        || f.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": "invalid_client"})),
+        )
+            .into_response();
     }
     match f.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
             state.code_exchanges.fetch_add(1, Ordering::SeqCst);
-            let Some(p) = state.codes.lock().unwrap().remove(f.get("code").map(String::as_str).unwrap_or("")) else {
+            let Some(p) = state
+                .codes
+                .lock()
+                .unwrap()
+                .remove(f.get("code").map(String::as_str).unwrap_or(""))
+            else {
                 return token_error("invalid_grant");
             };
             if f.get("redirect_uri") != Some(&p.redirect_uri)
@@ -200,8 +234,11 @@ async fn up_token(State(state): State<Arc<StubState>>, Form(f): Form<HashMap<Str
         }
         Some("refresh_token") => {
             state.refreshes.fetch_add(1, Ordering::SeqCst);
-            let Some((user, resource, scope)) =
-                state.refresh.lock().unwrap().remove(f.get("refresh_token").map(String::as_str).unwrap_or(""))
+            let Some((user, resource, scope)) = state
+                .refresh
+                .lock()
+                .unwrap()
+                .remove(f.get("refresh_token").map(String::as_str).unwrap_or(""))
             else {
                 return token_error("invalid_grant");
             };
@@ -211,7 +248,10 @@ async fn up_token(State(state): State<Arc<StubState>>, Form(f): Form<HashMap<Str
     }
 }
 
-async fn up_revoke(State(state): State<Arc<StubState>>, Form(f): Form<HashMap<String, String>>) -> StatusCode {
+async fn up_revoke(
+    State(state): State<Arc<StubState>>,
+    Form(f): Form<HashMap<String, String>>,
+) -> StatusCode {
     if let Some(t) = f.get("token") {
         state.refresh.lock().unwrap().remove(t);
         state.revoked.lock().unwrap().push(t.clone());
@@ -227,7 +267,10 @@ async fn up_revoke(State(state): State<Arc<StubState>>, Form(f): Form<HashMap<St
 pub struct Calculator;
 
 fn claims(ctx: &RequestContext<RoleServer>) -> Option<Claims> {
-    ctx.extensions.get::<http::request::Parts>().and_then(|p| p.extensions.get::<Claims>()).cloned()
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Claims>())
+        .cloned()
 }
 
 fn has_context(c: &Claims, value: &str) -> bool {
@@ -268,9 +311,9 @@ impl ServerHandler for Calculator {
         if req.name != "whoami" {
             return Err(McpError::invalid_params("tool not found", None));
         }
-        Ok(CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text(
-            c.subject().unwrap_or("?").to_owned(),
-        )])))
+        Ok(CallToolResponse::Complete(CallToolResult::success(vec![
+            ContentBlock::text(c.subject().unwrap_or("?").to_owned()),
+        ])))
     }
 }
 
@@ -320,7 +363,10 @@ pub async fn serve_on(
         .client(CLIENT_ID, CLIENT_SECRET)
         .build()
         .unwrap();
-    let bridge = tweak(DcrBridge::builder(&config).public_url(&url).store(store)).build().await.unwrap();
+    let bridge = tweak(DcrBridge::builder(&config).public_url(&url).store(store))
+        .build()
+        .await
+        .unwrap();
     let prm = bridge.protected_resource_metadata();
     let mcp = StreamableHttpService::new(
         || Ok(Calculator),
@@ -335,7 +381,12 @@ pub async fn serve_on(
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
     });
-    Server { url, addr, bridge, task }
+    Server {
+        url,
+        addr,
+        bridge,
+        task,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -343,15 +394,28 @@ pub async fn serve_on(
 // ---------------------------------------------------------------------------------------------
 
 pub fn browser() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 pub fn location(r: &reqwest::Response) -> String {
-    r.headers().get(header::LOCATION).unwrap_or_else(|| panic!("no Location in {}", r.status())).to_str().unwrap().to_owned()
+    r.headers()
+        .get(header::LOCATION)
+        .unwrap_or_else(|| panic!("no Location in {}", r.status()))
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"").replace("&#x27;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    s.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 /// The hidden fields of our consent form.
@@ -375,10 +439,20 @@ pub async fn open_consent(browser: &reqwest::Client, auth_url: &str) -> Vec<(Str
 }
 
 /// POST the consent decision; returns the response (303 to A3 on approval).
-pub async fn decide(browser: &reqwest::Client, server: &str, fields: &[(String, String)], decision: &str) -> reqwest::Response {
+pub async fn decide(
+    browser: &reqwest::Client,
+    server: &str,
+    fields: &[(String, String)],
+    decision: &str,
+) -> reqwest::Response {
     let mut form = fields.to_vec();
     form.push(("decision".into(), decision.into()));
-    browser.post(format!("{server}/authorize")).form(&form).send().await.unwrap()
+    browser
+        .post(format!("{server}/authorize"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// At A3: log in if asked (or be silently re-authorized); returns our callback URL.
@@ -433,7 +507,12 @@ pub async fn register_vscode(server: &str) -> Value {
 }
 
 /// A host-side authorization request; returns (authorize URL, code_verifier, state).
-pub fn host_request(server: &str, client_id: &str, redirect_uri: &str, extra: &[(&str, &str)]) -> (String, String, String) {
+pub fn host_request(
+    server: &str,
+    client_id: &str,
+    redirect_uri: &str,
+    extra: &[(&str, &str)],
+) -> (String, String, String) {
     let verifier = random() + &random();
     let state = random();
     let mut url = url::Url::parse(&format!("{server}/authorize")).unwrap();
@@ -453,10 +532,20 @@ pub fn host_request(server: &str, client_id: &str, redirect_uri: &str, extra: &[
 }
 
 pub fn query_param(url: &str, name: &str) -> Option<String> {
-    url::Url::parse(url).unwrap().query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
-pub async fn redeem(server: &str, client_id: &str, code: &str, verifier: &str, redirect_uri: &str) -> reqwest::Response {
+pub async fn redeem(
+    server: &str,
+    client_id: &str,
+    code: &str,
+    verifier: &str,
+    redirect_uri: &str,
+) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{server}/token"))
         .form(&[
