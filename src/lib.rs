@@ -57,6 +57,10 @@ pub mod testing;
 // dcr (issue 4)
 pub mod dcr;
 
+// dev issuer (issue 4)
+#[cfg(feature = "dev-issuer")]
+pub mod dev_issuer;
+
 pub use bearer::{AuthBody, BearerAuth, BearerAuthLayer, MAX_TOKEN_LEN, ResponseFuture, bearer_token};
 pub use challenge::{AuthError, Challenge};
 pub use claims::{Claims, NotAnObject, Principal};

@@ -163,6 +163,17 @@ impl TestIssuer {
 
     /// Serves on an already bound listener (to pick the port yourself).
     pub fn serve(listener: tokio::net::TcpListener, addr: SocketAddr, extra: Router) -> Self {
+        Self::serve_with(listener, addr, |_| extra)
+    }
+
+    /// Like [`TestIssuer::serve`], with extra routes built from a handle on the issuer's state,
+    /// so that they can mint tokens with its keys (the development issuer's token endpoint).
+    #[cfg_attr(not(feature = "dev-issuer"), allow(dead_code))]
+    pub(crate) fn serve_with(
+        listener: tokio::net::TcpListener,
+        addr: SocketAddr,
+        extra: impl FnOnce(IssuerHandle) -> Router,
+    ) -> Self {
         let state = Arc::new(State_ {
             url: format!("http://{addr}"),
             keys: Mutex::new(vec![SigningKey::generate("key-1")]),
@@ -175,7 +186,7 @@ impl TestIssuer {
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
             .with_state(state.clone())
-            .merge(extra);
+            .merge(extra(IssuerHandle { state: state.clone() }));
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -258,6 +269,28 @@ impl TestIssuer {
     /// A token for `audience` with A3's claims: `iss`, `aud`, `sub` = `test-user`,
     /// `client_id` = `test-client`, `scope` = `mcp:call`, `iat`, `exp` in five minutes, `jti`.
     pub fn token(&self, audience: &str) -> TokenBuilder {
+        IssuerHandle { state: self.state.clone() }.token(audience)
+    }
+}
+
+/// What routes added by [`TestIssuer::serve_with`] may use: the issuer URL and its keys.
+///
+/// It holds no reference to the server task, so routes can keep it without keeping the server
+/// alive after the [`TestIssuer`] is dropped.
+#[derive(Clone)]
+pub(crate) struct IssuerHandle {
+    state: Arc<State_>,
+}
+
+impl IssuerHandle {
+    /// The issuer URL (see [`TestIssuer::url`]).
+    #[cfg_attr(not(feature = "dev-issuer"), allow(dead_code))]
+    pub(crate) fn url(&self) -> &str {
+        &self.state.url
+    }
+
+    /// See [`TestIssuer::token`].
+    pub(crate) fn token(&self, audience: &str) -> TokenBuilder {
         let now = unix_now();
         let mut claims = Map::new();
         claims.insert("iss".into(), json!(self.state.url));
@@ -268,7 +301,7 @@ impl TestIssuer {
         claims.insert("iat".into(), json!(now));
         claims.insert("exp".into(), json!(now + 300));
         claims.insert("jti".into(), json!(random_id()));
-        let key = self.current_key();
+        let key = self.state.keys.lock().unwrap().last().expect("at least one key").clone();
         let header = json!({"alg": "RS256", "typ": "at+jwt", "kid": key.kid});
         TokenBuilder { key, header, claims }
     }
