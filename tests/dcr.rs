@@ -8,52 +8,8 @@ use std::time::Duration;
 
 use a3_mcp_auth::TokenVerifier;
 use a3_mcp_auth::dcr::{MemoryStore, RedbStore};
-use rmcp::ServiceExt;
-use rmcp::model::ClientConfig;
-use rmcp::transport::auth::{AuthClient, AuthorizationManager, AuthorizationRequest, OAuthState};
-use rmcp::transport::streamable_http_client::{
-    StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
-};
 use serde_json::Value;
 use support::*;
-
-const HOST_REDIRECT: &str = "http://127.0.0.1:9/callback";
-
-/// The rmcp OAuth client performs discovery, DCR and PKCE; the headless browser consents and
-/// logs in. Returns the authorized manager.
-async fn rmcp_host_login(server: &Server, browser: &reqwest::Client, user: &str) -> AuthorizationManager {
-    let mut state = OAuthState::new(server.mcp_url().as_str(), None).await.unwrap();
-    state
-        .start_authorization(AuthorizationRequest::new(HOST_REDIRECT).with_client_name("e2e host"))
-        .await
-        .unwrap();
-    let auth_url = state.get_authorization_url().await.unwrap();
-    let back = authorize(browser, &server.url, &auth_url, user).await;
-    assert!(back.starts_with(HOST_REDIRECT));
-    assert_eq!(
-        query_param(&back, "iss").as_deref(),
-        Some(server.url.as_str()),
-        "RFC 9207 iss is ours"
-    );
-    state.handle_callback_url(&back).await.unwrap();
-    state.into_authorization_manager().unwrap()
-}
-
-async fn tool_names(server: &Server, manager: AuthorizationManager) -> Result<Vec<String>, String> {
-    let transport = StreamableHttpClientTransport::with_client(
-        AuthClient::new(reqwest::Client::default(), manager),
-        StreamableHttpClientTransportConfig::with_uri(server.mcp_url()),
-    );
-    let client = ClientConfig::default()
-        .serve(transport)
-        .await
-        .map_err(|e| e.to_string())?;
-    let tools = client.peer().list_all_tools().await.map_err(|e| e.to_string());
-    let _ = client.cancel().await;
-    let mut names: Vec<String> = tools?.into_iter().map(|t| t.name.to_string()).collect();
-    names.sort();
-    Ok(names)
-}
 
 #[tokio::test]
 async fn quickstart_flow_with_rmcp_host_refresh_and_revoke() {

@@ -15,8 +15,13 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use base64::Engine;
 use http::{HeaderMap, StatusCode, header};
+use rmcp::ServiceExt;
 use rmcp::model::*;
 use rmcp::service::RequestContext;
+use rmcp::transport::auth::{AuthClient, AuthorizationManager, AuthorizationRequest, OAuthState};
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
+};
 use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
 };
@@ -355,12 +360,24 @@ pub async fn serve_on(
     store: impl Store,
     tweak: impl FnOnce(DcrBridgeBuilder) -> DcrBridgeBuilder,
 ) -> Server {
+    serve_bridge(listener, upstream.url(), CLIENT_ID, CLIENT_SECRET, store, tweak).await
+}
+
+/// Our server on `listener`, bridging to the A3-like issuer at `issuer_url` with the given client.
+pub async fn serve_bridge(
+    listener: tokio::net::TcpListener,
+    issuer_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    store: impl Store,
+    tweak: impl FnOnce(DcrBridgeBuilder) -> DcrBridgeBuilder,
+) -> Server {
     let addr = listener.local_addr().unwrap();
     let url = format!("http://{addr}");
     let config = A3Config::builder()
-        .issuer_url(upstream.url())
+        .issuer_url(issuer_url)
         .resource_uri(format!("{url}/mcp"))
-        .client(CLIENT_ID, CLIENT_SECRET)
+        .client(client_id, client_secret)
         .build()
         .unwrap();
     let bridge = tweak(DcrBridge::builder(&config).public_url(&url).store(store))
@@ -462,8 +479,24 @@ pub async fn sign_in_upstream(browser: &reqwest::Client, upstream_authorize: &st
         return location(&r);
     }
     let html = r.text().await.unwrap();
-    let action = unescape(html.split("action=\"").nth(1).unwrap().split('"').next().unwrap());
     let base = url::Url::parse(upstream_authorize).unwrap();
+    if let Some(rest) = html.split("name=\"request\" value=\"").nth(1) {
+        // The embedded development issuer's login form.
+        let request = unescape(rest.split('"').next().unwrap());
+        let r = browser
+            .post(base.join("/login").unwrap())
+            .form(&[
+                ("request", request.as_str()),
+                ("email", user),
+                ("password", "secret"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "login redirects back");
+        return location(&r);
+    }
+    let action = unescape(html.split("action=\"").nth(1).unwrap().split('"').next().unwrap());
     let r = browser
         .post(base.join(&action).unwrap())
         .form(&[("email", user), ("password", "secret")])
@@ -573,4 +606,46 @@ pub async fn mcp_status(server: &Server, token: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rmcp OAuth client as the MCP host.
+// ---------------------------------------------------------------------------------------------
+
+pub const HOST_REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+/// The rmcp OAuth client performs discovery, DCR and PKCE; the headless browser consents and
+/// logs in. Returns the authorized manager.
+pub async fn rmcp_host_login(server: &Server, browser: &reqwest::Client, user: &str) -> AuthorizationManager {
+    let mut state = OAuthState::new(server.mcp_url().as_str(), None).await.unwrap();
+    state
+        .start_authorization(AuthorizationRequest::new(HOST_REDIRECT).with_client_name("e2e host"))
+        .await
+        .unwrap();
+    let auth_url = state.get_authorization_url().await.unwrap();
+    let back = authorize(browser, &server.url, &auth_url, user).await;
+    assert!(back.starts_with(HOST_REDIRECT));
+    assert_eq!(
+        query_param(&back, "iss").as_deref(),
+        Some(server.url.as_str()),
+        "RFC 9207 iss is ours"
+    );
+    state.handle_callback_url(&back).await.unwrap();
+    state.into_authorization_manager().unwrap()
+}
+
+pub async fn tool_names(server: &Server, manager: AuthorizationManager) -> Result<Vec<String>, String> {
+    let transport = StreamableHttpClientTransport::with_client(
+        AuthClient::new(reqwest::Client::default(), manager),
+        StreamableHttpClientTransportConfig::with_uri(server.mcp_url()),
+    );
+    let client = ClientConfig::default()
+        .serve(transport)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tools = client.peer().list_all_tools().await.map_err(|e| e.to_string());
+    let _ = client.cancel().await;
+    let mut names: Vec<String> = tools?.into_iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    Ok(names)
 }
