@@ -58,7 +58,10 @@ pub struct BearerAuthLayer<V> {
 
 impl<V> Clone for BearerAuthLayer<V> {
     fn clone(&self) -> Self {
-        BearerAuthLayer { verifier: self.verifier.clone(), challenge: self.challenge.clone() }
+        BearerAuthLayer {
+            verifier: self.verifier.clone(),
+            challenge: self.challenge.clone(),
+        }
     }
 }
 
@@ -78,7 +81,11 @@ impl<S, V> Layer<S> for BearerAuthLayer<V> {
     type Service = BearerAuth<S, V>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BearerAuth { inner, verifier: self.verifier.clone(), challenge: self.challenge.clone() }
+        BearerAuth {
+            inner,
+            verifier: self.verifier.clone(),
+            challenge: self.challenge.clone(),
+        }
     }
 }
 
@@ -152,11 +159,15 @@ enum Kind<B, E> {
 
 impl<B, E> ResponseFuture<B, E> {
     fn refused(challenge: &Challenge, error: &AuthError) -> Self {
-        ResponseFuture { kind: Kind::Refused(Some(error_response(challenge, error))) }
+        ResponseFuture {
+            kind: Kind::Refused(Some(error_response(challenge, error))),
+        }
     }
 
     fn pending(fut: impl Future<Output = Result<Response<AuthBody<B>>, E>> + Send + 'static) -> Self {
-        ResponseFuture { kind: Kind::Pending(Box::pin(fut)) }
+        ResponseFuture {
+            kind: Kind::Pending(Box::pin(fut)),
+        }
     }
 }
 
@@ -170,9 +181,9 @@ impl<B, E> Future for ResponseFuture<B, E> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         match &mut this.kind {
-            Kind::Refused(response) => {
-                Poll::Ready(Ok(response.take().expect("ResponseFuture polled after completion")))
-            }
+            Kind::Refused(response) => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
             Kind::Pending(fut) => Poll::Ready(ready!(fut.as_mut().poll(cx))),
         }
     }
@@ -215,7 +226,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     let body = token.trim_end_matches('=');
     let b64token = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
     if body.is_empty() || !body.bytes().all(b64token) {
-        return Err(AuthError::InvalidRequest("the bearer token is malformed (one token, b64token syntax)"));
+        return Err(AuthError::InvalidRequest(
+            "the bearer token is malformed (one token, b64token syntax)",
+        ));
     }
     Ok(token)
 }
@@ -246,10 +259,25 @@ mod tests {
         assert_eq!(parse(&["Basic dXNlcjpwYXNz"]), Err(AuthError::MissingToken));
         assert!(matches!(parse(&["Bearer"]), Err(AuthError::InvalidRequest(_))));
         assert!(matches!(parse(&["Bearer "]), Err(AuthError::InvalidRequest(_))));
-        assert!(matches!(parse(&["Bearer a b"]), Err(AuthError::InvalidRequest(_))));
-        assert!(matches!(parse(&["Bearer a,b"]), Err(AuthError::InvalidRequest(_))));
-        assert!(matches!(parse(&["Bearer ==="]), Err(AuthError::InvalidRequest(_))));
-        assert!(matches!(parse(&["Bearer a", "Bearer b"]), Err(AuthError::InvalidRequest(_))));
-        assert!(matches!(parse(&[&format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN + 1))]), Err(AuthError::InvalidToken(_))));
+        assert!(matches!(
+            parse(&["Bearer a b"]),
+            Err(AuthError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parse(&["Bearer a,b"]),
+            Err(AuthError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parse(&["Bearer ==="]),
+            Err(AuthError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parse(&["Bearer a", "Bearer b"]),
+            Err(AuthError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parse(&[&format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN + 1))]),
+            Err(AuthError::InvalidToken(_))
+        ));
     }
 }

@@ -37,7 +37,10 @@ pub struct Challenge {
 impl Challenge {
     /// A challenge pointing at the protected-resource metadata at `resource_metadata`.
     pub fn new(resource_metadata: impl Into<String>) -> Self {
-        Challenge { resource_metadata: sanitize(&resource_metadata.into()).into(), scope: None }
+        Challenge {
+            resource_metadata: sanitize(&resource_metadata.into()).into(),
+            scope: None,
+        }
     }
 
     /// The scopes (space-separated) a client should request to use the resource; sent with
@@ -100,7 +103,10 @@ impl Challenge {
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
         if let AuthError::Unavailable { retry_after } = error {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
         }
         response
     }
@@ -205,12 +211,22 @@ mod tests {
              resource_metadata=\"https://h/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:call\""
         );
         assert_eq!(
-            header(&c, &AuthError::InsufficientScope { required: "mcp:call mcp:admin".into() }),
+            header(
+                &c,
+                &AuthError::InsufficientScope {
+                    required: "mcp:call mcp:admin".into()
+                }
+            ),
             "Bearer error=\"insufficient_scope\", error_description=\"the token lacks a required scope; \
              required: mcp:call mcp:admin\", resource_metadata=\"https://h/.well-known/oauth-protected-resource/mcp\", \
              scope=\"mcp:call mcp:admin\""
         );
-        assert!(c.header_value(&AuthError::Unavailable { retry_after: Duration::from_secs(3) }).is_none());
+        assert!(
+            c.header_value(&AuthError::Unavailable {
+                retry_after: Duration::from_secs(3)
+            })
+            .is_none()
+        );
     }
 
     #[test]
@@ -224,7 +240,9 @@ mod tests {
     #[test]
     fn unavailable_has_retry_after() {
         let c = Challenge::new("u");
-        let r = c.response(&AuthError::Unavailable { retry_after: Duration::from_secs(7) });
+        let r = c.response(&AuthError::Unavailable {
+            retry_after: Duration::from_secs(7),
+        });
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "7");
     }

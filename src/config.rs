@@ -53,7 +53,10 @@ impl fmt::Debug for A3Config {
             .field("issuer", &self.issuer)
             .field("resource_uri", &self.resource_uri)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("context_claim", &self.context_claim)
             .finish()
     }
@@ -131,7 +134,10 @@ impl fmt::Debug for A3ConfigBuilder {
             .field("issuer_url", &self.issuer_url)
             .field("resource_uri", &self.resource_uri)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("context_claim", &self.context_claim)
             .finish()
     }
@@ -143,7 +149,12 @@ impl A3ConfigBuilder {
         match dotenvy::dotenv() {
             Ok(_) => {}
             Err(e) if e.not_found() => {}
-            Err(e) => return Err(ConfigError::Invalid { name: ".env", reason: e.to_string() }),
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    name: ".env",
+                    reason: e.to_string(),
+                });
+            }
         }
         Self::from_vars(|name| std::env::var(name).ok())
     }
@@ -218,7 +229,9 @@ impl A3ConfigBuilder {
             }
             (None, None) => return Err(ConfigError::Missing("ISSUER_PATH")),
         };
-        let resource_uri = self.resource_uri.unwrap_or_else(|| DEFAULT_RESOURCE_URI.to_owned());
+        let resource_uri = self
+            .resource_uri
+            .unwrap_or_else(|| DEFAULT_RESOURCE_URI.to_owned());
         check_url("RESOURCE_URI", &resource_uri, true)?;
         if self.client_secret.is_some() && self.client_id.is_none() {
             return Err(ConfigError::Missing("CLIENT_ID"));
@@ -226,9 +239,14 @@ impl A3ConfigBuilder {
         if self.client_id.is_some() && self.client_secret.is_none() {
             return Err(ConfigError::Missing("CLIENT_SECRET"));
         }
-        let context_claim = self.context_claim.unwrap_or_else(|| DEFAULT_CONTEXT_CLAIM.to_owned());
+        let context_claim = self
+            .context_claim
+            .unwrap_or_else(|| DEFAULT_CONTEXT_CLAIM.to_owned());
         if context_claim.trim().is_empty() {
-            return Err(ConfigError::Invalid { name: "CONTEXT_CLAIM", reason: "empty".into() });
+            return Err(ConfigError::Invalid {
+                name: "CONTEXT_CLAIM",
+                reason: "empty".into(),
+            });
         }
         Ok(A3Config {
             issuer,
@@ -242,7 +260,10 @@ impl A3ConfigBuilder {
 
 /// An absolute `https` URL, or `http` on loopback; no fragment, no userinfo.
 fn check_url(name: &'static str, value: &str, keep_exact: bool) -> Result<(), ConfigError> {
-    let invalid = |reason: &str| ConfigError::Invalid { name, reason: reason.to_owned() };
+    let invalid = |reason: &str| ConfigError::Invalid {
+        name,
+        reason: reason.to_owned(),
+    };
     let url = Url::parse(value).map_err(|e| invalid(&format!("not an absolute URL ({e})")))?;
     let secure = match (url.scheme(), url.host()) {
         ("https", Some(_)) => true,
@@ -274,7 +295,10 @@ mod tests {
     #[test]
     fn issuer_path_makes_a3_issuer() {
         let c = build(&[("ISSUER_PATH", "alias-00000000000000000000000000000000/")]).unwrap();
-        assert_eq!(c.issuer(), "https://a3.mekarge.com/auth/alias-00000000000000000000000000000000");
+        assert_eq!(
+            c.issuer(),
+            "https://a3.mekarge.com/auth/alias-00000000000000000000000000000000"
+        );
         assert_eq!(c.resource_uri(), DEFAULT_RESOURCE_URI);
         assert_eq!(c.context_claim(), DEFAULT_CONTEXT_CLAIM);
     }
@@ -293,17 +317,43 @@ mod tests {
             ConfigError::Missing(name) => name,
         };
         assert_eq!(name(build(&[("ISSUER_PATH", "a/b")])), "ISSUER_PATH");
-        assert_eq!(name(build(&[("ISSUER_URL", "http://evil.example")])), "ISSUER_URL");
+        assert_eq!(
+            name(build(&[("ISSUER_URL", "http://evil.example")])),
+            "ISSUER_URL"
+        );
         assert_eq!(name(build(&[("ISSUER_URL", "not a url")])), "ISSUER_URL");
-        assert_eq!(name(build(&[("ISSUER_PATH", "x"), ("RESOURCE_URI", "http://h.example/mcp")])), "RESOURCE_URI");
-        assert_eq!(name(build(&[("ISSUER_PATH", "x"), ("RESOURCE_URI", "https://h/mcp#f")])), "RESOURCE_URI");
-        assert_eq!(name(build(&[("ISSUER_PATH", "x"), ("CLIENT_ID", "c")])), "CLIENT_SECRET");
-        assert_eq!(name(build(&[("ISSUER_PATH", "x"), ("CLIENT_SECRET", "s")])), "CLIENT_ID");
+        assert_eq!(
+            name(build(&[
+                ("ISSUER_PATH", "x"),
+                ("RESOURCE_URI", "http://h.example/mcp")
+            ])),
+            "RESOURCE_URI"
+        );
+        assert_eq!(
+            name(build(&[
+                ("ISSUER_PATH", "x"),
+                ("RESOURCE_URI", "https://h/mcp#f")
+            ])),
+            "RESOURCE_URI"
+        );
+        assert_eq!(
+            name(build(&[("ISSUER_PATH", "x"), ("CLIENT_ID", "c")])),
+            "CLIENT_SECRET"
+        );
+        assert_eq!(
+            name(build(&[("ISSUER_PATH", "x"), ("CLIENT_SECRET", "s")])),
+            "CLIENT_ID"
+        );
     }
 
     #[test]
     fn debug_redacts_the_secret() {
-        let c = build(&[("ISSUER_PATH", "x"), ("CLIENT_ID", "c"), ("CLIENT_SECRET", "hunter2")]).unwrap();
+        let c = build(&[
+            ("ISSUER_PATH", "x"),
+            ("CLIENT_ID", "c"),
+            ("CLIENT_SECRET", "hunter2"),
+        ])
+        .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

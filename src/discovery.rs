@@ -84,14 +84,23 @@ impl ProviderMetadata {
         Self::discover_with(issuer, &fetch::http_client(Duration::from_secs(10))).await
     }
 
-    pub(crate) async fn discover_with(issuer: &str, client: &reqwest::Client) -> Result<Self, DiscoveryError> {
-        let url = Url::parse(&format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/')))
-            .map_err(|_| DiscoveryError::BadIssuer(issuer.to_owned()))?;
+    pub(crate) async fn discover_with(
+        issuer: &str,
+        client: &reqwest::Client,
+    ) -> Result<Self, DiscoveryError> {
+        let url = Url::parse(&format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        ))
+        .map_err(|_| DiscoveryError::BadIssuer(issuer.to_owned()))?;
         let (metadata, _): (ProviderMetadata, _) = fetch::get_json(client, &url, MAX_DISCOVERY_BYTES).await?;
         // Exact match, with one allowance: A3's own token validator strips a trailing '/' from
         // the discovered issuer, so a document that differs only by that slash is accepted.
         if metadata.issuer != issuer && metadata.issuer.strip_suffix('/') != Some(issuer) {
-            return Err(DiscoveryError::IssuerMismatch { expected: issuer.to_owned(), found: metadata.issuer });
+            return Err(DiscoveryError::IssuerMismatch {
+                expected: issuer.to_owned(),
+                found: metadata.issuer,
+            });
         }
         let endpoints = [
             ("jwks_uri", Some(&metadata.jwks_uri)),
@@ -101,9 +110,14 @@ impl ProviderMetadata {
         ];
         for (field, value) in endpoints {
             if let Some(value) = value {
-                let url = Url::parse(value)
-                    .map_err(|e| DiscoveryError::BadEndpoint { field, reason: e.to_string() })?;
-                fetch::check_secure(&url).map_err(|e| DiscoveryError::BadEndpoint { field, reason: e.to_string() })?;
+                let url = Url::parse(value).map_err(|e| DiscoveryError::BadEndpoint {
+                    field,
+                    reason: e.to_string(),
+                })?;
+                fetch::check_secure(&url).map_err(|e| DiscoveryError::BadEndpoint {
+                    field,
+                    reason: e.to_string(),
+                })?;
             }
         }
         Ok(metadata)

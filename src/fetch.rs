@@ -99,9 +99,15 @@ pub(crate) async fn get_json<T: DeserializeOwned>(
         .await
         .map_err(transport)?;
     if !response.status().is_success() {
-        return Err(FetchError::Status { url: url.to_string(), status: response.status().as_u16() });
+        return Err(FetchError::Status {
+            url: url.to_string(),
+            status: response.status().as_u16(),
+        });
     }
-    let too_large = || FetchError::TooLarge { url: url.to_string(), limit: max_bytes };
+    let too_large = || FetchError::TooLarge {
+        url: url.to_string(),
+        limit: max_bytes,
+    };
     if response.content_length().is_some_and(|n| n > max_bytes as u64) {
         return Err(too_large());
     }
@@ -113,8 +119,10 @@ pub(crate) async fn get_json<T: DeserializeOwned>(
         body.extend_from_slice(&chunk);
     }
     let headers = response.headers().clone();
-    let value = serde_json::from_slice(&body)
-        .map_err(|e| FetchError::Invalid { url: url.to_string(), reason: e.to_string() })?;
+    let value = serde_json::from_slice(&body).map_err(|e| FetchError::Invalid {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
     Ok((value, headers))
 }
 
@@ -124,10 +132,21 @@ mod tests {
 
     #[test]
     fn only_https_or_loopback_http() {
-        for ok in ["https://a3.mekarge.com/x", "http://127.0.0.1:9/x", "http://127.5.0.1/", "http://[::1]:80/", "http://localhost/"] {
+        for ok in [
+            "https://a3.mekarge.com/x",
+            "http://127.0.0.1:9/x",
+            "http://127.5.0.1/",
+            "http://[::1]:80/",
+            "http://localhost/",
+        ] {
             assert!(check_secure(&Url::parse(ok).unwrap()).is_ok(), "{ok}");
         }
-        for bad in ["http://a3.mekarge.com/x", "http://10.0.0.1/", "ftp://127.0.0.1/", "file:///etc/passwd"] {
+        for bad in [
+            "http://a3.mekarge.com/x",
+            "http://10.0.0.1/",
+            "ftp://127.0.0.1/",
+            "file:///etc/passwd",
+        ] {
             assert!(check_secure(&Url::parse(bad).unwrap()).is_err(), "{bad}");
         }
     }

@@ -89,7 +89,9 @@ pub struct VerificationKey {
 
 impl std::fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerificationKey").field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("VerificationKey")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -110,7 +112,11 @@ struct KeySet {
 }
 
 struct FetchState {
-    last_attempt: Option<Instant>,
+    /// When any fetch last started.
+    last_fetch: Option<Instant>,
+    /// When an unknown `kid` last caused a fetch: the cooldown counts from here, so a key
+    /// rotated in just after a scheduled fetch is still picked up on its first use.
+    last_refetch: Option<Instant>,
     last_ok: bool,
 }
 
@@ -155,7 +161,9 @@ pub struct JwksKeyStore {
 
 impl std::fmt::Debug for JwksKeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwksKeyStore").field("jwks_uri", &self.inner.jwks_uri.as_str()).finish_non_exhaustive()
+        f.debug_struct("JwksKeyStore")
+            .field("jwks_uri", &self.inner.jwks_uri.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -163,14 +171,21 @@ impl JwksKeyStore {
     /// Fetches the key set at `jwks_uri` and starts its background refresh (which ends when the
     /// last clone of the store is dropped). Must be called inside a Tokio runtime.
     pub async fn fetch(jwks_uri: &str, policy: JwksPolicy) -> Result<Self, FetchError> {
-        let url = Url::parse(jwks_uri).map_err(|e| FetchError::Invalid { url: jwks_uri.to_owned(), reason: e.to_string() })?;
+        let url = Url::parse(jwks_uri).map_err(|e| FetchError::Invalid {
+            url: jwks_uri.to_owned(),
+            reason: e.to_string(),
+        })?;
         fetch::check_secure(&url)?;
         let inner = Arc::new(Inner {
             client: fetch::http_client(policy.timeout),
             jwks_uri: url,
             policy,
             keys: RwLock::new(Arc::default()),
-            fetch: tokio::sync::Mutex::new(FetchState { last_attempt: None, last_ok: false }),
+            fetch: tokio::sync::Mutex::new(FetchState {
+                last_fetch: None,
+                last_refetch: None,
+                last_ok: false,
+            }),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
         });
@@ -197,13 +212,14 @@ impl JwksKeyStore {
             return Ok(key);
         }
         let cooldown = self.inner.policy.refetch_cooldown;
-        if let Some(at) = state.last_attempt.filter(|at| at.elapsed() < cooldown) {
+        if let Some(at) = state.last_refetch.filter(|at| at.elapsed() < cooldown) {
             return Err(if state.last_ok {
                 KeyLookupError::UnknownKey
             } else {
                 KeyLookupError::Unavailable(cooldown.saturating_sub(at.elapsed()))
             });
         }
+        state.last_refetch = Some(Instant::now());
         match self.inner.fetch_now(&mut state).await {
             Ok(_) => self.lookup(Some(kid)).ok_or(KeyLookupError::UnknownKey),
             Err(_) => Err(KeyLookupError::Unavailable(cooldown)),
@@ -249,9 +265,10 @@ impl JwksKeyStore {
 impl Inner {
     /// Fetches and installs the key set; returns when the next scheduled refresh is due.
     async fn fetch_now(&self, state: &mut FetchState) -> Result<Duration, FetchError> {
-        state.last_attempt = Some(Instant::now());
+        state.last_fetch = Some(Instant::now());
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let result = fetch::get_json::<JwkSet>(&self.client, &self.jwks_uri, self.policy.max_document_bytes).await;
+        let result =
+            fetch::get_json::<JwkSet>(&self.client, &self.jwks_uri, self.policy.max_document_bytes).await;
         let (set, headers) = match result {
             Ok(ok) => ok,
             Err(e) => {
@@ -263,7 +280,10 @@ impl Inner {
         let parsed = self.parse(set);
         if parsed.by_kid.is_empty() && parsed.anonymous.is_empty() {
             state.last_ok = false;
-            let e = FetchError::Invalid { url: self.jwks_uri.to_string(), reason: "no usable signing key".into() };
+            let e = FetchError::Invalid {
+                url: self.jwks_uri.to_string(),
+                reason: "no usable signing key".into(),
+            };
             tracing::warn!(error = %e, "JWKS has no usable key; keeping the last good keys");
             return Err(e);
         }
@@ -272,7 +292,10 @@ impl Inner {
         if keys.by_kid.keys().any(|kid| !parsed.by_kid.contains_key(kid)) || !keys.anonymous.is_empty() {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
-        tracing::debug!(keys = parsed.by_kid.len() + parsed.anonymous.len(), "JWKS installed");
+        tracing::debug!(
+            keys = parsed.by_kid.len() + parsed.anonymous.len(),
+            "JWKS installed"
+        );
         *keys = Arc::new(parsed);
         Ok(max_age(&headers)
             .map(|age| age.clamp(self.policy.min_refresh, self.policy.max_refresh))
@@ -283,7 +306,10 @@ impl Inner {
         let mut out = KeySet::default();
         for jwk in set.keys.iter() {
             if out.by_kid.len() + out.anonymous.len() >= self.policy.max_keys {
-                tracing::warn!(max = self.policy.max_keys, "JWKS has more keys than allowed; ignoring the rest");
+                tracing::warn!(
+                    max = self.policy.max_keys,
+                    "JWKS has more keys than allowed; ignoring the rest"
+                );
                 break;
             }
             if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
@@ -300,7 +326,9 @@ impl Inner {
                     None => continue,
                 },
             };
-            let Ok(key) = DecodingKey::from_jwk(jwk) else { continue };
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
             let entry = Arc::new(VerificationKey { key, algorithm });
             match &jwk.common.key_id {
                 Some(kid) => {
@@ -343,7 +371,11 @@ async fn refresh_loop(inner: Weak<Inner>, mut next: Duration) {
         let Some(inner) = inner.upgrade() else { return };
         let mut state = inner.fetch.lock().await;
         // An unknown-kid refetch may have just happened; don't repeat it.
-        if state.last_ok && state.last_attempt.is_some_and(|at| at.elapsed() < inner.policy.min_refresh) {
+        if state.last_ok
+            && state
+                .last_fetch
+                .is_some_and(|at| at.elapsed() < inner.policy.min_refresh)
+        {
             next = inner.policy.min_refresh;
             continue;
         }
@@ -363,9 +395,15 @@ mod tests {
     fn reads_max_age() {
         let mut h = HeaderMap::new();
         assert_eq!(max_age(&h), None);
-        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=600, must-revalidate"));
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=600, must-revalidate"),
+        );
         assert_eq!(max_age(&h), Some(Duration::from_secs(600)));
-        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("max-age=abc"));
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=abc"),
+        );
         assert_eq!(max_age(&h), None);
     }
 }

@@ -9,7 +9,9 @@ use moka::sync::Cache;
 use serde_json::{Map, Value};
 
 use crate::jwks::KeyLookupError;
-use crate::{A3Config, Claims, DiscoveryError, JwksKeyStore, JwksPolicy, ProviderMetadata, TokenVerifier, VerifyError};
+use crate::{
+    A3Config, Claims, DiscoveryError, JwksKeyStore, JwksPolicy, ProviderMetadata, TokenVerifier, VerifyError,
+};
 
 /// Tokens are cached for at most this long, so a key removed from the JWKS or a changed
 /// configuration takes effect within it even for long-lived tokens.
@@ -66,7 +68,9 @@ struct CachedToken {
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtVerifier").field("keys", &self.inner.keys).finish_non_exhaustive()
+        f.debug_struct("JwtVerifier")
+            .field("keys", &self.inner.keys)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,7 +116,9 @@ impl JwtVerifier {
 
     /// Discovers the configured issuer and builds a verifier for the configured resource.
     pub async fn from_config(config: &A3Config) -> Result<Self, JwtVerifierError> {
-        Self::builder(config.issuer(), config.resource_uri()).discover().await
+        Self::builder(config.issuer(), config.resource_uri())
+            .discover()
+            .await
     }
 
     /// The key store behind this verifier.
@@ -126,7 +132,8 @@ impl JwtVerifier {
     }
 
     async fn verify_fresh(&self, token: &str) -> Result<(Claims, u64), VerifyError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::invalid("malformed token"))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| VerifyError::invalid("malformed token"))?;
         let Some((_, validation)) = self.inner.validations.iter().find(|(alg, _)| *alg == header.alg) else {
             return Err(VerifyError::invalid("signing algorithm not allowed"));
         };
@@ -134,10 +141,15 @@ impl JwtVerifier {
             // RFC 7515 §4.1.11: we understand no extensions, so any critical one is fatal.
             return Err(VerifyError::invalid("unsupported critical header"));
         }
-        let key = self.inner.keys.key(header.kid.as_deref()).await.map_err(|e| match e {
-            KeyLookupError::UnknownKey => VerifyError::invalid("unknown signing key"),
-            KeyLookupError::Unavailable(retry_after) => VerifyError::Unavailable { retry_after },
-        })?;
+        let key = self
+            .inner
+            .keys
+            .key(header.kid.as_deref())
+            .await
+            .map_err(|e| match e {
+                KeyLookupError::UnknownKey => VerifyError::invalid("unknown signing key"),
+                KeyLookupError::Unavailable(retry_after) => VerifyError::Unavailable { retry_after },
+            })?;
         if key.algorithm != header.alg {
             return Err(VerifyError::invalid("signing algorithm does not match the key"));
         }
@@ -161,7 +173,11 @@ impl JwtVerifier {
             None => {}
             Some(iat) => match iat.as_f64() {
                 Some(iat) if iat <= (now + self.inner.leeway) as f64 => {}
-                _ => return Err(VerifyError::invalid("the token's iat is invalid or in the future")),
+                _ => {
+                    return Err(VerifyError::invalid(
+                        "the token's iat is invalid or in the future",
+                    ));
+                }
             },
         }
         // `decode` required `exp` and checked it; it is a number here.
@@ -187,7 +203,14 @@ impl TokenVerifier for JwtVerifier {
             cache.invalidate(&digest);
         }
         let (claims, exp) = self.verify_fresh(token).await?;
-        cache.insert(digest, CachedToken { claims: claims.clone(), exp, generation });
+        cache.insert(
+            digest,
+            CachedToken {
+                claims: claims.clone(),
+                exp,
+                generation,
+            },
+        );
         Ok(claims)
     }
 }
@@ -256,12 +279,27 @@ impl JwtVerifierBuilder {
                 .build()
         });
         Ok(JwtVerifier {
-            inner: Arc::new(Inner { keys, validations, leeway: self.leeway.as_secs(), cache }),
+            inner: Arc::new(Inner {
+                keys,
+                validations,
+                leeway: self.leeway.as_secs(),
+                cache,
+            }),
         })
     }
 
     fn check_algorithms(&self) -> Result<(), JwtVerifierError> {
-        match self.algorithms.iter().find(|a| !matches!(a, Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512)) {
+        match self.algorithms.iter().find(|a| {
+            !matches!(
+                a,
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            )
+        }) {
             Some(&bad) => Err(JwtVerifierError::Algorithm(bad)),
             None if self.algorithms.is_empty() => Err(JwtVerifierError::Algorithm(Algorithm::HS256)),
             None => Ok(()),
@@ -273,11 +311,19 @@ impl JwtVerifierBuilder {
 struct ExpireAtExp;
 
 impl moka::Expiry<[u8; 32], CachedToken> for ExpireAtExp {
-    fn expire_after_create(&self, _key: &[u8; 32], value: &CachedToken, _now: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &CachedToken,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
         Some(Duration::from_secs(value.exp.saturating_sub(now())).min(MAX_CACHE_TTL))
     }
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -64,7 +64,9 @@ pub mod dev_issuer;
 pub use bearer::{AuthBody, BearerAuth, BearerAuthLayer, MAX_TOKEN_LEN, ResponseFuture, bearer_token};
 pub use challenge::{AuthError, Challenge};
 pub use claims::{Claims, NotAnObject, Principal};
-pub use config::{A3_BASE, A3Config, A3ConfigBuilder, ConfigError, DEFAULT_CONTEXT_CLAIM, DEFAULT_RESOURCE_URI};
+pub use config::{
+    A3_BASE, A3Config, A3ConfigBuilder, ConfigError, DEFAULT_CONTEXT_CLAIM, DEFAULT_RESOURCE_URI,
+};
 pub use discovery::{DiscoveryError, ProviderMetadata};
 pub use fetch::{FetchError, is_loopback_host};
 pub use jwks::{JwksKeyStore, JwksPolicy, KeyLookupError, VerificationKey};
@@ -84,5 +86,12 @@ pub mod require_scope {
 /// explicitly turns a wrong feature set into a compile error instead (`crypto::aws_lc` only
 /// exists with the `aws_lc_rs` feature). Calling it again is harmless.
 pub fn install_crypto_provider() {
-    let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
+    let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
+        &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER,
+    );
 }
+
+/// Compiles the README's examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

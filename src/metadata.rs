@@ -50,7 +50,10 @@ impl ProtectedResourceMetadata {
     /// Metadata for the resource at `resource_uri` (absolute `http(s)`, no fragment).
     pub fn new(resource_uri: impl Into<String>) -> Result<Self, ConfigError> {
         let resource = resource_uri.into();
-        let invalid = |reason: &str| ConfigError::Invalid { name: "RESOURCE_URI", reason: reason.into() };
+        let invalid = |reason: &str| ConfigError::Invalid {
+            name: "RESOURCE_URI",
+            reason: reason.into(),
+        };
         let url = Url::parse(&resource).map_err(|e| invalid(&e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") || url.fragment().is_some() || url.host().is_none() {
             return Err(invalid("must be an absolute http(s) URL without a fragment"));
@@ -129,7 +132,10 @@ impl ProtectedResourceMetadata {
                     [
                         (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
                         (header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
-                        (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+                        (
+                            header::CACHE_CONTROL,
+                            HeaderValue::from_static("public, max-age=3600"),
+                        ),
                     ],
                     body,
                 )
@@ -151,9 +157,15 @@ mod tests {
     #[test]
     fn well_known_url_per_rfc9728() {
         let m = ProtectedResourceMetadata::new("https://h.example/tenant/mcp/").unwrap();
-        assert_eq!(m.metadata_url(), "https://h.example/.well-known/oauth-protected-resource/tenant/mcp");
+        assert_eq!(
+            m.metadata_url(),
+            "https://h.example/.well-known/oauth-protected-resource/tenant/mcp"
+        );
         let m = ProtectedResourceMetadata::new("https://h.example").unwrap();
-        assert_eq!(m.metadata_url(), "https://h.example/.well-known/oauth-protected-resource");
+        assert_eq!(
+            m.metadata_url(),
+            "https://h.example/.well-known/oauth-protected-resource"
+        );
         assert!(ProtectedResourceMetadata::new("urn:x").is_err());
         assert!(ProtectedResourceMetadata::new("https://h/mcp#x").is_err());
     }
@@ -173,7 +185,10 @@ mod tests {
                 "bearer_methods_supported": ["header"],
             })
         );
-        let h = m.challenge().header_value(&crate::AuthError::MissingToken).unwrap();
+        let h = m
+            .challenge()
+            .header_value(&crate::AuthError::MissingToken)
+            .unwrap();
         assert_eq!(
             h,
             "Bearer resource_metadata=\"http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:call\""

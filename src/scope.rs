@@ -47,7 +47,11 @@ impl RequireScopeLayer {
     {
         let required: Arc<[String]> = scopes.into_iter().map(Into::into).collect();
         let joined = required.join(" ").into();
-        RequireScopeLayer { required, joined, challenge }
+        RequireScopeLayer {
+            required,
+            joined,
+            challenge,
+        }
     }
 }
 
@@ -55,7 +59,10 @@ impl<S> Layer<S> for RequireScopeLayer {
     type Service = RequireScope<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequireScope { inner, layer: self.clone() }
+        RequireScope {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -82,13 +89,19 @@ where
         let refusal = match req.extensions().get::<Claims>() {
             None => Some(AuthError::MissingToken),
             Some(claims) if !self.layer.required.iter().all(|s| claims.has_scope(s)) => {
-                Some(AuthError::InsufficientScope { required: self.layer.joined.to_string() })
+                Some(AuthError::InsufficientScope {
+                    required: self.layer.joined.to_string(),
+                })
             }
             Some(_) => None,
         };
         let kind = match refusal {
-            Some(e) => Kind::Refused { response: Some(error_response(&self.layer.challenge, &e)) },
-            None => Kind::Inner { fut: self.inner.call(req) },
+            Some(e) => Kind::Refused {
+                response: Some(error_response(&self.layer.challenge, &e)),
+            },
+            None => Kind::Inner {
+                fut: self.inner.call(req),
+            },
         };
         ResponseFuture { kind }
     }
@@ -118,9 +131,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            Projection::Refused { response } => {
-                Poll::Ready(Ok(response.take().expect("ResponseFuture polled after completion")))
-            }
+            Projection::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
             Projection::Inner { fut } => fut.poll(cx).map_ok(|r| r.map(Either::Left)),
         }
     }

@@ -56,7 +56,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
-use crate::{JwtVerifier, JwksPolicy};
+use crate::{JwksPolicy, JwtVerifier};
 
 /// An RSA signing key of the test issuer.
 #[derive(Clone)]
@@ -67,7 +67,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,7 +77,10 @@ impl SigningKey {
     /// A fresh 2048-bit RSA key.
     pub fn generate(kid: impl Into<String>) -> Self {
         let pair = KeyPair::generate(KeySize::Rsa2048).expect("RSA key generation");
-        SigningKey { kid: kid.into(), pair: Arc::new(pair) }
+        SigningKey {
+            kid: kid.into(),
+            pair: Arc::new(pair),
+        }
     }
 
     /// The key id.
@@ -101,7 +106,12 @@ impl SigningKey {
         let input = format!("{}.{}", b64_json(header), b64_json(claims));
         let mut signature = vec![0; self.pair.public_modulus_len()];
         self.pair
-            .sign(&RSA_PKCS1_SHA256, &aws_lc_rs::rand::SystemRandom::new(), input.as_bytes(), &mut signature)
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                input.as_bytes(),
+                &mut signature,
+            )
             .expect("RSA signing");
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
@@ -134,7 +144,9 @@ pub struct TestIssuer {
 
 impl std::fmt::Debug for TestIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestIssuer").field("url", &self.state.url).finish_non_exhaustive()
+        f.debug_struct("TestIssuer")
+            .field("url", &self.state.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -156,7 +168,9 @@ impl TestIssuer {
     /// Like [`TestIssuer::start`], with extra routes served beside discovery and the JWKS
     /// (the development issuer adds its login and token endpoints this way).
     pub async fn start_with(extra: Router) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind a loopback port");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         Self::serve(listener, addr, extra)
     }
@@ -215,14 +229,24 @@ impl TestIssuer {
 
     /// The key new tokens are signed with.
     pub fn current_key(&self) -> SigningKey {
-        self.state.keys.lock().unwrap().last().expect("at least one key").clone()
+        self.state
+            .keys
+            .lock()
+            .unwrap()
+            .last()
+            .expect("at least one key")
+            .clone()
     }
 
     /// Publishes a new key and signs with it from now on; older keys stay published until
     /// [`TestIssuer::retire`]. Returns the new `kid`.
     pub fn rotate(&self) -> String {
         let kid = format!("key-{}", self.state.next_kid.fetch_add(1, Ordering::Relaxed));
-        self.state.keys.lock().unwrap().push(SigningKey::generate(kid.clone()));
+        self.state
+            .keys
+            .lock()
+            .unwrap()
+            .push(SigningKey::generate(kid.clone()));
         kid
     }
 
@@ -269,7 +293,10 @@ impl TestIssuer {
     /// A token for `audience` with A3's claims: `iss`, `aud`, `sub` = `test-user`,
     /// `client_id` = `test-client`, `scope` = `mcp:call`, `iat`, `exp` in five minutes, `jti`.
     pub fn token(&self, audience: &str) -> TokenBuilder {
-        IssuerHandle { state: self.state.clone() }.token(audience)
+        IssuerHandle {
+            state: self.state.clone(),
+        }
+        .token(audience)
     }
 }
 
@@ -301,7 +328,14 @@ impl IssuerHandle {
         claims.insert("iat".into(), json!(now));
         claims.insert("exp".into(), json!(now + 300));
         claims.insert("jti".into(), json!(random_id()));
-        let key = self.state.keys.lock().unwrap().last().expect("at least one key").clone();
+        let key = self
+            .state
+            .keys
+            .lock()
+            .unwrap()
+            .last()
+            .expect("at least one key")
+            .clone();
         let header = json!({"alg": "RS256", "typ": "at+jwt", "kid": key.kid});
         TokenBuilder { key, header, claims }
     }
@@ -373,7 +407,8 @@ impl TokenBuilder {
 
     /// The signed JWT.
     pub fn sign(&self) -> String {
-        self.key.sign_raw(&self.header, &Value::Object(self.claims.clone()))
+        self.key
+            .sign_raw(&self.header, &Value::Object(self.claims.clone()))
     }
 }
 
@@ -404,7 +439,13 @@ async fn jwks(State(state): State<Arc<State_>>) -> Response {
     if state.failing.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let keys: Vec<Value> = state.keys.lock().unwrap().iter().map(SigningKey::public_jwk).collect();
+    let keys: Vec<Value> = state
+        .keys
+        .lock()
+        .unwrap()
+        .iter()
+        .map(SigningKey::public_jwk)
+        .collect();
     let mut response = axum::Json(json!({ "keys": keys })).into_response();
     if let Some(age) = *state.jwks_max_age.lock().unwrap() {
         let value = HeaderValue::from_str(&format!("public, max-age={age}")).expect("ascii");
@@ -415,7 +456,10 @@ async fn jwks(State(state): State<Arc<State_>>) -> Response {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn random_id() -> String {

@@ -51,7 +51,10 @@ pub trait TokenVerifier: Send + Sync + 'static {
     where
         Self: Sized,
     {
-        Either { first: self, second: other }
+        Either {
+            first: self,
+            second: other,
+        }
     }
 }
 
