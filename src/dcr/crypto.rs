@@ -7,11 +7,25 @@ use aws_lc_rs::{constant_time, digest, hmac, rand};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
-/// Prefix of the access tokens the bridge issues to MCP hosts.
+/// Prefix of the access tokens the bridge issues to MCP hosts. Only tokens with this prefix are
+/// looked up by [`ProxyTokenVerifier`](super::ProxyTokenVerifier); A3's JWTs never start with it.
+///
+/// ```
+/// assert!(!"eyJhbGciOiJSUzI1NiJ9.e30.sig".starts_with(a3_mcp_auth::dcr::ACCESS_TOKEN_PREFIX));
+/// ```
 pub const ACCESS_TOKEN_PREFIX: &str = "a3mcp_at_";
-/// Prefix of the refresh tokens the bridge issues to MCP hosts.
+/// Prefix of the refresh tokens the bridge issues to MCP hosts (never accepted as bearer tokens).
+///
+/// ```
+/// use a3_mcp_auth::dcr::{ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX};
+/// assert_ne!(ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX);
+/// ```
 pub const REFRESH_TOKEN_PREFIX: &str = "a3mcp_rt_";
 /// Prefix of the authorization codes the bridge issues to MCP hosts.
+///
+/// ```
+/// assert_eq!(a3_mcp_auth::dcr::CODE_PREFIX, "a3mcp_code_");
+/// ```
 pub const CODE_PREFIX: &str = "a3mcp_code_";
 
 /// Length in bytes of the key that seals upstream tokens and signs cookies.

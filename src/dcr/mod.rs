@@ -74,12 +74,34 @@ use store::unix_now;
 use upstream::Upstream;
 
 /// Where A3 sends the browser back; registered at A3 as the predefined client's redirect URI.
+///
+/// ```
+/// assert_eq!(a3_mcp_auth::dcr::CALLBACK_PATH, "/auth/callback"); // the quickstart's loopback redirect
+/// ```
 pub const CALLBACK_PATH: &str = "/auth/callback";
 
-/// The default location of the persistent store (`STORE_PATH`).
+/// The default location of the persistent store (`STORE_PATH`); the generated encryption key goes
+/// beside it, in `./data/a3-mcp-auth.redb.key`.
+///
+/// ```
+/// assert!(a3_mcp_auth::dcr::DEFAULT_STORE_PATH.ends_with(".redb"));
+/// ```
 pub const DEFAULT_STORE_PATH: &str = "./data/a3-mcp-auth.redb";
 
 /// The bridge could not be built.
+///
+/// ```
+/// use a3_mcp_auth::A3Config;
+/// use a3_mcp_auth::dcr::{DcrBridge, DcrError, MemoryStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Without CLIENT_ID/CLIENT_SECRET there is no client to bridge to.
+/// let config = A3Config::builder().issuer_url("http://127.0.0.1:9").build().unwrap();
+/// let err = DcrBridge::builder(&config).store(MemoryStore::new()).build().await.unwrap_err();
+/// assert!(matches!(err, DcrError::Config(_)));
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DcrError {
@@ -362,6 +384,31 @@ impl DcrBridge {
 }
 
 /// Builder for [`DcrBridge`].
+///
+/// ```
+/// use std::time::Duration;
+/// use a3_mcp_auth::A3Config;
+/// use a3_mcp_auth::dcr::{DcrBridge, RedbStore};
+/// use a3_mcp_auth::testing::TestIssuer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let issuer = TestIssuer::start().await;
+/// let config = A3Config::builder().issuer_url(issuer.url()).client("proxy", "secret").build().unwrap();
+/// let dir = tempfile::tempdir().unwrap();
+/// let bridge = DcrBridge::builder(&config)
+///     .public_url("http://127.0.0.1:8000")
+///     .store(RedbStore::open(dir.path().join("dcr.redb")).unwrap())
+///     .encryption_key("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+///     .scopes(["mcp:call"])
+///     .access_token_ttl(Duration::from_secs(900))
+///     .registration_rate_limit(5, Duration::from_secs(60))
+///     .build()
+///     .await
+///     .unwrap();
+/// assert_eq!(bridge.authorization_server_metadata()["issuer"], "http://127.0.0.1:8000");
+/// # }
+/// ```
 pub struct DcrBridgeBuilder {
     config: A3Config,
     public_url: Option<String>,

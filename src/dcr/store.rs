@@ -13,10 +13,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moka::sync::Cache;
 
-/// A boxed future, as [`Store`] methods return.
+/// A boxed future, as [`Store`] methods return (so that `Arc<dyn Store>` works).
+///
+/// ```
+/// use a3_mcp_auth::dcr::BoxFuture;
+/// let f: BoxFuture<'static, u8> = Box::pin(async { 1 });
+/// # let _ = f;
+/// ```
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The kinds of entries the bridge stores. Each is a separate keyspace.
+///
+/// ```
+/// use a3_mcp_auth::dcr::Namespace;
+/// assert_eq!(Namespace::Client.name(), "client");
+/// assert_eq!(Namespace::ALL.len(), 7);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Namespace {
@@ -63,6 +75,11 @@ impl Namespace {
 }
 
 /// A storage failure. The message never contains stored values.
+///
+/// ```
+/// let e = a3_mcp_auth::dcr::StoreError("disk full".into());
+/// assert_eq!(e.to_string(), "store error: disk full");
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store error: {0}")]
 pub struct StoreError(pub String);
