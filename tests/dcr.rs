@@ -242,6 +242,22 @@ async fn authorize_validation() {
                 .starts_with("text/html")
         );
     }
+    // Malformed requests get an HTML page too, never a bare 4xx/5xx body.
+    for url in [
+        format!("{}/authorize?client_id=a&client_id=b", server.url),
+        format!("{}/auth/callback?state=a&state=b", server.url),
+        format!("{}/auth/callback?code=x&state=unknown", server.url),
+    ] {
+        let r = b.get(&url).send().await.unwrap();
+        assert!(r.status().is_client_error(), "{url}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{url}"
+        );
+    }
     // Resource of another server, bad scope, missing PKCE: errors sent to the redirect URI with iss.
     let redirect = "http://127.0.0.1:33418/";
     for (extra, error) in [

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Form;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -241,8 +242,11 @@ pub(crate) fn same_resource(given: &str, ours: &str) -> bool {
 pub(crate) async fn show(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
-    Query(p): Query<AuthorizeParams>,
+    query: Result<Query<AuthorizeParams>, QueryRejection>,
 ) -> Response {
+    let Ok(Query(p)) = query else {
+        return error_page(StatusCode::BAD_REQUEST, "The authorization request is malformed.");
+    };
     let v = match validate(&inner, &p).await {
         Ok(v) => v,
         Err(f) => return f.into_response(&inner.issuer),
@@ -356,8 +360,11 @@ fn same_origin_post(inner: &Inner, headers: &HeaderMap) -> bool {
 pub(crate) async fn decide(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
-    Form(p): Form<AuthorizeParams>,
+    form: Result<Form<AuthorizeParams>, FormRejection>,
 ) -> Response {
+    let Ok(Form(p)) = form else {
+        return error_page(StatusCode::BAD_REQUEST, "The consent form is malformed.");
+    };
     if !same_origin_post(&inner, &headers) {
         return error_page(
             StatusCode::FORBIDDEN,

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use http::{HeaderMap, StatusCode, header};
@@ -25,9 +26,12 @@ pub(crate) struct CallbackParams {
 pub(crate) async fn callback(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
-    Query(p): Query<CallbackParams>,
+    query: Result<Query<CallbackParams>, QueryRejection>,
 ) -> Response {
-    let mut response = handle(&inner, &headers, p).await;
+    let mut response = match query {
+        Ok(Query(p)) => handle(&inner, &headers, p).await,
+        Err(_) => error_page(StatusCode::BAD_REQUEST, "The sign-in response is malformed."),
+    };
     // The binding cookie is single use, whatever happened.
     let expired = inner.set_cookie(TX_COOKIE, "", std::time::Duration::ZERO);
     response.headers_mut().append(header::SET_COOKIE, expired);

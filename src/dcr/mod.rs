@@ -321,6 +321,7 @@ impl DcrBridge {
             store: None,
             store_path: None,
             key: None,
+            key_file: None,
             scopes: vec!["mcp:call".to_owned()],
             limits: Limits::default(),
             jwt: None,
@@ -415,6 +416,7 @@ pub struct DcrBridgeBuilder {
     store: Option<Arc<dyn Store>>,
     store_path: Option<PathBuf>,
     key: Option<String>,
+    key_file: Option<PathBuf>,
     scopes: Vec<String>,
     limits: Limits,
     jwt: Option<JwtVerifier>,
@@ -461,6 +463,10 @@ impl DcrBridgeBuilder {
     }
 
     /// The store (default: a [`RedbStore`] at `STORE_PATH` or [`DEFAULT_STORE_PATH`]).
+    ///
+    /// With a persistent store of your own, also give a key ([`DcrBridgeBuilder::encryption_key`]
+    /// or [`DcrBridgeBuilder::key_file`]): under the default per-process key, the A3 tokens sealed
+    /// before a restart cannot be opened after it and those grants end.
     pub fn store(mut self, store: impl Store) -> Self {
         self.store = Some(Arc::new(store));
         self
@@ -477,6 +483,12 @@ impl DcrBridgeBuilder {
     /// per process.
     pub fn encryption_key(mut self, base64_key: impl Into<String>) -> Self {
         self.key = Some(base64_key.into());
+        self
+    }
+
+    /// A file holding the base64 key, created (mode 0600) with a random key if absent.
+    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key_file = Some(path.into());
         self
     }
 
@@ -585,28 +597,20 @@ impl DcrBridgeBuilder {
             name: "TOKEN_ENCRYPTION_KEY",
             reason,
         };
-        let (store, keys): (Arc<dyn Store>, Keys) = match self.store {
-            Some(store) => {
-                let keys = match &self.key {
-                    Some(k) => Keys::from_base64(k).map_err(|e| key_error(e.to_string()))?,
-                    None => Keys::ephemeral(),
-                };
-                (store, keys)
-            }
+        let (store, default_key_file): (Arc<dyn Store>, Option<PathBuf>) = match self.store {
+            Some(store) => (store, None),
             None => {
                 let path = self.store_path.unwrap_or_else(|| DEFAULT_STORE_PATH.into());
                 let store = RedbStore::open(&path)?;
-                let keys = match &self.key {
-                    Some(k) => Keys::from_base64(k).map_err(|e| key_error(e.to_string()))?,
-                    None => {
-                        let mut key_path = path.clone().into_os_string();
-                        key_path.push(".key");
-                        Keys::load_or_create_file(std::path::Path::new(&key_path))
-                            .map_err(|e| key_error(e.to_string()))?
-                    }
-                };
-                (Arc::new(store), keys)
+                let mut key_path = path.into_os_string();
+                key_path.push(".key");
+                (Arc::new(store), Some(key_path.into()))
             }
+        };
+        let keys = match (&self.key, self.key_file.or(default_key_file)) {
+            (Some(k), _) => Keys::from_base64(k).map_err(|e| key_error(e.to_string()))?,
+            (None, Some(file)) => Keys::load_or_create_file(&file).map_err(|e| key_error(e.to_string()))?,
+            (None, None) => Keys::ephemeral(),
         };
         if self.scopes.is_empty() {
             return Err(ConfigError::Invalid {
