@@ -189,6 +189,12 @@ async fn consent_page_is_protected_and_stores_nothing_before_approval() {
     let (url, _, _) = host_request(&server.url, id, "http://127.0.0.1:51234/", &[]);
     let r = browser().get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200, "loopback redirect matches on any port");
+    assert!(
+        !r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("a3mcp_tx"))
+    );
     let h = r.headers().clone();
     assert_eq!(h["x-frame-options"], "DENY");
     assert!(
@@ -217,6 +223,25 @@ async fn consent_page_is_protected_and_stores_nothing_before_approval() {
     let loc = location(&r);
     assert_eq!(query_param(&loc, "error").as_deref(), Some("access_denied"));
     assert_eq!(query_param(&loc, "iss").as_deref(), Some(server.url.as_str()));
+
+    // A hostile client name is shown as text.
+    let hostile: Value = reqwest::Client::new()
+        .post(format!("{}/register", server.url))
+        .json(&serde_json::json!({"client_name": "<script>alert(1)</script>", "redirect_uris": ["http://127.0.0.1/"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (url, _, _) = host_request(
+        &server.url,
+        hostile["client_id"].as_str().unwrap(),
+        "http://127.0.0.1:5/",
+        &[],
+    );
+    let html = browser().get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(!html.contains("<script>") && html.contains("&lt;script&gt;"));
 }
 
 #[tokio::test]
@@ -515,7 +540,7 @@ async fn browser_binding_csrf_and_state_replay() {
         .get_all("set-cookie")
         .iter()
         .map(|c| c.to_str().unwrap())
-        .find(|c| c.starts_with("a3mcp_tx="))
+        .find(|c| c.starts_with("a3mcp_tx_"))
         .unwrap()
         .split(';')
         .next()
@@ -611,4 +636,39 @@ async fn registrations_and_grants_survive_a_restart() {
     assert_eq!(mcp_status(&server, &token).await, 200, "tokens survive");
     manager.refresh_token().await.expect("refresh tokens survive");
     assert_eq!(tool_names(&server, manager).await.unwrap(), ["add", "whoami"]);
+}
+
+#[tokio::test]
+async fn two_authorizations_in_one_browser_do_not_clash() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = browser();
+    let mut pending = Vec::new();
+    for port in ["33418", "40001"] {
+        let redirect = format!("http://127.0.0.1:{port}/");
+        let (url, verifier, _) = host_request(&server.url, &id, &redirect, &[]);
+        let fields = open_consent(&b, &url).await;
+        let upstream_url = location(&decide(&b, &server.url, &fields, "approve").await);
+        pending.push((redirect, verifier, upstream_url));
+    }
+    for (redirect, verifier, upstream_url) in pending {
+        let callback = sign_in_upstream(&b, &upstream_url, "johndoe@test.com").await;
+        let r = b.get(&callback).send().await.unwrap();
+        assert_eq!(r.status(), 302);
+        let back = location(&r);
+        assert!(back.starts_with(&redirect), "{back}");
+        let r = redeem(
+            &server.url,
+            &id,
+            &query_param(&back, "code").unwrap(),
+            &verifier,
+            &redirect,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
 }

@@ -25,7 +25,18 @@ use crate::dcr::store::unix_now;
 use crate::is_loopback_host;
 
 pub(crate) const CSRF_COOKIE: &str = "a3mcp_csrf";
-pub(crate) const TX_COOKIE: &str = "a3mcp_tx";
+const TX_COOKIE: &str = "a3mcp_tx";
+
+/// The binding cookie of one transaction: named after its id, so that two authorizations in
+/// one browser (two VS Code windows) do not overwrite each other's binding.
+pub(crate) fn tx_cookie(tx_id: &str) -> String {
+    let short: String = tx_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(16)
+        .collect();
+    format!("{TX_COOKIE}_{short}")
+}
 
 /// The parameters of an authorization request, as received (and echoed by the consent form).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -462,7 +473,7 @@ pub(crate) async fn decide(
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.append(
         header::SET_COOKIE,
-        inner.set_cookie(TX_COOKIE, &binding, inner.limits.transaction_ttl),
+        inner.set_cookie(&tx_cookie(&tx_id), &binding, inner.limits.transaction_ttl),
     );
     response
 }

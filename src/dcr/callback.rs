@@ -8,7 +8,7 @@ use axum::response::Response;
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
-use super::authorize::{TX_COOKIE, Transaction, error_redirect};
+use super::authorize::{Transaction, error_redirect, tx_cookie};
 use super::token::CodeEntry;
 use super::upstream::UpstreamError;
 use super::{Grant, Inner, Namespace, crypto, error_page, redirect_to_client};
@@ -28,13 +28,16 @@ pub(crate) async fn callback(
     headers: HeaderMap,
     query: Result<Query<CallbackParams>, QueryRejection>,
 ) -> Response {
-    let mut response = match query {
-        Ok(Query(p)) => handle(&inner, &headers, p).await,
-        Err(_) => error_page(StatusCode::BAD_REQUEST, "The sign-in response is malformed."),
+    let Ok(Query(p)) = query else {
+        return error_page(StatusCode::BAD_REQUEST, "The sign-in response is malformed.");
     };
+    let state = p.state.clone().filter(|s| s.len() <= 256);
+    let mut response = handle(&inner, &headers, p).await;
     // The binding cookie is single use, whatever happened.
-    let expired = inner.set_cookie(TX_COOKIE, "", std::time::Duration::ZERO);
-    response.headers_mut().append(header::SET_COOKIE, expired);
+    if let Some(state) = state {
+        let expired = inner.set_cookie(&tx_cookie(&state), "", std::time::Duration::ZERO);
+        response.headers_mut().append(header::SET_COOKIE, expired);
+    }
     response
 }
 
@@ -43,7 +46,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
         return error_page(StatusCode::BAD_REQUEST, "The sign-in response has no state.");
     };
     // The browser that consented holds a cookie naming this transaction, signed by us.
-    let bound = inner.read_cookie(headers, TX_COOKIE).and_then(|c| {
+    let bound = inner.read_cookie(headers, &tx_cookie(state)).and_then(|c| {
         let (tx_id, sig) = c.split_once('.')?;
         (crypto::ct_eq(tx_id, state) && inner.keys.verify(&format!("tx|{tx_id}"), sig)).then_some(())
     });
