@@ -244,6 +244,17 @@ struct TokenResponse {
 
 async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &str) -> Response {
     let access_token = crypto::new_token(crypto::ACCESS_TOKEN_PREFIX);
+    // Without an A3 refresh token our access token cannot outlive A3's.
+    let mut access_ttl = inner.limits.access_token_ttl;
+    if let Some(upstream) = grant.open(&inner.keys)
+        && upstream.refresh_token.is_none()
+    {
+        let left = upstream
+            .expires_at
+            .saturating_sub(super::store::unix_now())
+            .max(1);
+        access_ttl = access_ttl.min(Duration::from_secs(left));
+    }
     let entry = TokenEntry {
         grant_id: grant.id.clone(),
         client_id: client.client_id.clone(),
@@ -265,7 +276,7 @@ async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &
                 Namespace::AccessToken,
                 &crypto::hash(&access_token),
                 &entry,
-                Some(limits.access_token_ttl),
+                Some(access_ttl),
             )
             .await?;
         if let Some(rt) = &refresh_token {
@@ -286,7 +297,7 @@ async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &
     let body = TokenResponse {
         access_token,
         token_type: "Bearer",
-        expires_in: limits.access_token_ttl.as_secs(),
+        expires_in: access_ttl.as_secs(),
         refresh_token,
         scope: scope.to_owned(),
     };

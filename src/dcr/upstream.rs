@@ -265,10 +265,11 @@ fn map_token_error<RE: std::error::Error + 'static>(
 ) -> UpstreamError {
     match e {
         RequestTokenError::ServerResponse(r) => match r.error() {
-            BasicErrorResponseType::InvalidGrant
-            | BasicErrorResponseType::InvalidClient
-            | BasicErrorResponseType::UnauthorizedClient
-            | BasicErrorResponseType::InvalidScope => UpstreamError::Rejected(r.error().to_string()),
+            // Only the grant itself being refused ends our grants; a refused client (a rotated
+            // CLIENT_SECRET, say) is a configuration problem that must not wipe every grant.
+            BasicErrorResponseType::InvalidGrant | BasicErrorResponseType::InvalidScope => {
+                UpstreamError::Rejected(r.error().to_string())
+            }
             other => UpstreamError::Unavailable(other.to_string()),
         },
         RequestTokenError::Request(e) => UpstreamError::Unavailable(short_error(&e)),
