@@ -672,3 +672,63 @@ async fn two_authorizations_in_one_browser_do_not_clash() {
         assert_eq!(r.status(), 200);
     }
 }
+
+#[tokio::test]
+async fn upstream_errors_and_mix_ups_reach_the_host_and_codes_expire() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| {
+        b.code_ttl(Duration::from_secs(1))
+    })
+    .await;
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let redirect = "http://127.0.0.1:33418/";
+    let b = browser();
+    let approve = || async {
+        let (url, _, state) = host_request(&server.url, &id, redirect, &[]);
+        let fields = open_consent(&b, &url).await;
+        let upstream_url = location(&decide(&b, &server.url, &fields, "approve").await);
+        (query_param(&upstream_url, "state").unwrap(), state)
+    };
+    // A3 answers with an error: the host gets access_denied, its state and our iss.
+    let (a3_state, host_state) = approve().await;
+    let url = format!(
+        "{}/auth/callback?error=access_denied&state={a3_state}&iss={}",
+        server.url,
+        upstream.url()
+    );
+    let back = location(&b.get(&url).send().await.unwrap());
+    assert!(back.starts_with(redirect));
+    assert_eq!(query_param(&back, "error").as_deref(), Some("access_denied"));
+    assert_eq!(query_param(&back, "state"), Some(host_state));
+    assert_eq!(query_param(&back, "iss").as_deref(), Some(server.url.as_str()));
+    // A response claiming another issuer (mix-up) is refused.
+    let (a3_state, _) = approve().await;
+    let url = format!(
+        "{}/auth/callback?code=x&state={a3_state}&iss=http://127.0.0.1:1",
+        server.url
+    );
+    let back = location(&b.get(&url).send().await.unwrap());
+    assert_eq!(query_param(&back, "error").as_deref(), Some("access_denied"));
+    assert_eq!(
+        upstream.state.code_exchanges.load(Ordering::SeqCst),
+        0,
+        "no code was redeemed"
+    );
+
+    // Our codes expire (1 s here).
+    let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
+    let back = authorize(&b, &server.url, &url, "johndoe@test.com").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = redeem(
+        &server.url,
+        &id,
+        &query_param(&back, "code").unwrap(),
+        &verifier,
+        redirect,
+    )
+    .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+}
