@@ -313,6 +313,11 @@ async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &
 
 /// Deletes a grant (every token of it stops working) and revokes A3's tokens in the background.
 pub(crate) async fn revoke_grant(inner: &Inner, grant_id: &str) {
+    // Serialised with refreshes of this grant, so an in-flight refresh cannot store it again.
+    let lock = inner
+        .refresh_locks
+        .get_with(grant_id.to_owned(), || Arc::new(tokio::sync::Mutex::new(())));
+    let _guard = lock.lock().await;
     match inner.take_json::<Grant>(Namespace::Grant, grant_id).await {
         Ok(Some(grant)) => {
             if let Some(tokens) = grant.open(&inner.keys) {
