@@ -54,6 +54,9 @@ mod verifier;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+// dcr (issue 4)
+pub mod dcr;
+
 // dev issuer (issue 4)
 #[cfg(feature = "dev-issuer")]
 pub mod dev_issuer;

@@ -1,0 +1,508 @@
+//! `GET /authorize` (validation and the consent page) and `POST /authorize` (the decision).
+//!
+//! Nothing is stored before approval: the consent form carries the request parameters and an
+//! HMAC over them, the expiry and a random value in a `SameSite=Lax` cookie (double submit), so a
+//! form posted from another site, or replayed in another browser, is refused. Approval
+//! re-validates everything, then creates the upstream transaction and binds it to this browser
+//! with a signed cookie that `/auth/callback` checks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Form;
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::{
+    Inner, Namespace, RegisteredClient, crypto, error_page, escape_html, html_response, page,
+    redirect_to_client,
+};
+use crate::dcr::store::unix_now;
+use crate::is_loopback_host;
+
+pub(crate) const CSRF_COOKIE: &str = "a3mcp_csrf";
+const TX_COOKIE: &str = "a3mcp_tx";
+
+/// The binding cookie of one transaction: named after its id, so that two authorizations in
+/// one browser (two VS Code windows) do not overwrite each other's binding.
+pub(crate) fn tx_cookie(tx_id: &str) -> String {
+    let short: String = tx_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(16)
+        .collect();
+    format!("{TX_COOKIE}_{short}")
+}
+
+/// The parameters of an authorization request, as received (and echoed by the consent form).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct AuthorizeParams {
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    response_type: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    state: Option<String>,
+    scope: Option<String>,
+    resource: Option<String>,
+    // Only in the consent form:
+    csrf_token: Option<String>,
+    decision: Option<String>,
+}
+
+/// A request that passed every check.
+#[derive(Clone, Debug)]
+struct Validated {
+    client: RegisteredClient,
+    redirect_uri: String,
+    state: Option<String>,
+    code_challenge: String,
+    scope: String,
+    resource: String,
+}
+
+impl Validated {
+    /// A canonical digest of everything the user consents to.
+    fn digest(&self) -> String {
+        let canonical = serde_json::json!([
+            self.client.client_id,
+            self.redirect_uri,
+            self.state,
+            self.code_challenge,
+            self.scope,
+            self.resource
+        ]);
+        crypto::hash(&canonical.to_string())
+    }
+}
+
+/// An upstream authorization transaction: created on approval, keyed by A3's `state`, single use.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Transaction {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub code_challenge: String,
+    pub scope: String,
+    pub resource: String,
+    /// Our PKCE verifier towards A3.
+    pub upstream_verifier: String,
+}
+
+enum Failure {
+    /// Cannot be sent to the client: an HTML page.
+    Page(StatusCode, &'static str),
+    /// Sent to the validated redirect URI.
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: &'static str,
+        description: &'static str,
+    },
+}
+
+impl Failure {
+    fn into_response(self, issuer: &str) -> Response {
+        match self {
+            Failure::Page(status, message) => error_page(status, message),
+            Failure::Redirect {
+                redirect_uri,
+                state,
+                error,
+                description,
+            } => error_redirect(&redirect_uri, state.as_deref(), error, description, issuer),
+        }
+    }
+}
+
+pub(crate) fn error_redirect(
+    redirect_uri: &str,
+    state: Option<&str>,
+    error: &str,
+    description: &str,
+    issuer: &str,
+) -> Response {
+    let mut params = vec![("error", error), ("error_description", description)];
+    if let Some(state) = state {
+        params.push(("state", state));
+    }
+    params.push(("iss", issuer));
+    redirect_to_client(redirect_uri, &params)
+}
+
+fn is_pkce_value(s: &str) -> bool {
+    (43..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failure> {
+    let Some(client_id) = p.client_id.as_deref().filter(|c| !c.is_empty() && c.len() <= 256) else {
+        return Err(Failure::Page(
+            StatusCode::BAD_REQUEST,
+            "The request has no client_id.",
+        ));
+    };
+    let client: RegisteredClient = match inner.get_json(Namespace::Client, client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(Failure::Page(
+                StatusCode::BAD_REQUEST,
+                "This application is not registered with this server (or its registration expired). \
+                 Remove the server's dynamic authentication provider in your application and connect again.",
+            ));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "DCR store failure");
+            return Err(Failure::Page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server's storage is unavailable. Try again later.",
+            ));
+        }
+    };
+    let redirect_uri = match p.redirect_uri.as_deref() {
+        Some(r) if client.allows_redirect(r) => r.to_owned(),
+        Some(_) => {
+            return Err(Failure::Page(
+                StatusCode::BAD_REQUEST,
+                "The redirect URI is not registered for this application.",
+            ));
+        }
+        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+        None => {
+            return Err(Failure::Page(
+                StatusCode::BAD_REQUEST,
+                "The request has no redirect_uri.",
+            ));
+        }
+    };
+    let state = p.state.clone();
+    let fail = |error, description| Failure::Redirect {
+        redirect_uri: redirect_uri.clone(),
+        state: state.clone(),
+        error,
+        description,
+    };
+    if state.as_ref().is_some_and(|s| s.len() > 2048) {
+        return Err(fail("invalid_request", "state is too long"));
+    }
+    if p.response_type.as_deref() != Some("code") {
+        return Err(fail(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        ));
+    }
+    let Some(challenge) = p.code_challenge.as_deref() else {
+        return Err(fail(
+            "invalid_request",
+            "PKCE is required: send code_challenge with code_challenge_method=S256",
+        ));
+    };
+    if p.code_challenge_method.as_deref() != Some("S256") {
+        return Err(fail("invalid_request", "code_challenge_method must be S256"));
+    }
+    if !is_pkce_value(challenge) {
+        return Err(fail("invalid_request", "code_challenge is malformed"));
+    }
+    let resource = match p.resource.as_deref() {
+        None | Some("") => inner.resource.clone(),
+        Some(r) if same_resource(r, &inner.resource) => inner.resource.clone(),
+        Some(_) => return Err(fail("invalid_target", "resource is not this server")),
+    };
+    let requested = p
+        .scope
+        .as_deref()
+        .unwrap_or("")
+        .split_ascii_whitespace()
+        .collect::<Vec<_>>();
+    let scope = if requested.is_empty() {
+        client.scope.clone().unwrap_or_else(|| inner.scopes.join(" "))
+    } else if requested.iter().all(|s| inner.scopes.iter().any(|o| o == s)) {
+        let mut unique: Vec<&str> = Vec::new();
+        for s in requested {
+            if !unique.contains(&s) {
+                unique.push(s);
+            }
+        }
+        unique.join(" ")
+    } else {
+        return Err(fail(
+            "invalid_scope",
+            "a requested scope is not offered by this server",
+        ));
+    };
+    Ok(Validated {
+        client,
+        redirect_uri,
+        state,
+        code_challenge: challenge.to_owned(),
+        scope,
+        resource,
+    })
+}
+
+/// Our resource URI, allowing only a trailing-slash difference.
+pub(crate) fn same_resource(given: &str, ours: &str) -> bool {
+    given == ours || given.trim_end_matches('/') == ours.trim_end_matches('/')
+}
+
+pub(crate) async fn show(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    query: Result<Query<AuthorizeParams>, QueryRejection>,
+) -> Response {
+    let Ok(Query(p)) = query else {
+        return error_page(StatusCode::BAD_REQUEST, "The authorization request is malformed.");
+    };
+    let v = match validate(&inner, &p).await {
+        Ok(v) => v,
+        Err(f) => return f.into_response(&inner.issuer),
+    };
+    // Reuse this browser's CSRF value if it has a well-formed one, else set a new one.
+    let (csrf, set_cookie) = match inner.read_cookie(&headers, CSRF_COOKIE).filter(|c| c.len() == 43) {
+        Some(c) => (c, None),
+        None => {
+            let c = crypto::random_token();
+            let cookie = inner.set_cookie(CSRF_COOKIE, &c, Duration::from_secs(24 * 3600));
+            (c, Some(cookie))
+        }
+    };
+    let exp = unix_now() + inner.limits.consent_ttl.as_secs();
+    let token = format!(
+        "{exp}.{}",
+        inner.keys.sign(&format!("consent|{csrf}|{exp}|{}", v.digest()))
+    );
+    let mut response = consent_page(&inner, &v, &p, &token);
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn consent_page(inner: &Inner, v: &Validated, p: &AuthorizeParams, csrf_token: &str) -> Response {
+    let name = v
+        .client
+        .client_name
+        .as_deref()
+        .unwrap_or("An unnamed application");
+    let redirect = Url::parse(&v.redirect_uri).ok();
+    let host = redirect
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| {
+            redirect
+                .as_ref()
+                .map(|u| u.scheme().to_owned())
+                .unwrap_or_default()
+        });
+    let local = redirect
+        .as_ref()
+        .and_then(|u| u.host())
+        .is_some_and(|h| is_loopback_host(&h));
+    let hidden = |name: &str, value: Option<&str>| match value {
+        Some(value) => format!(
+            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+            escape_html(value)
+        ),
+        None => String::new(),
+    };
+    let scopes: String = v
+        .scope
+        .split(' ')
+        .map(|s| format!("<li><code>{}</code></li>", escape_html(s)))
+        .collect();
+    let upstream = Url::parse(&inner.upstream.metadata.issuer)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>Authorize {name}?</h1>\
+<p><strong>{name}</strong> (client id <code>{client_id}</code>) asks to use <code>{resource}</code> on your behalf.</p>\
+<p>It will receive access at <strong>{host}</strong>{local_note}:<br><code>{redirect_uri}</code></p>\
+<p>Requested scopes:</p><ul>{scopes}</ul>\
+<p>If you approve, you will sign in at <code>{upstream}</code>. Only approve applications you just started connecting yourself.</p>\
+<form method=\"post\" action=\"/authorize\">{fields}\
+<button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
+<button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+        name = escape_html(name),
+        client_id = escape_html(&v.client.client_id),
+        resource = escape_html(&v.resource),
+        host = escape_html(&host),
+        local_note = if local {
+            " (an application on this computer)"
+        } else {
+            ""
+        },
+        redirect_uri = escape_html(&v.redirect_uri),
+        upstream = escape_html(&upstream),
+        fields = [
+            hidden("client_id", Some(&v.client.client_id)),
+            hidden("redirect_uri", Some(&v.redirect_uri)),
+            hidden("response_type", Some("code")),
+            hidden("code_challenge", Some(&v.code_challenge)),
+            hidden("code_challenge_method", Some("S256")),
+            hidden("state", v.state.as_deref()),
+            hidden("scope", Some(&v.scope)),
+            hidden("resource", p.resource.as_deref().map(|_| v.resource.as_str())),
+            hidden("csrf_token", Some(csrf_token)),
+        ]
+        .concat(),
+    );
+    html_response(StatusCode::OK, page("Authorize access", &body), &upstream)
+}
+
+/// Whether a form post comes from our own page: `Sec-Fetch-Site` and `Origin`, when sent, must say so.
+fn same_origin_post(inner: &Inner, headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && site != "same-origin"
+        && site != "none"
+    {
+        return false;
+    }
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        Some(origin) => origin == inner.issuer,
+        None => true,
+    }
+}
+
+pub(crate) async fn decide(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    form: Result<Form<AuthorizeParams>, FormRejection>,
+) -> Response {
+    let Ok(Form(p)) = form else {
+        return error_page(StatusCode::BAD_REQUEST, "The consent form is malformed.");
+    };
+    if !same_origin_post(&inner, &headers) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "This consent was not submitted from this server's page.",
+        );
+    }
+    let Some(csrf) = inner.read_cookie(&headers, CSRF_COOKIE) else {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The consent form expired or was submitted from another browser. Start again.",
+        );
+    };
+    let v = match validate(&inner, &p).await {
+        Ok(v) => v,
+        Err(f) => return f.into_response(&inner.issuer),
+    };
+    let valid_token = p
+        .csrf_token
+        .as_deref()
+        .and_then(|t| t.split_once('.'))
+        .is_some_and(|(exp, sig)| {
+            exp.parse::<u64>().is_ok_and(|e| e > unix_now())
+                && inner
+                    .keys
+                    .verify(&format!("consent|{csrf}|{exp}|{}", v.digest()), sig)
+        });
+    if !valid_token {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The consent form expired or was submitted from another browser. Start again.",
+        );
+    }
+    match p.decision.as_deref() {
+        Some("approve") => {}
+        Some("deny") => {
+            return error_redirect(
+                &v.redirect_uri,
+                v.state.as_deref(),
+                "access_denied",
+                "the user denied access",
+                &inner.issuer,
+            );
+        }
+        _ => return error_page(StatusCode::BAD_REQUEST, "No decision was made."),
+    }
+    // Approved: only now is anything stored.
+    let tx_id = crypto::random_token();
+    let (upstream_url, verifier) = inner.upstream.authorize_url(&tx_id, &v.scope, &v.resource);
+    let tx = Transaction {
+        client_id: v.client.client_id.clone(),
+        redirect_uri: v.redirect_uri.clone(),
+        state: v.state.clone(),
+        code_challenge: v.code_challenge.clone(),
+        scope: v.scope.clone(),
+        resource: v.resource.clone(),
+        upstream_verifier: verifier,
+    };
+    if let Err(e) = inner
+        .put_json(
+            Namespace::Transaction,
+            &tx_id,
+            &tx,
+            Some(inner.limits.transaction_ttl),
+        )
+        .await
+    {
+        tracing::error!(error = %e, "DCR store failure");
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server's storage is unavailable. Try again later.",
+        );
+    }
+    // Keep an active client registered (sliding expiry).
+    let _ = inner
+        .put_json(
+            Namespace::Client,
+            &v.client.client_id,
+            &v.client,
+            inner.limits.client_ttl,
+        )
+        .await;
+    let binding = format!("{tx_id}.{}", inner.keys.sign(&format!("tx|{tx_id}")));
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let h = response.headers_mut();
+    match HeaderValue::from_str(&upstream_url) {
+        Ok(v) => h.insert(header::LOCATION, v),
+        Err(_) => {
+            return error_page(
+                StatusCode::BAD_GATEWAY,
+                "The authorization server's URL is unusable.",
+            );
+        }
+    };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.append(
+        header::SET_COOKIE,
+        inner.set_cookie(&tx_cookie(&tx_id), &binding, inner.limits.transaction_ttl),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_values() {
+        assert!(is_pkce_value("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(!is_pkce_value("short"));
+        assert!(!is_pkce_value(&"a".repeat(129)));
+        assert!(!is_pkce_value("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM"));
+    }
+
+    #[test]
+    fn resource_comparison() {
+        assert!(same_resource(
+            "http://127.0.0.1:8000/mcp",
+            "http://127.0.0.1:8000/mcp"
+        ));
+        assert!(same_resource(
+            "http://127.0.0.1:8000/mcp/",
+            "http://127.0.0.1:8000/mcp"
+        ));
+        assert!(!same_resource(
+            "http://127.0.0.1:9000/mcp",
+            "http://127.0.0.1:8000/mcp"
+        ));
+    }
+}

@@ -1,0 +1,184 @@
+//! `GET /auth/callback`: A3 sends the browser back here after the user signed in.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+
+use super::authorize::{Transaction, error_redirect, tx_cookie};
+use super::token::CodeEntry;
+use super::upstream::UpstreamError;
+use super::{Grant, Inner, Namespace, crypto, error_page, redirect_to_client};
+use crate::TokenVerifier;
+use crate::dcr::store::unix_now;
+
+#[derive(Deserialize)]
+pub(crate) struct CallbackParams {
+    code: Option<String>,
+    state: Option<String>,
+    iss: Option<String>,
+    error: Option<String>,
+}
+
+pub(crate) async fn callback(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    query: Result<Query<CallbackParams>, QueryRejection>,
+) -> Response {
+    let Ok(Query(p)) = query else {
+        return error_page(StatusCode::BAD_REQUEST, "The sign-in response is malformed.");
+    };
+    let state = p.state.clone().filter(|s| s.len() <= 256);
+    let mut response = handle(&inner, &headers, p).await;
+    // The binding cookie is single use, whatever happened.
+    if let Some(state) = state {
+        let expired = inner.set_cookie(&tx_cookie(&state), "", std::time::Duration::ZERO);
+        response.headers_mut().append(header::SET_COOKIE, expired);
+    }
+    response
+}
+
+async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Response {
+    let Some(state) = p.state.as_deref().filter(|s| s.len() <= 256) else {
+        return error_page(StatusCode::BAD_REQUEST, "The sign-in response has no state.");
+    };
+    // The browser that consented holds a cookie naming this transaction, signed by us.
+    let bound = inner.read_cookie(headers, &tx_cookie(state)).and_then(|c| {
+        let (tx_id, sig) = c.split_once('.')?;
+        (crypto::ct_eq(tx_id, state) && inner.keys.verify(&format!("tx|{tx_id}"), sig)).then_some(())
+    });
+    if bound.is_none() {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "This sign-in was not started from this browser (no matching consent). Start again from your application.",
+        );
+    }
+    let tx: Transaction = match inner.take_json(Namespace::Transaction, state).await {
+        Ok(Some(tx)) => tx,
+        Ok(None) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "This sign-in expired or was already completed. Start again.",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "DCR store failure");
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server's storage is unavailable. Try again later.",
+            );
+        }
+    };
+    let to_client = |error: &str, description: &str| {
+        error_redirect(
+            &tx.redirect_uri,
+            tx.state.as_deref(),
+            error,
+            description,
+            &inner.issuer,
+        )
+    };
+    // RFC 9207: the response must come from A3, not from another server in a mix-up.
+    let upstream = &inner.upstream.metadata;
+    match p.iss.as_deref() {
+        Some(iss) if iss != upstream.issuer => {
+            return to_client("access_denied", "the response came from an unexpected issuer");
+        }
+        None if upstream.authorization_response_iss_parameter_supported => {
+            return to_client("access_denied", "the authorization server's response lacks iss");
+        }
+        _ => {}
+    }
+    if let Some(error) = p.error.as_deref() {
+        let error = match error {
+            "access_denied" | "login_required" | "consent_required" | "interaction_required" => {
+                "access_denied"
+            }
+            "temporarily_unavailable" => "temporarily_unavailable",
+            _ => "server_error",
+        };
+        return to_client(error, "the authorization server did not authorize the request");
+    }
+    let Some(code) = p.code.as_deref().filter(|c| !c.is_empty() && c.len() <= 4096) else {
+        return to_client("server_error", "the authorization server returned no code");
+    };
+    let tokens = match inner
+        .upstream
+        .exchange_code(code, &tx.upstream_verifier, &tx.resource)
+        .await
+    {
+        Ok(t) => t,
+        Err(UpstreamError::Rejected(why)) => {
+            tracing::warn!(%why, "A3 refused the authorization code");
+            return to_client("access_denied", "the authorization server refused the code");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "A3 token request failed");
+            return to_client(
+                "temporarily_unavailable",
+                "the authorization server is unavailable",
+            );
+        }
+    };
+    let claims = match inner.jwt.verify(&tokens.access_token).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "A3 returned an access token this resource does not accept");
+            return to_client(
+                "server_error",
+                "the authorization server issued an unusable token",
+            );
+        }
+    };
+    let mut tokens = tokens;
+    if let Some(exp) = claims.expires_at() {
+        tokens.expires_at = tokens.expires_at.min(exp);
+    }
+    let mut grant = Grant {
+        id: crypto::random_token(),
+        client_id: tx.client_id.clone(),
+        subject: claims.subject().map(str::to_owned),
+        scope: tx.scope.clone(),
+        resource: tx.resource.clone(),
+        upstream: Vec::new(),
+    };
+    grant.seal(&inner.keys, &tokens);
+    let code = crypto::new_token(crypto::CODE_PREFIX);
+    let entry = CodeEntry {
+        grant_id: grant.id.clone(),
+        client_id: tx.client_id.clone(),
+        redirect_uri: tx.redirect_uri.clone(),
+        code_challenge: tx.code_challenge.clone(),
+        resource: tx.resource.clone(),
+        scope: tx.scope.clone(),
+    };
+    // Until the code is redeemed the grant lives only slightly longer than the code.
+    let pending = inner.limits.code_ttl + std::time::Duration::from_secs(60);
+    let stored = async {
+        inner
+            .put_json(Namespace::Grant, &grant.id, &grant, Some(pending))
+            .await?;
+        inner
+            .put_json(
+                Namespace::Code,
+                &crypto::hash(&code),
+                &entry,
+                Some(inner.limits.code_ttl),
+            )
+            .await
+    };
+    if let Err(e) = stored.await {
+        tracing::error!(error = %e, "DCR store failure");
+        return to_client("temporarily_unavailable", "storage is unavailable");
+    }
+    tracing::info!(client_id = %tx.client_id, subject = ?grant.subject, at = unix_now(), "authorized a client");
+    let mut params = vec![("code", code.as_str())];
+    if let Some(state) = tx.state.as_deref() {
+        params.push(("state", state));
+    }
+    params.push(("iss", inner.issuer.as_str()));
+    redirect_to_client(&tx.redirect_uri, &params)
+}

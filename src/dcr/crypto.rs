@@ -1,0 +1,250 @@
+//! Token generation, hashing, sealing of upstream tokens, and signatures for cookies and forms.
+
+use std::path::Path;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::{constant_time, digest, hmac, rand};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+/// Prefix of the access tokens the bridge issues to MCP hosts. Only tokens with this prefix are
+/// looked up by [`ProxyTokenVerifier`](super::ProxyTokenVerifier); A3's JWTs never start with it.
+///
+/// ```
+/// assert!(!"eyJhbGciOiJSUzI1NiJ9.e30.sig".starts_with(a3_mcp_auth::dcr::ACCESS_TOKEN_PREFIX));
+/// ```
+pub const ACCESS_TOKEN_PREFIX: &str = "a3mcp_at_";
+/// Prefix of the refresh tokens the bridge issues to MCP hosts (never accepted as bearer tokens).
+///
+/// ```
+/// use a3_mcp_auth::dcr::{ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX};
+/// assert_ne!(ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX);
+/// ```
+pub const REFRESH_TOKEN_PREFIX: &str = "a3mcp_rt_";
+/// Prefix of the authorization codes the bridge issues to MCP hosts.
+///
+/// ```
+/// assert_eq!(a3_mcp_auth::dcr::CODE_PREFIX, "a3mcp_code_");
+/// ```
+pub const CODE_PREFIX: &str = "a3mcp_code_";
+
+/// Length in bytes of the key that seals upstream tokens and signs cookies.
+pub const KEY_LEN: usize = 32;
+
+/// `n` random bytes from the system CSPRNG.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    rand::fill(&mut buf).expect("the system random number generator works");
+    buf
+}
+
+/// A random URL-safe value with 256 bits of entropy.
+pub(crate) fn random_token() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+}
+
+/// A fresh opaque token with a type prefix, e.g. `a3mcp_at_…`.
+pub(crate) fn new_token(prefix: &str) -> String {
+    format!("{prefix}{}", random_token())
+}
+
+/// The SHA-256 of `value`, base64url: what the store keeps instead of a token or code.
+pub(crate) fn hash(value: &str) -> String {
+    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, value.as_bytes()))
+}
+
+/// The PKCE S256 challenge of `verifier` (RFC 7636 §4.2).
+pub(crate) fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, verifier.as_bytes()))
+}
+
+/// Constant-time string comparison.
+pub(crate) fn ct_eq(a: &str, b: &str) -> bool {
+    constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+}
+
+/// The bridge's secret key material: an AEAD key for upstream tokens at rest and an HMAC key for
+/// cookies and consent forms, both derived from one 32-byte master key.
+#[derive(Clone)]
+pub(crate) struct Keys {
+    aead: std::sync::Arc<LessSafeKey>,
+    mac: hmac::Key,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(<redacted>)")
+    }
+}
+
+/// Why a key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum KeyError {
+    #[error("TOKEN_ENCRYPTION_KEY must be base64 of exactly 32 bytes")]
+    Malformed,
+    #[error("key file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+impl Keys {
+    pub(crate) fn from_master(master: &[u8; KEY_LEN]) -> Self {
+        let derive = |label: &[u8]| {
+            let k = hmac::Key::new(hmac::HMAC_SHA256, master);
+            hmac::sign(&k, label)
+        };
+        let aead_key = derive(b"a3-mcp-auth dcr aead v1");
+        let mac_key = derive(b"a3-mcp-auth dcr mac v1");
+        let unbound = UnboundKey::new(&AES_256_GCM, aead_key.as_ref()).expect("32-byte AES key");
+        Keys {
+            aead: std::sync::Arc::new(LessSafeKey::new(unbound)),
+            mac: hmac::Key::new(hmac::HMAC_SHA256, mac_key.as_ref()),
+        }
+    }
+
+    /// A random key that lives as long as the process.
+    pub(crate) fn ephemeral() -> Self {
+        Self::from_master(&random_bytes::<KEY_LEN>())
+    }
+
+    /// Parses a base64 (standard or URL-safe) 32-byte key.
+    pub(crate) fn from_base64(value: &str) -> Result<Self, KeyError> {
+        let value = value.trim();
+        let bytes = STANDARD
+            .decode(value)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(value.trim_end_matches('=')))
+            .map_err(|_| KeyError::Malformed)?;
+        let master: [u8; KEY_LEN] = bytes.try_into().map_err(|_| KeyError::Malformed)?;
+        Ok(Self::from_master(&master))
+    }
+
+    /// Reads the key file at `path`, or creates it (mode 0600) with a random key.
+    pub(crate) fn load_or_create_file(path: &Path) -> Result<Self, KeyError> {
+        let err = |reason: String| KeyError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_base64(&text).map_err(|e| err(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let master = random_bytes::<KEY_LEN>();
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+                }
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
+                std::io::Write::write_all(&mut file, STANDARD.encode(master).as_bytes())
+                    .and_then(|_| file.sync_all())
+                    .map_err(|e| err(e.to_string()))?;
+                Ok(Self::from_master(&master))
+            }
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// Encrypts `plaintext` with AES-256-GCM under a random nonce; `aad` binds it to its owner.
+    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let nonce = random_bytes::<NONCE_LEN>();
+        let mut out = plaintext.to_vec();
+        self.aead
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out)
+            .expect("AES-GCM sealing of a small buffer cannot fail");
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&out);
+        sealed
+    }
+
+    /// Decrypts what [`Keys::seal`] produced with the same `aad`.
+    pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = ciphertext.to_vec();
+        let plain = self.aead.open_in_place(nonce, Aad::from(aad), &mut buf).ok()?;
+        Some(plain.to_vec())
+    }
+
+    /// HMAC-SHA256 of `data`, base64url.
+    pub(crate) fn sign(&self, data: &str) -> String {
+        URL_SAFE_NO_PAD.encode(hmac::sign(&self.mac, data.as_bytes()))
+    }
+
+    /// Whether `signature` is [`Keys::sign`] of `data` (constant time).
+    pub(crate) fn verify(&self, data: &str, signature: &str) -> bool {
+        match URL_SAFE_NO_PAD.decode(signature) {
+            Ok(tag) => hmac::verify(&self.mac, data.as_bytes(), &tag).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_roundtrip_and_aad_binding() {
+        let keys = Keys::ephemeral();
+        let sealed = keys.seal(b"grant-1", b"secret upstream token");
+        assert_eq!(keys.open(b"grant-1", &sealed).unwrap(), b"secret upstream token");
+        assert!(keys.open(b"grant-2", &sealed).is_none());
+        assert!(Keys::ephemeral().open(b"grant-1", &sealed).is_none());
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(keys.open(b"grant-1", &tampered).is_none());
+        assert_ne!(
+            keys.seal(b"grant-1", b"x"),
+            keys.seal(b"grant-1", b"x"),
+            "nonces are random"
+        );
+    }
+
+    #[test]
+    fn tokens_are_prefixed_random_and_hashed() {
+        let a = new_token(ACCESS_TOKEN_PREFIX);
+        assert!(a.starts_with("a3mcp_at_") && a.len() == 9 + 43);
+        assert_ne!(a, new_token(ACCESS_TOKEN_PREFIX));
+        assert_eq!(hash(&a), hash(&a));
+        assert!(!hash(&a).contains(&a[9..]));
+    }
+
+    #[test]
+    fn pkce_s256_matches_rfc7636_appendix_b() {
+        assert_eq!(
+            s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn signatures() {
+        let keys = Keys::ephemeral();
+        let sig = keys.sign("tx:abc");
+        assert!(keys.verify("tx:abc", &sig));
+        assert!(!keys.verify("tx:abd", &sig));
+        assert!(!Keys::ephemeral().verify("tx:abc", &sig));
+    }
+
+    #[test]
+    fn key_file_is_created_once_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/key");
+        let k1 = Keys::load_or_create_file(&path).unwrap();
+        let k2 = Keys::load_or_create_file(&path).unwrap();
+        let sealed = k1.seal(b"a", b"b");
+        assert_eq!(k2.open(b"a", &sealed).unwrap(), b"b");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        assert!(Keys::from_base64("c2hvcnQ=").is_err());
+    }
+}

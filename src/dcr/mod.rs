@@ -1,0 +1,836 @@
+//! The DCR bridge: an OAuth 2.1 authorization server towards MCP hosts (dynamic registration,
+//! consent, codes, tokens) that is one predefined confidential client towards A3.
+//!
+//! A3 only knows predefined clients; MCP hosts such as VS Code register themselves (RFC 7591).
+//! The bridge gives each host its own client id, shows a consent page naming that client,
+//! sends the user to A3 with the one configured client (`CLIENT_ID`/`CLIENT_SECRET`,
+//! `client_secret_post`, PKCE, callback `{public url}/auth/callback`), keeps A3's tokens
+//! server-side (encrypted, bound to the host's grant) and gives the host opaque tokens of its own.
+//! [`DcrBridge::token_verifier`] resolves those tokens back to the A3 access token's verified claims,
+//! so [`BearerAuthLayer`](crate::BearerAuthLayer) and the scope and context layers work unchanged;
+//! A3 JWTs presented directly (e.g. by machine-to-machine clients) keep working too.
+//!
+//! | route | what it does |
+//! |---|---|
+//! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata; `issuer` = the public URL |
+//! | `POST /register` | RFC 7591 registration of public clients (rate-limited, capped) |
+//! | `GET /authorize` | validates the request, shows the consent page |
+//! | `POST /authorize` | the consent decision (CSRF-checked); on approval redirects to A3 |
+//! | `GET /auth/callback` | A3 returns here; exchanges A3's code and redirects to the host with ours |
+//! | `POST /token` | `authorization_code` (PKCE) and `refresh_token` (rotation) grants |
+//! | `POST /revoke` | RFC 7009 revocation of our tokens (and A3's) |
+//!
+//! ```no_run
+//! use a3_mcp_auth::dcr::DcrBridge;
+//! use a3_mcp_auth::{A3Config, BearerAuthLayer, RequireScopeLayer};
+//! use axum::{Router, routing::post};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = A3Config::from_env()?; // ISSUER_PATH, CLIENT_ID, CLIENT_SECRET, ...
+//! let bridge = DcrBridge::builder(&config).from_env()?.build().await?; // STORE_PATH, PUBLIC_URL, ...
+//! let metadata = bridge.protected_resource_metadata();
+//! let app = Router::new()
+//!     .route("/mcp", post(|| async { "your MCP service here" }))
+//!     .layer(BearerAuthLayer::new(bridge.token_verifier(), metadata.challenge()))
+//!     .merge(metadata.router())
+//!     .merge(bridge.router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! // `ConnectInfo` feeds the per-address rate limit of /register.
+//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
+//! # Ok(()) }
+//! ```
+
+mod authorize;
+mod callback;
+mod crypto;
+mod register;
+mod store;
+mod token;
+mod upstream;
+mod verifier;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::{A3Config, ConfigError, JwtVerifier, ProtectedResourceMetadata, ProviderMetadata};
+
+pub use crypto::{ACCESS_TOKEN_PREFIX, CODE_PREFIX, REFRESH_TOKEN_PREFIX};
+pub use register::RegisteredClient;
+pub use store::{BoxFuture, MemoryStore, Namespace, RedbStore, Store, StoreError};
+pub use verifier::ProxyTokenVerifier;
+
+use crypto::Keys;
+use store::unix_now;
+use upstream::Upstream;
+
+/// Where A3 sends the browser back; registered at A3 as the predefined client's redirect URI.
+///
+/// ```
+/// assert_eq!(a3_mcp_auth::dcr::CALLBACK_PATH, "/auth/callback"); // the quickstart's loopback redirect
+/// ```
+pub const CALLBACK_PATH: &str = "/auth/callback";
+
+/// The default location of the persistent store (`STORE_PATH`); the generated encryption key goes
+/// beside it, in `./data/a3-mcp-auth.redb.key`.
+///
+/// ```
+/// assert!(a3_mcp_auth::dcr::DEFAULT_STORE_PATH.ends_with(".redb"));
+/// ```
+pub const DEFAULT_STORE_PATH: &str = "./data/a3-mcp-auth.redb";
+
+/// The bridge could not be built.
+///
+/// ```
+/// use a3_mcp_auth::A3Config;
+/// use a3_mcp_auth::dcr::{DcrBridge, DcrError, MemoryStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Without CLIENT_ID/CLIENT_SECRET there is no client to bridge to.
+/// let config = A3Config::builder().issuer_url("http://127.0.0.1:9").build().unwrap();
+/// let err = DcrBridge::builder(&config).store(MemoryStore::new()).build().await.unwrap_err();
+/// assert!(matches!(err, DcrError::Config(_)));
+/// # }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DcrError {
+    /// A configuration value is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A3 could not be discovered.
+    #[error(transparent)]
+    Discovery(#[from] crate::DiscoveryError),
+    /// The verifier of A3's tokens could not be built.
+    #[error(transparent)]
+    Jwt(#[from] crate::JwtVerifierError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Lifetimes and limits of the bridge; see the [`DcrBridgeBuilder`] methods.
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub refresh_grace: Duration,
+    pub code_ttl: Duration,
+    pub transaction_ttl: Duration,
+    pub consent_ttl: Duration,
+    pub client_ttl: Option<Duration>,
+    pub max_clients: u64,
+    pub register_burst: u32,
+    pub register_refill: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            access_token_ttl: Duration::from_secs(3600),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_grace: Duration::from_secs(60),
+            code_ttl: Duration::from_secs(60),
+            transaction_ttl: Duration::from_secs(600),
+            consent_ttl: Duration::from_secs(600),
+            client_ttl: Some(Duration::from_secs(180 * 24 * 3600)),
+            max_clients: 10_000,
+            register_burst: 10,
+            register_refill: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Shared state of all bridge handlers.
+pub(crate) struct Inner {
+    /// Our issuer: the public URL, no trailing slash.
+    pub issuer: String,
+    pub resource: String,
+    pub scopes: Vec<String>,
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub upstream: Upstream,
+    pub jwt: JwtVerifier,
+    pub limits: Limits,
+    /// `__Host-` + `Secure` cookies (https public URL) or plain names (http loopback).
+    pub secure_cookies: bool,
+    pub register_limiter: register::RateLimiter,
+    /// One lock per grant, so concurrent requests refresh A3's tokens once.
+    pub refresh_locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Inner {
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        ns: Namespace,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self
+            .store
+            .get(ns, key)
+            .await?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    pub(crate) async fn take_json<T: DeserializeOwned>(
+        &self,
+        ns: Namespace,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self
+            .store
+            .take(ns, key)
+            .await?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    pub(crate) async fn put_json<T: Serialize>(
+        &self,
+        ns: Namespace,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError(e.to_string()))?;
+        self.store
+            .put(ns, key, bytes, ttl.map(|t| unix_now() + t.as_secs()))
+            .await
+    }
+
+    pub(crate) fn cookie_name(&self, base: &str) -> String {
+        if self.secure_cookies {
+            format!("__Host-{base}")
+        } else {
+            base.to_owned()
+        }
+    }
+
+    /// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Path=/, Secure on https.
+    pub(crate) fn set_cookie(&self, base: &str, value: &str, max_age: Duration) -> HeaderValue {
+        let secure = if self.secure_cookies { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            self.cookie_name(base),
+            max_age.as_secs()
+        ))
+        .expect("cookie values are base64url")
+    }
+
+    pub(crate) fn read_cookie(&self, headers: &HeaderMap, base: &str) -> Option<String> {
+        let name = self.cookie_name(base);
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_owned())
+    }
+}
+
+/// A grant: one user's authorization of one registered client, holding A3's tokens sealed.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Grant {
+    pub id: String,
+    pub client_id: String,
+    pub subject: Option<String>,
+    pub scope: String,
+    pub resource: String,
+    /// `UpstreamTokens` as JSON, sealed with the grant id as associated data.
+    pub upstream: Vec<u8>,
+}
+
+impl Grant {
+    pub(crate) fn open(&self, keys: &Keys) -> Option<upstream::UpstreamTokens> {
+        serde_json::from_slice(&keys.open(self.id.as_bytes(), &self.upstream)?).ok()
+    }
+
+    pub(crate) fn seal(&mut self, keys: &Keys, tokens: &upstream::UpstreamTokens) {
+        self.upstream = keys.seal(
+            self.id.as_bytes(),
+            &serde_json::to_vec(tokens).expect("tokens serialize"),
+        );
+    }
+}
+
+/// What our access and refresh token hashes map to.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct TokenEntry {
+    pub grant_id: String,
+    pub client_id: String,
+    /// A refresh token that has been rotated: usable until its (grace) expiry only.
+    #[serde(default)]
+    pub rotated: bool,
+}
+
+/// The bridge. Build it with [`DcrBridge::builder`], serve [`DcrBridge::router`] beside the
+/// protected MCP route, and protect that route with [`DcrBridge::token_verifier`].
+///
+/// ```
+/// use a3_mcp_auth::A3Config;
+/// use a3_mcp_auth::dcr::{DcrBridge, MemoryStore};
+/// use a3_mcp_auth::testing::TestIssuer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let issuer = TestIssuer::start().await;
+/// let config = A3Config::builder()
+///     .issuer_url(issuer.url())
+///     .resource_uri("http://127.0.0.1:8000/mcp")
+///     .client("proxy-client", "proxy-secret")
+///     .build()
+///     .unwrap();
+/// let bridge = DcrBridge::builder(&config).store(MemoryStore::new()).build().await.unwrap();
+/// assert_eq!(bridge.issuer(), "http://127.0.0.1:8000");
+/// assert_eq!(bridge.protected_resource_metadata().authorization_servers(), ["http://127.0.0.1:8000"]);
+/// let app: axum::Router = bridge.router();
+/// # let _ = app;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct DcrBridge {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DcrBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DcrBridge")
+            .field("issuer", &self.inner.issuer)
+            .field("resource", &self.inner.resource)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DcrBridge {
+    /// A builder for the bridge of `config` (issuer, resource URI, predefined client).
+    pub fn builder(config: &A3Config) -> DcrBridgeBuilder {
+        DcrBridgeBuilder {
+            config: config.clone(),
+            public_url: None,
+            store: None,
+            store_path: None,
+            key: None,
+            key_file: None,
+            scopes: vec!["mcp:call".to_owned()],
+            limits: Limits::default(),
+            jwt: None,
+        }
+    }
+
+    /// Our issuer identifier (the public URL), as metadata, `iss` and the PRM carry it.
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// The axum router with every bridge route. Serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` so /register can rate-limit per
+    /// client address (without it, all callers share one bucket).
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        use tower_http::cors::{Any, CorsLayer};
+        let cors = CorsLayer::new()
+            .allow_origin(Any)
+            .allow_methods([http::Method::GET, http::Method::POST])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]);
+        let api = Router::new()
+            .route("/.well-known/oauth-authorization-server", get(metadata))
+            .route("/register", post(register::register))
+            .route("/token", post(token::token))
+            .route("/revoke", post(token::revoke))
+            .layer(cors);
+        let browser = Router::new()
+            .route("/authorize", get(authorize::show).post(authorize::decide))
+            .route(CALLBACK_PATH, get(callback::callback));
+        api.merge(browser)
+            .layer(DefaultBodyLimit::max(64 * 1024))
+            .with_state(self.inner.clone())
+    }
+
+    /// The verifier for [`BearerAuthLayer`](crate::BearerAuthLayer): our access tokens first
+    /// ([`ProxyTokenVerifier`]), then A3's JWTs issued for this resource.
+    pub fn token_verifier(&self) -> crate::Either<ProxyTokenVerifier, JwtVerifier> {
+        use crate::TokenVerifier;
+        self.proxy_verifier().or(self.inner.jwt.clone())
+    }
+
+    /// The verifier of our own access tokens only.
+    pub fn proxy_verifier(&self) -> ProxyTokenVerifier {
+        ProxyTokenVerifier {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Protected-resource metadata naming this bridge as the authorization server.
+    pub fn protected_resource_metadata(&self) -> ProtectedResourceMetadata {
+        ProtectedResourceMetadata::new(self.inner.resource.clone())
+            .expect("the resource URI was validated by A3Config")
+            .with_authorization_server(self.inner.issuer.clone())
+            .with_scopes_supported(self.inner.scopes.clone())
+    }
+
+    /// The RFC 8414 metadata document served at `/.well-known/oauth-authorization-server`.
+    pub fn authorization_server_metadata(&self) -> serde_json::Value {
+        metadata_document(&self.inner)
+    }
+}
+
+/// Builder for [`DcrBridge`].
+///
+/// ```
+/// use std::time::Duration;
+/// use a3_mcp_auth::A3Config;
+/// use a3_mcp_auth::dcr::{DcrBridge, RedbStore};
+/// use a3_mcp_auth::testing::TestIssuer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let issuer = TestIssuer::start().await;
+/// let config = A3Config::builder().issuer_url(issuer.url()).client("proxy", "secret").build().unwrap();
+/// let dir = tempfile::tempdir().unwrap();
+/// let bridge = DcrBridge::builder(&config)
+///     .public_url("http://127.0.0.1:8000")
+///     .store(RedbStore::open(dir.path().join("dcr.redb")).unwrap())
+///     .encryption_key("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+///     .scopes(["mcp:call"])
+///     .access_token_ttl(Duration::from_secs(900))
+///     .registration_rate_limit(5, Duration::from_secs(60))
+///     .build()
+///     .await
+///     .unwrap();
+/// assert_eq!(bridge.authorization_server_metadata()["issuer"], "http://127.0.0.1:8000");
+/// # }
+/// ```
+pub struct DcrBridgeBuilder {
+    config: A3Config,
+    public_url: Option<String>,
+    store: Option<Arc<dyn Store>>,
+    store_path: Option<PathBuf>,
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+    scopes: Vec<String>,
+    limits: Limits,
+    jwt: Option<JwtVerifier>,
+}
+
+impl std::fmt::Debug for DcrBridgeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DcrBridgeBuilder")
+            .field("config", &self.config)
+            .field("public_url", &self.public_url)
+            .field("store_path", &self.store_path)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DcrBridgeBuilder {
+    /// Reads `PUBLIC_URL`, `STORE_PATH` and `TOKEN_ENCRYPTION_KEY` from the environment (and `.env`).
+    pub fn from_env(self) -> Result<Self, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Ok(self.from_vars(|name| std::env::var(name).ok()))
+    }
+
+    /// Like [`DcrBridgeBuilder::from_env`], reading from `vars`.
+    pub fn from_vars(mut self, vars: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |name: &str| vars(name).filter(|v| !v.trim().is_empty());
+        if let Some(url) = var("PUBLIC_URL") {
+            self.public_url = Some(url);
+        }
+        if let Some(path) = var("STORE_PATH") {
+            self.store_path = Some(path.into());
+        }
+        if let Some(key) = var("TOKEN_ENCRYPTION_KEY") {
+            self.key = Some(key);
+        }
+        self
+    }
+
+    /// Our public base URL and issuer (default: the origin of the resource URI), e.g.
+    /// `http://127.0.0.1:8000`. Must be https, or http on loopback, without a path.
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = Some(url.into());
+        self
+    }
+
+    /// The store (default: a [`RedbStore`] at `STORE_PATH` or [`DEFAULT_STORE_PATH`]).
+    ///
+    /// With a persistent store of your own, also give a key ([`DcrBridgeBuilder::encryption_key`]
+    /// or [`DcrBridgeBuilder::key_file`]): under the default per-process key, the A3 tokens sealed
+    /// before a restart cannot be opened after it and those grants end.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The path of the default [`RedbStore`]; the generated key file goes beside it (`.key`).
+    pub fn store_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.store_path = Some(path.into());
+        self
+    }
+
+    /// The 32-byte key (base64) sealing A3 tokens at rest and signing cookies. Default: the key
+    /// file beside the redb store, generated on first start; with another store, a random key
+    /// per process.
+    pub fn encryption_key(mut self, base64_key: impl Into<String>) -> Self {
+        self.key = Some(base64_key.into());
+        self
+    }
+
+    /// A file holding the base64 key, created (mode 0600) with a random key if absent.
+    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key_file = Some(path.into());
+        self
+    }
+
+    /// The scopes offered and requested by default (default `["mcp:call"]`).
+    pub fn scopes<I: IntoIterator<Item = T>, T: Into<String>>(mut self, scopes: I) -> Self {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Lifetime of our access tokens (default 1 h).
+    pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
+        self.limits.access_token_ttl = ttl;
+        self
+    }
+
+    /// Lifetime of our refresh tokens and grants since last use (default 30 days).
+    pub fn refresh_token_ttl(mut self, ttl: Duration) -> Self {
+        self.limits.refresh_token_ttl = ttl;
+        self
+    }
+
+    /// How long a rotated refresh token stays usable (default 60 s).
+    pub fn refresh_grace(mut self, grace: Duration) -> Self {
+        self.limits.refresh_grace = grace;
+        self
+    }
+
+    /// Lifetime of our authorization codes (default 60 s).
+    pub fn code_ttl(mut self, ttl: Duration) -> Self {
+        self.limits.code_ttl = ttl;
+        self
+    }
+
+    /// Lifetime of an upstream transaction and of a consent page (default 10 min).
+    pub fn transaction_ttl(mut self, ttl: Duration) -> Self {
+        self.limits.transaction_ttl = ttl;
+        self.limits.consent_ttl = ttl;
+        self
+    }
+
+    /// How long a registered client is kept since its last authorization (default 180 days;
+    /// `None`: forever).
+    pub fn client_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.limits.client_ttl = ttl;
+        self
+    }
+
+    /// Most registered clients kept at once (default 10 000).
+    pub fn max_clients(mut self, max: u64) -> Self {
+        self.limits.max_clients = max;
+        self
+    }
+
+    /// Registrations allowed per client address: a burst of `burst`, then one per `refill`
+    /// (default 10, then one a minute).
+    pub fn registration_rate_limit(mut self, burst: u32, refill: Duration) -> Self {
+        self.limits.register_burst = burst.max(1);
+        self.limits.register_refill = refill;
+        self
+    }
+
+    /// Reuse an existing verifier of A3's tokens (default: one built by discovery).
+    pub fn jwt_verifier(mut self, verifier: JwtVerifier) -> Self {
+        self.jwt = Some(verifier);
+        self
+    }
+
+    /// Discovers A3, opens the store and builds the bridge.
+    pub async fn build(self) -> Result<DcrBridge, DcrError> {
+        let config = &self.config;
+        let client_id = config.client_id().ok_or(ConfigError::Missing("CLIENT_ID"))?;
+        let client_secret = config
+            .client_secret()
+            .ok_or(ConfigError::Missing("CLIENT_SECRET"))?;
+        let issuer = match &self.public_url {
+            Some(url) => check_public_url(url)?,
+            None => Url::parse(config.resource_uri())
+                .map_err(|e| ConfigError::Invalid {
+                    name: "RESOURCE_URI",
+                    reason: e.to_string(),
+                })?
+                .origin()
+                .ascii_serialization(),
+        };
+        let secure_cookies = issuer.starts_with("https://");
+        let metadata = ProviderMetadata::discover(config.issuer()).await?;
+        let jwt = match self.jwt {
+            Some(jwt) => jwt,
+            None => {
+                JwtVerifier::builder(config.issuer(), config.resource_uri())
+                    .jwks_uri(&metadata.jwks_uri)
+                    .await?
+            }
+        };
+        let upstream = Upstream::new(
+            metadata,
+            client_id,
+            client_secret,
+            &format!("{issuer}{CALLBACK_PATH}"),
+        )
+        .map_err(|reason| ConfigError::Invalid {
+            name: "ISSUER_URL",
+            reason,
+        })?;
+        let key_error = |reason: String| ConfigError::Invalid {
+            name: "TOKEN_ENCRYPTION_KEY",
+            reason,
+        };
+        let (store, default_key_file): (Arc<dyn Store>, Option<PathBuf>) = match self.store {
+            Some(store) => (store, None),
+            None => {
+                let path = self.store_path.unwrap_or_else(|| DEFAULT_STORE_PATH.into());
+                let store = RedbStore::open(&path)?;
+                let mut key_path = path.into_os_string();
+                key_path.push(".key");
+                (Arc::new(store), Some(key_path.into()))
+            }
+        };
+        let keys = match (&self.key, self.key_file.or(default_key_file)) {
+            (Some(k), _) => Keys::from_base64(k).map_err(|e| key_error(e.to_string()))?,
+            (None, Some(file)) => Keys::load_or_create_file(&file).map_err(|e| key_error(e.to_string()))?,
+            (None, None) => Keys::ephemeral(),
+        };
+        if self.scopes.is_empty() {
+            return Err(ConfigError::Invalid {
+                name: "scopes",
+                reason: "at least one scope is needed".into(),
+            }
+            .into());
+        }
+        let limits = self.limits;
+        let inner = Arc::new(Inner {
+            issuer,
+            resource: config.resource_uri().to_owned(),
+            scopes: self.scopes,
+            store,
+            keys,
+            upstream,
+            jwt,
+            register_limiter: register::RateLimiter::new(limits.register_burst, limits.register_refill),
+            limits,
+            secure_cookies,
+            refresh_locks: moka::sync::Cache::builder()
+                .time_to_idle(Duration::from_secs(60))
+                .build(),
+        });
+        spawn_purger(Arc::downgrade(&inner));
+        Ok(DcrBridge { inner })
+    }
+}
+
+/// Purges expired entries every five minutes while the bridge lives.
+fn spawn_purger(inner: std::sync::Weak<Inner>) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            let Some(inner) = inner.upgrade() else { return };
+            if let Err(e) = inner.store.purge_expired().await {
+                tracing::warn!(error = %e, "purging expired DCR entries failed");
+            }
+        }
+    });
+}
+
+fn check_public_url(url: &str) -> Result<String, ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        name: "PUBLIC_URL",
+        reason: reason.into(),
+    };
+    let trimmed = url.trim().trim_end_matches('/');
+    let parsed = Url::parse(trimmed).map_err(|e| invalid(&e.to_string()))?;
+    crate::fetch::check_secure(&parsed).map_err(|_| invalid("must be https (http only on loopback)"))?;
+    if parsed.path() != "/"
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+        || !parsed.username().is_empty()
+    {
+        return Err(invalid(
+            "must be an origin such as http://127.0.0.1:8000, without path",
+        ));
+    }
+    Ok(parsed.origin().ascii_serialization())
+}
+
+fn metadata_document(inner: &Inner) -> serde_json::Value {
+    let i = &inner.issuer;
+    serde_json::json!({
+        "issuer": i,
+        "authorization_endpoint": format!("{i}/authorize"),
+        "token_endpoint": format!("{i}/token"),
+        "registration_endpoint": format!("{i}/register"),
+        "revocation_endpoint": format!("{i}/revoke"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+        "scopes_supported": inner.scopes,
+        "authorization_response_iss_parameter_supported": true,
+    })
+}
+
+async fn metadata(axum::extract::State(inner): axum::extract::State<Arc<Inner>>) -> Response {
+    (
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        )],
+        axum::Json(metadata_document(&inner)),
+    )
+        .into_response()
+}
+
+/// An RFC 6749 §5.2 / RFC 7591 §3.2.2 JSON error, never cached.
+pub(crate) fn oauth_error(status: StatusCode, error: &'static str, description: &str) -> Response {
+    (
+        status,
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::PRAGMA, HeaderValue::from_static("no-cache")),
+        ],
+        axum::Json(serde_json::json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub(crate) fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Security headers of every HTML page: no framing, no caching, no referrer, nothing loaded.
+pub(crate) fn html_response(status: StatusCode, body: String, form_action: &str) -> Response {
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {form_action}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        )),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}\
+code{background:#f3f3f3;padding:0 .2rem}button{font-size:1rem;padding:.5rem 1.2rem;margin-right:.5rem}";
+
+pub(crate) fn page(title: &str, body_html: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+<title>{}</title><style>{PAGE_STYLE}</style></head><body>{body_html}</body></html>",
+        escape_html(title)
+    )
+}
+
+/// An HTML error page for errors that cannot be sent to a validated redirect URI.
+pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
+    let body = page(
+        "Authorization error",
+        &format!(
+            "<h1>Authorization error</h1><p>{}</p><p>Close this window and try again from your application.</p>",
+            escape_html(message)
+        ),
+    );
+    html_response(status, body, "'none'")
+}
+
+/// The redirect to a validated client redirect URI with extra query parameters (and our `iss`).
+pub(crate) fn redirect_to_client(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
+    let Ok(mut url) = Url::parse(redirect_uri) else {
+        return error_page(StatusCode::BAD_REQUEST, "The redirect URI is invalid.");
+    };
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+    }
+    let mut response = StatusCode::FOUND.into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(url.as_str()) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            escape_html("<a href=\"x\">'&'</a>\u{7}"),
+            "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn public_url_must_be_an_origin() {
+        assert_eq!(
+            check_public_url("http://127.0.0.1:8000/").unwrap(),
+            "http://127.0.0.1:8000"
+        );
+        assert_eq!(
+            check_public_url("https://mcp.example.com").unwrap(),
+            "https://mcp.example.com"
+        );
+        assert!(check_public_url("http://mcp.example.com").is_err());
+        assert!(check_public_url("https://mcp.example.com/base").is_err());
+    }
+}

@@ -1,0 +1,395 @@
+//! `POST /register`: RFC 7591 dynamic client registration of public clients.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{Extensions, HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use url::{Host, Url};
+
+use super::{Inner, Namespace, crypto, oauth_error};
+use crate::dcr::store::unix_now;
+use crate::is_loopback_host;
+
+/// Most redirect URIs one client may register.
+const MAX_REDIRECT_URIS: usize = 10;
+/// Longest redirect URI accepted.
+const MAX_URI_LEN: usize = 2048;
+
+/// A dynamically registered client, as stored and as echoed by `POST /register` (RFC 7591 §3.2.1).
+///
+/// ```
+/// use a3_mcp_auth::dcr::RegisteredClient;
+///
+/// let client: RegisteredClient = serde_json::from_value(serde_json::json!({
+///     "client_id": "c1", "client_id_issued_at": 0, "redirect_uris": ["http://127.0.0.1:33418/"],
+///     "grant_types": ["authorization_code"], "response_types": ["code"],
+///     "token_endpoint_auth_method": "none", "application_type": "native"
+/// })).unwrap();
+/// assert!(client.allows_redirect("http://127.0.0.1:50123/"), "loopback matches on any port");
+/// assert!(!client.allows_redirect("http://127.0.0.1:33418/other"));
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegisteredClient {
+    /// Our client id.
+    pub client_id: String,
+    /// When it was issued (Unix seconds).
+    pub client_id_issued_at: u64,
+    /// The name shown on the consent page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    /// The client's home page, as registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
+    /// The registered redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// `authorization_code` and/or `refresh_token`.
+    pub grant_types: Vec<String>,
+    /// `code`.
+    pub response_types: Vec<String>,
+    /// Always `none`: registered clients are public.
+    pub token_endpoint_auth_method: String,
+    /// `native` or `web`.
+    pub application_type: String,
+    /// The scope the client registered for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl RegisteredClient {
+    /// Whether `redirect_uri` is one of the registered URIs: exact match, or for loopback IP
+    /// literals and `localhost` over http the same URI on any port (RFC 8252 §7.3).
+    pub fn allows_redirect(&self, redirect_uri: &str) -> bool {
+        if self.redirect_uris.iter().any(|r| r == redirect_uri) {
+            return true;
+        }
+        let Some(wanted) = loopback_without_port(redirect_uri) else {
+            return false;
+        };
+        self.redirect_uris
+            .iter()
+            .any(|r| loopback_without_port(r).as_ref() == Some(&wanted))
+    }
+}
+
+/// `http://{loopback}{path}?{query}` with the port dropped, or `None` if not http loopback.
+fn loopback_without_port(uri: &str) -> Option<String> {
+    let mut url = Url::parse(uri).ok()?;
+    if url.scheme() != "http" || !url.host().is_some_and(|h| is_loopback_host(&h)) || url.fragment().is_some()
+    {
+        return None;
+    }
+    url.set_port(None).ok()?;
+    Some(url.to_string())
+}
+
+/// Why a redirect URI is refused.
+pub(crate) fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
+    if uri.len() > MAX_URI_LEN {
+        return Err("redirect URI too long");
+    }
+    let url = Url::parse(uri).map_err(|_| "redirect URI is not an absolute URI")?;
+    if url.fragment().is_some() || uri.contains('#') {
+        return Err("redirect URI must not contain a fragment");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("redirect URI must not contain user info");
+    }
+    if uri.contains("/../") || uri.contains("/./") || uri.ends_with("/..") || uri.ends_with("/.") {
+        return Err("redirect URI must not contain dot segments");
+    }
+    match url.scheme() {
+        "https" => match url.host() {
+            Some(_) => Ok(()),
+            None => Err("https redirect URI needs a host"),
+        },
+        "http" => match url.host() {
+            Some(h) if is_loopback_host(&h) => Ok(()),
+            Some(Host::Domain(_)) | Some(_) => Err("http redirect URIs are allowed only for loopback hosts"),
+            None => Err("redirect URI needs a host"),
+        },
+        // RFC 8252 §7.1: private-use schemes are reverse domain names, so they contain a dot.
+        s if s.contains('.') => Ok(()),
+        _ => Err(
+            "redirect URI scheme not allowed (https, http on loopback, or a private-use scheme like com.example.app)",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct RegistrationRequest {
+    redirect_uris: Option<Vec<String>>,
+    client_name: Option<String>,
+    client_uri: Option<String>,
+    grant_types: Option<Vec<String>>,
+    response_types: Option<Vec<String>>,
+    token_endpoint_auth_method: Option<String>,
+    application_type: Option<String>,
+    scope: Option<String>,
+}
+
+fn invalid_metadata(description: &str) -> Response {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", description)
+}
+
+pub(crate) async fn register(
+    State(inner): State<Arc<Inner>>,
+    extensions: Extensions,
+    body: Bytes,
+) -> Response {
+    let ip = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    if !inner.register_limiter.allow(ip) {
+        let mut r = oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many registrations, retry later",
+        );
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(inner.limits.register_refill.as_secs().max(1)),
+        );
+        return r;
+    }
+    let request: RegistrationRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => return invalid_metadata("the body must be a JSON object of client metadata"),
+    };
+    let Some(redirect_uris) = request.redirect_uris.filter(|r| !r.is_empty()) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_redirect_uri",
+            "redirect_uris is required",
+        );
+    };
+    if redirect_uris.len() > MAX_REDIRECT_URIS {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_redirect_uri",
+            "too many redirect_uris",
+        );
+    }
+    for uri in &redirect_uris {
+        if let Err(why) = check_redirect_uri(uri) {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", why);
+        }
+    }
+    let auth_method = request
+        .token_endpoint_auth_method
+        .unwrap_or_else(|| "none".into());
+    if auth_method != "none" {
+        return invalid_metadata(
+            "only public clients are registered: token_endpoint_auth_method must be none",
+        );
+    }
+    let grant_types = request
+        .grant_types
+        .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
+    if grant_types.is_empty()
+        || grant_types
+            .iter()
+            .any(|g| g != "authorization_code" && g != "refresh_token")
+    {
+        return invalid_metadata("grant_types may contain authorization_code and refresh_token only");
+    }
+    if !grant_types.iter().any(|g| g == "authorization_code") {
+        return invalid_metadata("grant_types must include authorization_code");
+    }
+    let response_types = request.response_types.unwrap_or_else(|| vec!["code".into()]);
+    if response_types.iter().any(|r| r != "code") {
+        return invalid_metadata("response_types may contain code only");
+    }
+    let application_type = request.application_type.unwrap_or_else(|| "native".into());
+    if application_type != "native" && application_type != "web" {
+        return invalid_metadata("application_type must be native or web");
+    }
+    let client_name = match request.client_name {
+        Some(n) if n.chars().count() > 200 => return invalid_metadata("client_name is too long"),
+        Some(n) => {
+            Some(n.chars().filter(|c| !c.is_control()).collect::<String>()).filter(|n| !n.trim().is_empty())
+        }
+        None => None,
+    };
+    let client_uri = match request.client_uri {
+        Some(u) if u.len() > MAX_URI_LEN || !Url::parse(&u).is_ok_and(|u| u.scheme() == "https") => {
+            return invalid_metadata("client_uri must be an https URL");
+        }
+        other => other,
+    };
+    if let Some(scope) = &request.scope
+        && (scope.len() > 1024
+            || scope
+                .split_ascii_whitespace()
+                .any(|s| !inner.scopes.iter().any(|o| o == s)))
+    {
+        return invalid_metadata("scope contains a scope this server does not offer");
+    }
+    match inner.store.count(Namespace::Client).await {
+        Ok(n) if n >= inner.limits.max_clients => {
+            tracing::warn!(
+                max = inner.limits.max_clients,
+                "refusing registration: client cap reached"
+            );
+            return oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "registration capacity reached, retry later",
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return store_failure(e),
+    }
+    let client = RegisteredClient {
+        client_id: crypto::random_token(),
+        client_id_issued_at: unix_now(),
+        client_name,
+        client_uri,
+        redirect_uris,
+        grant_types,
+        response_types,
+        token_endpoint_auth_method: auth_method,
+        application_type,
+        scope: request.scope,
+    };
+    if let Err(e) = inner
+        .put_json(
+            Namespace::Client,
+            &client.client_id,
+            &client,
+            inner.limits.client_ttl,
+        )
+        .await
+    {
+        return store_failure(e);
+    }
+    tracing::info!(client_id = %client.client_id, name = ?client.client_name, "registered a client");
+    (
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(&client),
+    )
+        .into_response()
+}
+
+pub(crate) fn store_failure(e: super::StoreError) -> Response {
+    tracing::error!(error = %e, "DCR store failure");
+    oauth_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "storage is unavailable, retry later",
+    )
+}
+
+/// A token bucket per client address.
+pub(crate) struct RateLimiter {
+    buckets: moka::sync::Cache<IpAddr, Arc<Mutex<(f64, Instant)>>>,
+    burst: f64,
+    refill: Duration,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(burst: u32, refill: Duration) -> Self {
+        RateLimiter {
+            buckets: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(refill.saturating_mul(burst.max(1)).max(Duration::from_secs(1)))
+                .build(),
+            burst: burst.max(1) as f64,
+            refill,
+        }
+    }
+
+    pub(crate) fn allow(&self, ip: IpAddr) -> bool {
+        let bucket = self
+            .buckets
+            .get_with(ip, || Arc::new(Mutex::new((self.burst, Instant::now()))));
+        let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let earned = if self.refill.is_zero() {
+            self.burst
+        } else {
+            now.duration_since(b.1).as_secs_f64() / self.refill.as_secs_f64()
+        };
+        b.0 = (b.0 + earned).min(self.burst);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uri_rules() {
+        for ok in [
+            "https://vscode.dev/redirect",
+            "https://insiders.vscode.dev/redirect",
+            "http://127.0.0.1/",
+            "http://127.0.0.1:33418/",
+            "http://localhost:1234/cb",
+            "http://[::1]:8/cb",
+            "com.example.app:/oauth",
+        ] {
+            assert!(check_redirect_uri(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://example.com/cb",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "file:///etc/passwd",
+            "https://vscode.dev/redirect#frag",
+            "https://user:pw@vscode.dev/redirect",
+            "https://vscode.dev/a/../redirect",
+            "myapp:/cb",
+            "not a uri",
+        ] {
+            assert!(check_redirect_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_port_variance_only() {
+        let c = RegisteredClient {
+            client_id: "c".into(),
+            client_id_issued_at: 0,
+            client_name: None,
+            client_uri: None,
+            redirect_uris: vec!["http://127.0.0.1/".into(), "https://vscode.dev/redirect".into()],
+            grant_types: vec![],
+            response_types: vec![],
+            token_endpoint_auth_method: "none".into(),
+            application_type: "native".into(),
+            scope: None,
+        };
+        assert!(c.allows_redirect("http://127.0.0.1:40000/"));
+        assert!(c.allows_redirect("https://vscode.dev/redirect"));
+        assert!(!c.allows_redirect("https://vscode.dev:444/redirect"));
+        assert!(!c.allows_redirect("http://127.0.0.1:40000/x"));
+        assert!(
+            !c.allows_redirect("http://localhost:40000/"),
+            "host must match too"
+        );
+    }
+
+    #[test]
+    fn token_bucket() {
+        let l = RateLimiter::new(2, Duration::from_secs(3600));
+        let a = IpAddr::from([10, 0, 0, 1]);
+        assert!(l.allow(a) && l.allow(a));
+        assert!(!l.allow(a));
+        assert!(l.allow(IpAddr::from([10, 0, 0, 2])), "buckets are per address");
+    }
+}

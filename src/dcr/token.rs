@@ -1,0 +1,366 @@
+//! `POST /token` (authorization_code with PKCE, refresh_token with rotation) and `POST /revoke`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+
+use super::authorize::same_resource;
+use super::register::store_failure;
+use super::verifier::{FreshError, fresh_upstream};
+use super::{Grant, Inner, Namespace, RegisteredClient, TokenEntry, crypto, oauth_error};
+
+/// What an authorization code's hash maps to (single use, short TTL).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct CodeEntry {
+    pub grant_id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub resource: String,
+    pub scope: String,
+}
+
+/// How long a redeemed code is remembered, to revoke the grant when it is replayed.
+const USED_CODE_TTL: Duration = Duration::from_secs(3600);
+
+/// Parses a form body; a parameter sent twice is an error (RFC 6749 §3.2).
+fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Box<Response>> {
+    let mut map = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(body) {
+        if map.insert(k.into_owned(), v.into_owned()).is_some() {
+            return Err(Box::new(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "a parameter was sent more than once",
+            )));
+        }
+    }
+    Ok(map)
+}
+
+fn invalid_grant(description: &str) -> Response {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
+}
+
+pub(crate) async fn token(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let form = match parse_form(&body) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    if field("client_secret").is_some() {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "registered clients are public and have no secret",
+        );
+    }
+    let Some(client_id) = field("client_id") else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client_id is required",
+        );
+    };
+    let client: RegisteredClient = match inner.get_json(Namespace::Client, client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client"),
+        Err(e) => return store_failure(e),
+    };
+    if let Some(resource) = field("resource")
+        && !same_resource(resource, &inner.resource)
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "resource is not this server",
+        );
+    }
+    match field("grant_type") {
+        Some("authorization_code") => authorization_code(&inner, &client, &field).await,
+        Some("refresh_token") if client.grant_types.iter().any(|g| g == "refresh_token") => {
+            refresh(&inner, &client, &field).await
+        }
+        Some("refresh_token") => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "the client did not register refresh_token",
+        ),
+        Some(_) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "use authorization_code or refresh_token",
+        ),
+        None => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "grant_type is required",
+        ),
+    }
+}
+
+async fn authorization_code<'a>(
+    inner: &Inner,
+    client: &RegisteredClient,
+    field: &impl Fn(&str) -> Option<&'a str>,
+) -> Response {
+    let (Some(code), Some(verifier)) = (field("code"), field("code_verifier")) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code and code_verifier are required",
+        );
+    };
+    let key = crypto::hash(code);
+    let entry: CodeEntry = match inner.take_json(Namespace::Code, &key).await {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            // A replayed code: the first redemption's tokens may be in the wrong hands.
+            if let Ok(Some(grant_id)) = inner.get_json::<String>(Namespace::UsedCode, &key).await {
+                tracing::warn!(client_id = %client.client_id, "authorization code replayed; revoking its grant");
+                revoke_grant(inner, &grant_id).await;
+            }
+            return invalid_grant("the code is invalid, expired or already used");
+        }
+        Err(e) => return store_failure(e),
+    };
+    let _ = inner
+        .put_json(Namespace::UsedCode, &key, &entry.grant_id, Some(USED_CODE_TTL))
+        .await;
+    if entry.client_id != client.client_id {
+        tracing::warn!(client_id = %client.client_id, "authorization code presented by another client; revoking its grant");
+        revoke_grant(inner, &entry.grant_id).await;
+        return invalid_grant("the code was issued to another client");
+    }
+    match field("redirect_uri") {
+        Some(r) if r == entry.redirect_uri => {}
+        None if client.redirect_uris.len() == 1 => {}
+        _ => return invalid_grant("redirect_uri does not match the authorization request"),
+    }
+    if !crypto::ct_eq(&crypto::s256(verifier), &entry.code_challenge) {
+        return invalid_grant("the code_verifier does not match the code_challenge");
+    }
+    let grant: Grant = match inner.get_json(Namespace::Grant, &entry.grant_id).await {
+        Ok(Some(g)) => g,
+        Ok(None) => return invalid_grant("the authorization was revoked"),
+        Err(e) => return store_failure(e),
+    };
+    issue(inner, client, &grant, &entry.scope).await
+}
+
+async fn refresh<'a>(
+    inner: &Inner,
+    client: &RegisteredClient,
+    field: &impl Fn(&str) -> Option<&'a str>,
+) -> Response {
+    let Some(refresh_token) = field("refresh_token") else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token is required",
+        );
+    };
+    if !refresh_token.starts_with(crypto::REFRESH_TOKEN_PREFIX) {
+        return invalid_grant("the refresh token is invalid, expired or revoked");
+    }
+    let key = crypto::hash(refresh_token);
+    let entry: TokenEntry = match inner.get_json(Namespace::RefreshToken, &key).await {
+        Ok(Some(e)) => e,
+        Ok(None) => return invalid_grant("the refresh token is invalid, expired or revoked"),
+        Err(e) => return store_failure(e),
+    };
+    if entry.client_id != client.client_id {
+        return invalid_grant("the refresh token was issued to another client");
+    }
+    let grant: Grant = match inner.get_json(Namespace::Grant, &entry.grant_id).await {
+        Ok(Some(g)) => g,
+        Ok(None) => return invalid_grant("the authorization was revoked"),
+        Err(e) => return store_failure(e),
+    };
+    let scope = match field("scope") {
+        None => grant.scope.clone(),
+        Some(s)
+            if s.split_ascii_whitespace()
+                .all(|x| grant.scope.split(' ').any(|g| g == x)) =>
+        {
+            s.split_ascii_whitespace().collect::<Vec<_>>().join(" ")
+        }
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                "the scope exceeds the grant",
+            );
+        }
+    };
+    // A3's tokens must still be usable (refreshed once if they expired), else the grant is over.
+    let grant = match fresh_upstream(inner, grant).await {
+        Ok((g, _)) => g,
+        Err(FreshError::Gone) => return invalid_grant("the authorization expired; sign in again"),
+        Err(FreshError::Unavailable) => {
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the authorization server is unavailable",
+            );
+        }
+    };
+    // Rotation: the presented token stays usable for a short grace period only.
+    if !entry.rotated {
+        let rotated = TokenEntry {
+            rotated: true,
+            ..entry
+        };
+        if let Err(e) = inner
+            .put_json(
+                Namespace::RefreshToken,
+                &key,
+                &rotated,
+                Some(inner.limits.refresh_grace),
+            )
+            .await
+        {
+            return store_failure(e);
+        }
+    }
+    issue(inner, client, &grant, &scope).await
+}
+
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    scope: String,
+}
+
+async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &str) -> Response {
+    let access_token = crypto::new_token(crypto::ACCESS_TOKEN_PREFIX);
+    // Without an A3 refresh token our access token cannot outlive A3's.
+    let mut access_ttl = inner.limits.access_token_ttl;
+    if let Some(upstream) = grant.open(&inner.keys)
+        && upstream.refresh_token.is_none()
+    {
+        let left = upstream
+            .expires_at
+            .saturating_sub(super::store::unix_now())
+            .max(1);
+        access_ttl = access_ttl.min(Duration::from_secs(left));
+    }
+    let entry = TokenEntry {
+        grant_id: grant.id.clone(),
+        client_id: client.client_id.clone(),
+        rotated: false,
+    };
+    let limits = &inner.limits;
+    let refresh_token = client
+        .grant_types
+        .iter()
+        .any(|g| g == "refresh_token")
+        .then(|| crypto::new_token(crypto::REFRESH_TOKEN_PREFIX));
+    let stored = async {
+        // The grant lives as long as its newest refresh token.
+        inner
+            .put_json(Namespace::Grant, &grant.id, grant, Some(limits.refresh_token_ttl))
+            .await?;
+        inner
+            .put_json(
+                Namespace::AccessToken,
+                &crypto::hash(&access_token),
+                &entry,
+                Some(access_ttl),
+            )
+            .await?;
+        if let Some(rt) = &refresh_token {
+            inner
+                .put_json(
+                    Namespace::RefreshToken,
+                    &crypto::hash(rt),
+                    &entry,
+                    Some(limits.refresh_token_ttl),
+                )
+                .await?;
+        }
+        Ok::<_, super::StoreError>(())
+    };
+    if let Err(e) = stored.await {
+        return store_failure(e);
+    }
+    let body = TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: access_ttl.as_secs(),
+        refresh_token,
+        scope: scope.to_owned(),
+    };
+    (
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::PRAGMA, HeaderValue::from_static("no-cache")),
+        ],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// Deletes a grant (every token of it stops working) and revokes A3's tokens in the background.
+pub(crate) async fn revoke_grant(inner: &Inner, grant_id: &str) {
+    // Serialised with refreshes of this grant, so an in-flight refresh cannot store it again.
+    let lock = inner
+        .refresh_locks
+        .get_with(grant_id.to_owned(), || Arc::new(tokio::sync::Mutex::new(())));
+    let _guard = lock.lock().await;
+    match inner.take_json::<Grant>(Namespace::Grant, grant_id).await {
+        Ok(Some(grant)) => {
+            if let Some(tokens) = grant.open(&inner.keys) {
+                let upstream = inner.upstream.clone();
+                tokio::spawn(async move { upstream.revoke(&tokens).await });
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "revoking a grant failed"),
+    }
+}
+
+/// RFC 7009: always 200 for well-formed requests, whether or not the token was known.
+pub(crate) async fn revoke(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let form = match parse_form(&body) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let Some(token) = form.get("token").filter(|t| !t.is_empty()) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required");
+    };
+    let ns = if token.starts_with(crypto::ACCESS_TOKEN_PREFIX) {
+        Some(Namespace::AccessToken)
+    } else if token.starts_with(crypto::REFRESH_TOKEN_PREFIX) {
+        Some(Namespace::RefreshToken)
+    } else {
+        None
+    };
+    if let Some(ns) = ns {
+        let key = crypto::hash(token);
+        match inner.get_json::<TokenEntry>(ns, &key).await {
+            Ok(Some(entry)) if form.get("client_id").is_none_or(|c| *c == entry.client_id) => {
+                let _ = inner.store.delete(ns, &key).await;
+                revoke_grant(&inner, &entry.grant_id).await;
+                tracing::info!(client_id = %entry.client_id, "revoked a grant");
+            }
+            Ok(_) => {}
+            Err(e) => return store_failure(e),
+        }
+    }
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        StatusCode::OK,
+    )
+        .into_response()
+}

@@ -1,0 +1,734 @@
+//! End-to-end tests of the DCR bridge over loopback HTTP: an A3 stand-in upstream, our server
+//! (bridge + rmcp service behind BearerAuthLayer), and the rmcp OAuth client as the MCP host.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use a3_mcp_auth::TokenVerifier;
+use a3_mcp_auth::dcr::{MemoryStore, RedbStore};
+use serde_json::Value;
+use support::*;
+
+#[tokio::test]
+async fn quickstart_flow_with_rmcp_host_refresh_and_revoke() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+
+    // johndoe holds operation=addition.
+    let browser = browser();
+    let manager = rmcp_host_login(&server, &browser, "johndoe@test.com").await;
+    let token = manager.get_access_token().await.unwrap();
+    assert!(
+        token.starts_with("a3mcp_at_"),
+        "the host gets our opaque token, not A3's"
+    );
+    let claims = server.bridge.token_verifier().verify(&token).await.unwrap();
+    assert_eq!(claims.subject(), Some("johndoe@test.com"));
+    assert_eq!(tool_names(&server, manager).await.unwrap(), ["add", "whoami"]);
+
+    // janedoe holds both contexts (another browser: another A3 session).
+    let manager = rmcp_host_login(&server, &support::browser(), "janedoe@test.com").await;
+    let refreshed = manager.refresh_token().await.expect("refresh works");
+    let new_token = manager.get_access_token().await.unwrap();
+    assert_ne!(new_token, token);
+    let _ = refreshed;
+    assert_eq!(mcp_status(&server, &new_token).await, 200);
+    assert_eq!(
+        tool_names(&server, manager).await.unwrap(),
+        ["add", "multiply", "whoami"]
+    );
+
+    // Revocation: the next MCP request is refused, and A3's refresh token is revoked too.
+    let r = reqwest::Client::new()
+        .post(format!("{}/revoke", server.url))
+        .form(&[("token", new_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(mcp_status(&server, &new_token).await, 401);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        upstream.state.revoked.lock().unwrap().len(),
+        1,
+        "A3's token was revoked"
+    );
+}
+
+#[tokio::test]
+async fn metadata_and_registration() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    let http = reqwest::Client::new();
+    let m: Value = http
+        .get(format!("{}/.well-known/oauth-authorization-server", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let prm: Value = http
+        .get(format!("{}/.well-known/oauth-protected-resource/mcp", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        m["issuer"], prm["authorization_servers"][0],
+        "A15: byte-identical issuer"
+    );
+    assert_eq!(m["issuer"], server.url);
+    assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(
+        m["token_endpoint_auth_methods_supported"],
+        serde_json::json!(["none"])
+    );
+    for field in [
+        "registration_endpoint",
+        "revocation_endpoint",
+        "token_endpoint",
+        "authorization_endpoint",
+    ] {
+        assert!(m[field].as_str().unwrap().starts_with(&server.url), "{field}");
+    }
+
+    let client = register_vscode(&server.url).await;
+    assert_eq!(client["redirect_uris"].as_array().unwrap().len(), 4);
+    assert_eq!(client["token_endpoint_auth_method"], "none");
+    assert!(client["client_id"].as_str().unwrap().len() >= 32);
+    assert!(client.get("client_secret").is_none());
+
+    for (body, error) in [
+        (
+            serde_json::json!({"redirect_uris": ["javascript:alert(1)"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            serde_json::json!({"redirect_uris": ["http://evil.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            serde_json::json!({"redirect_uris": ["https://a.example/cb#x"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            serde_json::json!({"redirect_uris": ["https://u:p@a.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (serde_json::json!({"client_name": "x"}), "invalid_redirect_uri"),
+        (
+            serde_json::json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "client_secret_basic"}),
+            "invalid_client_metadata",
+        ),
+        (
+            serde_json::json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["password"]}),
+            "invalid_client_metadata",
+        ),
+    ] {
+        let r = http
+            .post(format!("{}/register", server.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], error, "{body}");
+    }
+    let r = http
+        .post(format!("{}/register", server.url))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn registration_flood_is_limited() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| {
+        b.registration_rate_limit(3, Duration::from_secs(3600))
+    })
+    .await;
+    for _ in 0..3 {
+        register_vscode(&server.url).await;
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{}/register", server.url))
+        .json(&serde_json::json!({"redirect_uris": ["http://127.0.0.1/"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+
+    let capped = start_server(&upstream, MemoryStore::new(), |b| b.max_clients(2)).await;
+    register_vscode(&capped.url).await;
+    register_vscode(&capped.url).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/register", capped.url))
+        .json(&serde_json::json!({"redirect_uris": ["http://127.0.0.1/"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "total cap");
+}
+
+#[tokio::test]
+async fn consent_page_is_protected_and_stores_nothing_before_approval() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    let client = register_vscode(&server.url).await;
+    let id = client["client_id"].as_str().unwrap();
+    let (url, _, _) = host_request(&server.url, id, "http://127.0.0.1:51234/", &[]);
+    let r = browser().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "loopback redirect matches on any port");
+    assert!(
+        !r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("a3mcp_tx"))
+    );
+    let h = r.headers().clone();
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(h["cache-control"], "no-store");
+    let cookies: Vec<_> = h
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        cookies.iter().all(|c| c.starts_with("a3mcp_csrf=")),
+        "only the CSRF cookie before approval: {cookies:?}"
+    );
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Visual Studio Code") && html.contains("127.0.0.1") && html.contains("mcp:call"));
+
+    // Deny goes back to the host with access_denied and our iss.
+    let b = browser();
+    let fields = open_consent(&b, &url).await;
+    let r = decide(&b, &server.url, &fields, "deny").await;
+    let loc = location(&r);
+    assert_eq!(query_param(&loc, "error").as_deref(), Some("access_denied"));
+    assert_eq!(query_param(&loc, "iss").as_deref(), Some(server.url.as_str()));
+
+    // A hostile client name is shown as text.
+    let hostile: Value = reqwest::Client::new()
+        .post(format!("{}/register", server.url))
+        .json(&serde_json::json!({"client_name": "<script>alert(1)</script>", "redirect_uris": ["http://127.0.0.1/"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (url, _, _) = host_request(
+        &server.url,
+        hostile["client_id"].as_str().unwrap(),
+        "http://127.0.0.1:5/",
+        &[],
+    );
+    let html = browser().get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(!html.contains("<script>") && html.contains("&lt;script&gt;"));
+}
+
+#[tokio::test]
+async fn authorize_validation() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    let client = register_vscode(&server.url).await;
+    let id = client["client_id"].as_str().unwrap();
+    let b = browser();
+
+    // Unregistered redirect URI and unknown client: an HTML page, never a redirect.
+    for url in [
+        host_request(&server.url, id, "https://evil.example/cb", &[]).0,
+        host_request(&server.url, id, "http://127.0.0.1:33418/other", &[]).0,
+        host_request(&server.url, "no-such-client", "http://127.0.0.1:33418/", &[]).0,
+    ] {
+        let r = b.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{url}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+    }
+    // Malformed requests get an HTML page too, never a bare 4xx/5xx body.
+    for url in [
+        format!("{}/authorize?client_id=a&client_id=b", server.url),
+        format!("{}/auth/callback?state=a&state=b", server.url),
+        format!("{}/auth/callback?code=x&state=unknown", server.url),
+    ] {
+        let r = b.get(&url).send().await.unwrap();
+        assert!(r.status().is_client_error(), "{url}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{url}"
+        );
+    }
+    // Resource of another server, bad scope, missing PKCE: errors sent to the redirect URI with iss.
+    let redirect = "http://127.0.0.1:33418/";
+    for (extra, error) in [
+        (vec![("resource", "http://127.0.0.1:1/other")], "invalid_target"),
+        (vec![("scope", "admin")], "invalid_scope"),
+    ] {
+        let (url, _, state) = host_request(&server.url, id, redirect, &extra);
+        let r = b.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 302);
+        let loc = location(&r);
+        assert_eq!(query_param(&loc, "error").as_deref(), Some(error));
+        assert_eq!(query_param(&loc, "state"), Some(state));
+        assert_eq!(query_param(&loc, "iss").as_deref(), Some(server.url.as_str()));
+    }
+    let url = format!(
+        "{}/authorize?response_type=code&client_id={id}&redirect_uri={}",
+        server.url, "http%3A%2F%2F127.0.0.1%3A33418%2F"
+    );
+    let r = b.get(&url).send().await.unwrap();
+    assert_eq!(
+        query_param(&location(&r), "error").as_deref(),
+        Some("invalid_request"),
+        "PKCE is required"
+    );
+}
+
+#[tokio::test]
+async fn token_endpoint_attacks() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    let client = register_vscode(&server.url).await;
+    let id = client["client_id"].as_str().unwrap();
+    let other = register_vscode(&server.url).await;
+    let other_id = other["client_id"].as_str().unwrap();
+    let redirect = "http://127.0.0.1:33418/";
+    let b = browser();
+
+    // Wrong PKCE verifier.
+    let (url, _verifier, _) = host_request(&server.url, id, redirect, &[]);
+    let back = authorize(&b, &server.url, &url, "johndoe@test.com").await;
+    let code = query_param(&back, "code").unwrap();
+    let r = redeem(&server.url, id, &code, &"x".repeat(43), redirect).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+
+    // A code presented by another client.
+    let (url, verifier, _) = host_request(&server.url, id, redirect, &[]);
+    let back = authorize(&b, &server.url, &url, "johndoe@test.com").await;
+    let code = query_param(&back, "code").unwrap();
+    let r = redeem(&server.url, other_id, &code, &verifier, redirect).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+
+    // Code replay revokes what the first redemption issued.
+    let (url, verifier, state) = host_request(&server.url, id, redirect, &[]);
+    let back = authorize(&b, &server.url, &url, "johndoe@test.com").await;
+    assert_eq!(query_param(&back, "state"), Some(state));
+    let code = query_param(&back, "code").unwrap();
+    let r = redeem(&server.url, id, &code, &verifier, redirect).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let tokens: Value = r.json().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(mcp_status(&server, &access).await, 200);
+    // A refresh token is never a bearer token.
+    assert_eq!(mcp_status(&server, &refresh).await, 401);
+    let r = redeem(&server.url, id, &code, &verifier, redirect).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        mcp_status(&server, &access).await,
+        401,
+        "the replay revoked the grant"
+    );
+
+    // Refresh rotation with a grace period, and refresh bound to its client.
+    let (url, verifier, _) = host_request(&server.url, id, redirect, &[]);
+    let back = authorize(&b, &server.url, &url, "johndoe@test.com").await;
+    let tokens: Value = redeem(
+        &server.url,
+        id,
+        &query_param(&back, "code").unwrap(),
+        &verifier,
+        redirect,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let refresh_with = |client: String, token: String| {
+        let url = format!("{}/token", server.url);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &client),
+                    ("refresh_token", &token),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = refresh_with(other_id.to_owned(), rt.to_owned()).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    let first: Value = refresh_with(id.to_owned(), rt.to_owned())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second: Value = refresh_with(id.to_owned(), rt.to_owned())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        first["access_token"].is_string() && second["access_token"].is_string(),
+        "grace period"
+    );
+    assert_ne!(first["refresh_token"], tokens["refresh_token"]);
+    assert_eq!(
+        mcp_status(&server, first["access_token"].as_str().unwrap()).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn rotated_refresh_token_expires_after_grace() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| {
+        b.refresh_grace(Duration::from_secs(1))
+    })
+    .await;
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let redirect = "http://127.0.0.1:33418/";
+    let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
+    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
+    let tokens: Value = redeem(
+        &server.url,
+        &id,
+        &query_param(&back, "code").unwrap(),
+        &verifier,
+        redirect,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let form = |rt: &str| {
+        vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("client_id", id.clone()),
+            ("refresh_token", rt.to_owned()),
+        ]
+    };
+    let http = reqwest::Client::new();
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let r = http
+        .post(format!("{}/token", server.url))
+        .form(&form(rt))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = http
+        .post(format!("{}/token", server.url))
+        .form(&form(rt))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn browser_binding_csrf_and_state_replay() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    let redirect = "http://127.0.0.1:33418/";
+
+    // The victim has an A3 session (from an earlier legitimate login through the bridge).
+    let victim = browser();
+    let victim_client = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (url, _, _) = host_request(&server.url, &victim_client, redirect, &[]);
+    authorize(&victim, &server.url, &url, "johndoe@test.com").await;
+
+    // The attacker registers, consents in their own browser, and sends A3's URL to the victim.
+    let attacker = browser();
+    let evil = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (url, _, _) = host_request(&server.url, &evil, redirect, &[]);
+    let fields = open_consent(&attacker, &url).await;
+    let upstream_url = location(&decide(&attacker, &server.url, &fields, "approve").await);
+    // A3 silently re-authorizes the victim; our callback must refuse the victim's browser.
+    let callback = sign_in_upstream(&victim, &upstream_url, "johndoe@test.com").await;
+    let r = victim.get(&callback).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "callback without the consenting browser's cookie"
+    );
+    assert!(r.headers().get("location").is_none());
+
+    // Consent CSRF: the attacker's form (with its valid token) posted from the victim's browser.
+    let (url, _, _) = host_request(&server.url, &evil, redirect, &[]);
+    let fields = open_consent(&attacker, &url).await;
+    let r = decide(&victim, &server.url, &fields, "approve").await;
+    assert_eq!(r.status(), 403, "CSRF token bound to another browser");
+    let r = decide(&browser(), &server.url, &fields, "approve").await;
+    assert_eq!(r.status(), 403, "no CSRF cookie at all");
+    let mut form = fields.clone();
+    form.push(("decision".into(), "approve".into()));
+    let r = attacker
+        .post(format!("{}/authorize", server.url))
+        .header("origin", "https://evil.example")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "cross-origin post");
+    let r = attacker
+        .post(format!("{}/authorize", server.url))
+        .header("sec-fetch-site", "cross-site")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "cross-site post");
+    // Tampering with a consented parameter invalidates the token.
+    let mut tampered = fields.clone();
+    for (k, v) in tampered.iter_mut() {
+        if k == "redirect_uri" {
+            *v = "https://vscode.dev/redirect".into();
+        }
+    }
+    let r = decide(&attacker, &server.url, &tampered, "approve").await;
+    assert_eq!(r.status(), 403);
+
+    // State replay: the same callback, with the same binding cookie, works once only.
+    let b = browser();
+    let (url, _, _) = host_request(&server.url, &victim_client, redirect, &[]);
+    let fields = open_consent(&b, &url).await;
+    let r = decide(&b, &server.url, &fields, "approve").await;
+    let binding = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap())
+        .find(|c| c.starts_with("a3mcp_tx_"))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let callback = sign_in_upstream(&b, &location(&r), "johndoe@test.com").await;
+    assert_eq!(b.get(&callback).send().await.unwrap().status(), 302);
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(&callback)
+        .header("cookie", binding)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "state replay");
+}
+
+#[tokio::test]
+async fn a3_tokens_work_directly_and_upstream_refresh_is_transparent_and_coalesced() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+
+    // A machine-to-machine client with an A3 token for this resource calls the MCP server directly.
+    let m2m = upstream.issuer.token(&server.mcp_url()).subject("m2m").sign();
+    assert_eq!(mcp_status(&server, &m2m).await, 200);
+    let elsewhere = upstream.issuer.token("http://127.0.0.1:1/mcp").sign();
+    assert_eq!(mcp_status(&server, &elsewhere).await, 401);
+
+    // A3 access tokens that expire within the refresh margin are refreshed behind the host's back.
+    upstream.state.access_ttl.store(20, Ordering::SeqCst);
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let redirect = "http://127.0.0.1:33418/";
+    let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
+    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
+    let tokens: Value = redeem(
+        &server.url,
+        &id,
+        &query_param(&back, "code").unwrap(),
+        &verifier,
+        redirect,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    upstream.state.access_ttl.store(3600, Ordering::SeqCst);
+    let before = upstream.state.refreshes.load(Ordering::SeqCst);
+    let verifier = server.bridge.token_verifier();
+    let results = futures_util::future::join_all((0..8).map(|_| verifier.verify(&access))).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(
+        upstream.state.refreshes.load(Ordering::SeqCst) - before,
+        1,
+        "one refresh for concurrent requests"
+    );
+    assert_eq!(mcp_status(&server, &access).await, 200);
+    assert_eq!(
+        upstream.state.refreshes.load(Ordering::SeqCst) - before,
+        1,
+        "the refreshed token is reused"
+    );
+}
+
+#[tokio::test]
+async fn registrations_and_grants_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, RedbStore::open(&path).unwrap(), |b| {
+        b.encryption_key(key)
+    })
+    .await;
+    let addr = server.addr;
+    let manager = rmcp_host_login(&server, &browser(), "johndoe@test.com").await;
+    let token = manager.get_access_token().await.unwrap();
+    assert_eq!(mcp_status(&server, &token).await, 200);
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Same address, same store file, same key.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let server = serve_on(listener, &upstream, RedbStore::open(&path).unwrap(), |b| {
+        b.encryption_key(key)
+    })
+    .await;
+    assert_eq!(mcp_status(&server, &token).await, 200, "tokens survive");
+    manager.refresh_token().await.expect("refresh tokens survive");
+    assert_eq!(tool_names(&server, manager).await.unwrap(), ["add", "whoami"]);
+}
+
+#[tokio::test]
+async fn two_authorizations_in_one_browser_do_not_clash() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = browser();
+    let mut pending = Vec::new();
+    for port in ["33418", "40001"] {
+        let redirect = format!("http://127.0.0.1:{port}/");
+        let (url, verifier, _) = host_request(&server.url, &id, &redirect, &[]);
+        let fields = open_consent(&b, &url).await;
+        let upstream_url = location(&decide(&b, &server.url, &fields, "approve").await);
+        pending.push((redirect, verifier, upstream_url));
+    }
+    for (redirect, verifier, upstream_url) in pending {
+        let callback = sign_in_upstream(&b, &upstream_url, "johndoe@test.com").await;
+        let r = b.get(&callback).send().await.unwrap();
+        assert_eq!(r.status(), 302);
+        let back = location(&r);
+        assert!(back.starts_with(&redirect), "{back}");
+        let r = redeem(
+            &server.url,
+            &id,
+            &query_param(&back, "code").unwrap(),
+            &verifier,
+            &redirect,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn upstream_errors_and_mix_ups_reach_the_host_and_codes_expire() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| {
+        b.code_ttl(Duration::from_secs(1))
+    })
+    .await;
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let redirect = "http://127.0.0.1:33418/";
+    let b = browser();
+    let approve = || async {
+        let (url, _, state) = host_request(&server.url, &id, redirect, &[]);
+        let fields = open_consent(&b, &url).await;
+        let upstream_url = location(&decide(&b, &server.url, &fields, "approve").await);
+        (query_param(&upstream_url, "state").unwrap(), state)
+    };
+    // A3 answers with an error: the host gets access_denied, its state and our iss.
+    let (a3_state, host_state) = approve().await;
+    let url = format!(
+        "{}/auth/callback?error=access_denied&state={a3_state}&iss={}",
+        server.url,
+        upstream.url()
+    );
+    let back = location(&b.get(&url).send().await.unwrap());
+    assert!(back.starts_with(redirect));
+    assert_eq!(query_param(&back, "error").as_deref(), Some("access_denied"));
+    assert_eq!(query_param(&back, "state"), Some(host_state));
+    assert_eq!(query_param(&back, "iss").as_deref(), Some(server.url.as_str()));
+    // A response claiming another issuer (mix-up) is refused.
+    let (a3_state, _) = approve().await;
+    let url = format!(
+        "{}/auth/callback?code=x&state={a3_state}&iss=http://127.0.0.1:1",
+        server.url
+    );
+    let back = location(&b.get(&url).send().await.unwrap());
+    assert_eq!(query_param(&back, "error").as_deref(), Some("access_denied"));
+    assert_eq!(
+        upstream.state.code_exchanges.load(Ordering::SeqCst),
+        0,
+        "no code was redeemed"
+    );
+
+    // Our codes expire (1 s here).
+    let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
+    let back = authorize(&b, &server.url, &url, "johndoe@test.com").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = redeem(
+        &server.url,
+        &id,
+        &query_param(&back, "code").unwrap(),
+        &verifier,
+        redirect,
+    )
+    .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+}
