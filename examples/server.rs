@@ -19,8 +19,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use a3_mcp_auth::dcr::DcrBridge;
+use a3_mcp_auth::dev_issuer::{self, DevIssuer};
 use a3_mcp_auth::{
-    A3Config, BearerAuthLayer, Caller, ContextFiltered, JwtVerifier, OriginCheckLayer,
+    A3Config, A3ConfigBuilder, BearerAuthLayer, Caller, ContextFiltered, JwtVerifier, OriginCheckLayer,
     ProtectedResourceMetadata, RequireScopeLayer, SessionBindingLayer, TokenVerifier, ToolContextLayer,
     ToolPolicy, ToolRule,
 };
@@ -281,6 +283,10 @@ pub fn summary(settings: &McpSettings) -> String {
     s
 }
 
+/// The second quickstart user of the development issuer: holds both contexts, so `multiply`
+/// appears for them (the quickstart's "Next Explorations").
+const SECOND_USER: &str = "janedoe@test.com";
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -289,19 +295,63 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| "info,a3_mcp_auth=debug,tower_http=info".into()),
         )
         .init();
-    let config = match A3Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!(
-                "error: {e}\n\nSet ISSUER_PATH (your A3 environment's Issuer Path) or ISSUER_URL in .env or the \
-                 environment; see A3's quickstart."
-            );
-            std::process::exit(2);
-        }
+    let mut builder = match A3ConfigBuilder::from_env() {
+        Ok(builder) => builder,
+        Err(e) => fail(&e),
     };
-    let settings = McpSettings::from_config(&config)?;
-    let verifier = JwtVerifier::from_config(&config).await?;
-    let app = mcp_app(verifier, &settings)?;
+    // Without an A3 environment, an embedded development issuer stands in for A3 (loopback only).
+    let _dev_issuer = if builder.has_issuer() {
+        None
+    } else {
+        let probe = builder
+            .clone()
+            .issuer_url("http://127.0.0.1")
+            .build()
+            .unwrap_or_else(|e| fail(&e));
+        let public = DcrBridge::builder(&probe).from_env()?.public_url_or_default()?;
+        let dev = DevIssuer::builder()
+            .client(
+                dev_issuer::DEFAULT_CLIENT_ID,
+                random_secret(),
+                [format!("{public}/auth/callback")],
+            )
+            .resource(probe.resource_uri())
+            .context_claim(probe.context_claim())
+            .user(
+                SECOND_USER,
+                dev_issuer::DEFAULT_USER_PASSWORD,
+                [("operation", "addition"), ("operation", "multiplication")],
+            )
+            .start()
+            .await?;
+        eprintln!(
+            "{}\n  also: {SECOND_USER} / {} (operation=addition, operation=multiplication)\n",
+            dev.banner(),
+            dev_issuer::DEFAULT_USER_PASSWORD
+        );
+        builder = builder
+            .issuer_url(dev.url())
+            .client(dev.client_id(), dev.client_secret());
+        Some(dev)
+    };
+    let config = builder.build().unwrap_or_else(|e| fail(&e));
+    let mut settings = McpSettings::from_config(&config)?;
+
+    // With the predefined A3 client configured, hosts register with us (DCR) and get our tokens;
+    // A3 access tokens for this resource are still accepted directly.
+    let app = if config.client_id().is_some() {
+        let bridge = DcrBridge::builder(&config).from_env()?.build().await?;
+        settings.issuer = bridge.issuer().to_owned();
+        tracing::info!(
+            "DCR bridge: authorization server {} for hosts, A3 client {} upstream",
+            bridge.issuer(),
+            config.client_id().unwrap_or_default()
+        );
+        mcp_app(bridge.token_verifier(), &settings)?.merge(bridge.router())
+    } else {
+        tracing::warn!("CLIENT_ID/CLIENT_SECRET unset: no DCR bridge; only A3 access tokens are accepted");
+        mcp_app(JwtVerifier::from_config(&config).await?, &settings)?
+    };
 
     let resource = url::Url::parse(&settings.resource_uri)?;
     let port = resource.port_or_known_default().unwrap_or(8000);
@@ -317,6 +367,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         resource.path(),
         summary(&settings)
     );
-    axum::serve(listener, app).await?;
+    // ConnectInfo lets /register rate-limit per client address.
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
     Ok(())
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ! {
+    eprintln!(
+        "error: {e}\n\nSet ISSUER_PATH (your A3 environment's Issuer Path), CLIENT_ID and CLIENT_SECRET in .env \
+         or the environment, as in A3's quickstart; leave ISSUER_PATH and ISSUER_URL unset to use the \
+         embedded development issuer."
+    );
+    std::process::exit(2);
+}
+
+/// A fresh secret for the development issuer's client, per run.
+fn random_secret() -> String {
+    let mut bytes = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -51,7 +51,23 @@ async fn quickstart_flow_against_the_dev_issuer() {
     let (dev, server) = start(Duration::from_secs(3600)).await;
 
     let manager = rmcp_host_login(&server, &browser(), "johndoe@test.com").await;
-    assert_eq!(tool_names(&server, manager).await.unwrap(), ["add", "whoami"]);
+    let (tools, results) = use_tools(
+        &server,
+        manager,
+        &[
+            ("add", serde_json::json!({"a": 2, "b": 3})),
+            ("multiply", serde_json::json!({"a": 2, "b": 3})),
+            ("whoami", serde_json::json!({})),
+        ],
+    )
+    .await;
+    assert_eq!(tools, ["add", "whoami"]);
+    assert_eq!(results[0], Ok("5".to_owned()));
+    let hidden = results[1].as_ref().unwrap_err();
+    assert!(hidden.contains("tool not found"), "{hidden}");
+    let me: Value = serde_json::from_str(results[2].as_ref().unwrap()).unwrap();
+    assert_eq!(me["subject"], "johndoe@test.com");
+    assert_eq!(me["contexts"], serde_json::json!(["operation=addition"]));
 
     let manager = rmcp_host_login(&server, &browser(), "janedoe@test.com").await;
     manager.refresh_token().await.expect("refresh works");

@@ -556,6 +556,30 @@ impl DcrBridgeBuilder {
         self
     }
 
+    /// The bridge's public URL (its issuer): [`public_url`](Self::public_url) if set, else the
+    /// origin of the resource URI. A3's client must have `{public URL}/auth/callback` registered.
+    ///
+    /// ```
+    /// use a3_mcp_auth::A3Config;
+    /// use a3_mcp_auth::dcr::DcrBridge;
+    ///
+    /// let config = A3Config::builder().issuer_path("env-1").build().unwrap();
+    /// let builder = DcrBridge::builder(&config);
+    /// assert_eq!(builder.public_url_or_default().unwrap(), "http://127.0.0.1:8000");
+    /// ```
+    pub fn public_url_or_default(&self) -> Result<String, ConfigError> {
+        match &self.public_url {
+            Some(url) => check_public_url(url),
+            None => Ok(Url::parse(self.config.resource_uri())
+                .map_err(|e| ConfigError::Invalid {
+                    name: "RESOURCE_URI",
+                    reason: e.to_string(),
+                })?
+                .origin()
+                .ascii_serialization()),
+        }
+    }
+
     /// Discovers A3, opens the store and builds the bridge.
     pub async fn build(self) -> Result<DcrBridge, DcrError> {
         let config = &self.config;
@@ -563,16 +587,7 @@ impl DcrBridgeBuilder {
         let client_secret = config
             .client_secret()
             .ok_or(ConfigError::Missing("CLIENT_SECRET"))?;
-        let issuer = match &self.public_url {
-            Some(url) => check_public_url(url)?,
-            None => Url::parse(config.resource_uri())
-                .map_err(|e| ConfigError::Invalid {
-                    name: "RESOURCE_URI",
-                    reason: e.to_string(),
-                })?
-                .origin()
-                .ascii_serialization(),
-        };
+        let issuer = self.public_url_or_default()?;
         let secure_cookies = issuer.starts_with("https://");
         let metadata = ProviderMetadata::discover(config.issuer()).await?;
         let jwt = match self.jwt {

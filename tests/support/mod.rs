@@ -6,9 +6,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+#[path = "../../examples/server.rs"]
+#[allow(dead_code, clippy::all)]
+mod server;
+
+use a3_mcp_auth::A3Config;
 use a3_mcp_auth::dcr::{DcrBridge, DcrBridgeBuilder, Store};
 use a3_mcp_auth::testing::TestIssuer;
-use a3_mcp_auth::{A3Config, BearerAuthLayer, Claims};
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -17,16 +21,12 @@ use base64::Engine;
 use http::{HeaderMap, StatusCode, header};
 use rmcp::ServiceExt;
 use rmcp::model::*;
-use rmcp::service::RequestContext;
 use rmcp::transport::auth::{AuthClient, AuthorizationManager, AuthorizationRequest, OAuthState};
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
 };
-use rmcp::transport::streamable_http_server::{
-    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-};
-use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
+use server::{McpSettings, mcp_app};
 
 pub const CLIENT_ID: &str = "proxy-client";
 pub const CLIENT_SECRET: &str = "proxy-secret";
@@ -268,60 +268,6 @@ async fn up_revoke(
 // Our MCP server: the DCR bridge beside an rmcp service behind BearerAuthLayer.
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Clone)]
-pub struct Calculator;
-
-fn claims(ctx: &RequestContext<RoleServer>) -> Option<Claims> {
-    ctx.extensions
-        .get::<http::request::Parts>()
-        .and_then(|p| p.extensions.get::<Claims>())
-        .cloned()
-}
-
-fn has_context(c: &Claims, value: &str) -> bool {
-    c.get("contexts")
-        .and_then(|v| v.get("operation"))
-        .and_then(Value::as_array)
-        .is_some_and(|a| a.iter().any(|x| x == value))
-}
-
-impl ServerHandler for Calculator {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-    }
-
-    async fn list_tools(
-        &self,
-        _p: Option<PaginatedRequestParams>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, McpError> {
-        let c = claims(&ctx).ok_or_else(|| McpError::invalid_request("unauthenticated", None))?;
-        let schema = Arc::new(serde_json::Map::from_iter([("type".to_owned(), json!("object"))]));
-        let mut tools = vec![Tool::new("whoami", "who is calling", schema.clone())];
-        if has_context(&c, "addition") {
-            tools.push(Tool::new("add", "a + b", schema.clone()));
-        }
-        if has_context(&c, "multiplication") {
-            tools.push(Tool::new("multiply", "a * b", schema));
-        }
-        Ok(ListToolsResult::with_all_items(tools))
-    }
-
-    async fn call_tool(
-        &self,
-        req: CallToolRequestParams,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, McpError> {
-        let c = claims(&ctx).ok_or_else(|| McpError::invalid_request("unauthenticated", None))?;
-        if req.name != "whoami" {
-            return Err(McpError::invalid_params("tool not found", None));
-        }
-        Ok(CallToolResponse::Complete(CallToolResult::success(vec![
-            ContentBlock::text(c.subject().unwrap_or("?").to_owned()),
-        ])))
-    }
-}
-
 pub struct Server {
     pub url: String,
     pub addr: SocketAddr,
@@ -384,16 +330,13 @@ pub async fn serve_bridge(
         .build()
         .await
         .unwrap();
-    let prm = bridge.protected_resource_metadata();
-    let mcp = StreamableHttpService::new(
-        || Ok(Calculator),
-        Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default(),
-    );
-    let app = Router::new()
-        .nest_service("/mcp", mcp)
-        .layer(BearerAuthLayer::new(bridge.token_verifier(), prm.challenge()))
-        .merge(prm.router())
+    // The example server's own composition (every layer, the calculator behind
+    // ContextFiltered), with the bridge's verifier and routes: what `cargo run --example server`
+    // serves.
+    let mut settings = McpSettings::from_config(&config).unwrap();
+    settings.issuer = bridge.issuer().to_owned();
+    let app = mcp_app(bridge.token_verifier(), &settings)
+        .unwrap()
         .merge(bridge.router());
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
@@ -632,6 +575,50 @@ pub async fn rmcp_host_login(server: &Server, browser: &reqwest::Client, user: &
     );
     state.handle_callback_url(&back).await.unwrap();
     state.into_authorization_manager().unwrap()
+}
+
+/// Lists the tools, then calls each of `calls` (name, arguments): the tool names and, per call,
+/// the text result or the JSON-RPC error message.
+pub async fn use_tools(
+    server: &Server,
+    manager: AuthorizationManager,
+    calls: &[(&str, Value)],
+) -> (Vec<String>, Vec<Result<String, String>>) {
+    let transport = StreamableHttpClientTransport::with_client(
+        AuthClient::new(reqwest::Client::default(), manager),
+        StreamableHttpClientTransportConfig::with_uri(server.mcp_url()),
+    );
+    let client = ClientConfig::default()
+        .serve(transport)
+        .await
+        .expect("MCP session");
+    let mut names: Vec<String> = client
+        .peer()
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    let mut results = Vec::new();
+    for (name, args) in calls {
+        let mut params = CallToolRequestParams::new(name.to_string());
+        if let Value::Object(map) = args {
+            params = params.with_arguments(map.clone());
+        }
+        results.push(match client.peer().call_tool(params).await {
+            Ok(r) => Ok(r
+                .content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                .collect::<Vec<_>>()
+                .join("")),
+            Err(e) => Err(e.to_string()),
+        });
+    }
+    let _ = client.cancel().await;
+    (names, results)
 }
 
 pub async fn tool_names(server: &Server, manager: AuthorizationManager) -> Result<Vec<String>, String> {
