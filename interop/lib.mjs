@@ -3,8 +3,15 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import assert from 'node:assert/strict';
+import { Agent, setGlobalDispatcher } from 'undici';
 
 export { assert };
+
+// Each host connects from its own loopback address (INTEROP_SOURCE_IP, e.g. 127.0.0.3), as
+// separate machines would: the bridge rate-limits registrations per client address.
+if (process.env.INTEROP_SOURCE_IP) {
+  setGlobalDispatcher(new Agent({ localAddress: process.env.INTEROP_SOURCE_IP }));
+}
 
 export const env = {
   server: process.env.INTEROP_SERVER ?? 'http://127.0.0.1:8000', // our issuer (PUBLIC_URL)
