@@ -204,6 +204,18 @@ async fn consent_page_is_protected_and_stores_nothing_before_approval() {
             .contains("frame-ancestors 'none'")
     );
     assert_eq!(h["cache-control"], "no-store");
+    // Not no-referrer: under it browsers send `Origin: null` with the page's own POST, which the
+    // decision refuses (found in headless Chromium by the interop suite: Approve answered 403).
+    assert_eq!(h["referrer-policy"], "same-origin");
+    // form-action covers where the decision redirects: A3 (Approve) and the host (Deny).
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains(&format!(
+            "form-action 'self' {}",
+            upstream.url().trim_end_matches('/')
+        )) && csp.contains("http://127.0.0.1:51234;"),
+        "{csp}"
+    );
     let cookies: Vec<_> = h
         .get_all("set-cookie")
         .iter()
