@@ -125,10 +125,9 @@ try {
         try { text = framed ? await within(framed.evaluate(() => document.body?.innerText ?? ''), 3000) : ''; } catch { text = ''; }
         assert.doesNotMatch(text, /Approve|Authorize/, 'the consent page rendered inside the frame');
         assert.ok(!framed || !framed.url().startsWith(env.server) || text === '', `frame at ${framed?.url()}`);
-        // Best effort: a screenshot with a blocked frame can wait on it for minutes.
-        await page.screenshot({ path: join(env.artifacts, 'framing-blocked.png'), timeout: 5000 }).catch(() => {});
         assert.ok(refused.some((m) => /frame-ancestors 'none'/.test(m)), `Chromium reports the CSP block: ${refused}`);
         console.log(`       chromium: ${refused[0].slice(0, 160)}`);
+        await page.screenshot({ path: join(env.artifacts, 'framing-blocked.png'), timeout: 10000 }).catch(() => {});
         await page.close();
       } finally {
         await attacker.close();

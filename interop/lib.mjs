@@ -148,7 +148,7 @@ export async function loopbackListener(handler = (req, res) => { res.end('ok'); 
     const server = createServer(handler);
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
     const { port } = server.address();
-    if (port !== 33418) return { server, port, close: () => new Promise((r) => server.close(r)) };
+    if (port !== 33418) return { server, port, close: () => new Promise((r) => { server.close(r); server.closeAllConnections(); }) };
     server.close();
   }
 }
