@@ -270,6 +270,18 @@ where
     ))
 }
 
+/// The scopes the DCR bridge offers to hosts: `mcp:call` and every extra scope the tool policy
+/// requires, so a host answered `insufficient_scope` can step up to it.
+pub fn offered_scopes(policy: &ToolPolicy) -> Vec<String> {
+    let mut scopes = vec![MCP_SCOPE.to_owned()];
+    for scope in policy.scopes() {
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    scopes
+}
+
 /// The start-up summary: where tokens come from, and which tools each context unlocks.
 pub fn summary(settings: &McpSettings) -> String {
     let mut s = format!(
@@ -340,7 +352,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // With the predefined A3 client configured, hosts register with us (DCR) and get our tokens;
     // A3 access tokens for this resource are still accepted directly.
     let app = if config.client_id().is_some() {
-        let bridge = DcrBridge::builder(&config).from_env()?.build().await?;
+        let bridge = DcrBridge::builder(&config)
+            .from_env()?
+            .scopes(offered_scopes(&settings.policy))
+            .build()
+            .await?;
         settings.issuer = bridge.issuer().to_owned();
         tracing::info!(
             "DCR bridge: authorization server {} for hosts, A3 client {} upstream",

@@ -582,6 +582,31 @@ impl ToolPolicy {
         }
     }
 
+    /// Every extra scope some tool's calls need, each once, in tool-name order: what an
+    /// authorization server in front of these tools must offer besides the base scope, or the
+    /// `insufficient_scope` challenge names a scope nobody can obtain.
+    ///
+    /// ```
+    /// use a3_mcp_auth::{ToolPolicy, ToolRule};
+    ///
+    /// let policy = ToolPolicy::new()
+    ///     .tool("reset", ToolRule::any_of([("role", "admin")]).with_scopes(["calc:admin"]))
+    ///     .tool("wipe", ToolRule::any_of([("role", "admin")]).with_scopes(["calc:admin", "calc:wipe"]))
+    ///     .public_tool("whoami");
+    /// assert_eq!(policy.scopes(), ["calc:admin", "calc:wipe"]);
+    /// ```
+    pub fn scopes(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for rule in self.tools.values() {
+            for scope in &rule.scopes {
+                if !out.contains(scope) {
+                    out.push(scope.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// For start-up summaries: each context the policy mentions, with the tools it unlocks
     /// (`all_of` contexts are listed too, marked by the rule), plus the public tools under `None`.
     ///

@@ -204,6 +204,18 @@ async fn consent_page_is_protected_and_stores_nothing_before_approval() {
             .contains("frame-ancestors 'none'")
     );
     assert_eq!(h["cache-control"], "no-store");
+    // Not no-referrer: under it browsers send `Origin: null` with the page's own POST, which the
+    // decision refuses (found in headless Chromium by the interop suite: Approve answered 403).
+    assert_eq!(h["referrer-policy"], "same-origin");
+    // form-action covers where the decision redirects: A3 (Approve) and the host (Deny).
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains(&format!(
+            "form-action 'self' {}",
+            upstream.url().trim_end_matches('/')
+        )) && csp.contains("http://127.0.0.1:51234;"),
+        "{csp}"
+    );
     let cookies: Vec<_> = h
         .get_all("set-cookie")
         .iter()
@@ -731,4 +743,66 @@ async fn upstream_errors_and_mix_ups_reach_the_host_and_codes_expire() {
     )
     .await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+}
+
+/// A tool policy with an extra scope (`TOOL_POLICY`): the bridge must offer that scope, or the
+/// `insufficient_scope` challenge names a scope no host can obtain and step-up is impossible.
+/// Found by the interop suite (interop/hosts/ts-sdk.mjs): the example offered only `mcp:call`.
+#[tokio::test]
+async fn the_policy_s_extra_scopes_can_be_obtained_by_step_up() {
+    let upstream = Upstream::start().await;
+    let policy = a3_mcp_auth::ToolPolicy::from_json_str(
+        r#"{"tools": {"add": {"any_of": ["operation=addition"]},
+                      "multiply": {"any_of": ["operation=multiplication"], "scopes": ["mcp:admin"]},
+                      "whoami": {"public": true}}}"#,
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = serve_bridge_with_policy(
+        listener,
+        upstream.url(),
+        CLIENT_ID,
+        CLIENT_SECRET,
+        MemoryStore::new(),
+        Some(policy),
+        |b| b,
+    )
+    .await;
+
+    let metadata: Value = reqwest::get(format!("{}/.well-known/oauth-authorization-server", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        metadata["scopes_supported"],
+        serde_json::json!(["mcp:call", "mcp:admin"])
+    );
+
+    let client = register_vscode(&server.url).await;
+    let client_id = client["client_id"].as_str().unwrap();
+    let redirect = "http://127.0.0.1:45678/";
+    let (auth_url, verifier, _) = host_request(
+        &server.url,
+        client_id,
+        redirect,
+        &[("scope", "mcp:call mcp:admin")],
+    );
+    let back = authorize(&browser(), &server.url, &auth_url, "janedoe@test.com").await;
+    let code = query_param(&back, "code").expect("a code, not invalid_scope");
+    let r = redeem(&server.url, client_id, &code, &verifier, redirect).await;
+    assert_eq!(r.status(), 200);
+    let tokens: Value = r.json().await.unwrap();
+    assert_eq!(tokens["scope"], "mcp:call mcp:admin");
+    let claims = server
+        .bridge
+        .token_verifier()
+        .verify(tokens["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        claims.scopes().contains("mcp:admin"),
+        "A3 granted the extra scope"
+    );
 }

@@ -351,7 +351,38 @@ fn consent_page(inner: &Inner, v: &Validated, p: &AuthorizeParams, csrf_token: &
         ]
         .concat(),
     );
-    html_response(StatusCode::OK, page("Authorize access", &body), &upstream)
+    // The form's POST is answered with a redirect, and CSP form-action applies to redirects that
+    // follow a form submission: Approve goes to A3's authorization endpoint, Deny back to the
+    // host's redirect URI. Both must be allowed, or the browser stops on our page.
+    let mut form_action = vec![upstream.clone()];
+    if let Some(origin) = inner
+        .upstream
+        .metadata
+        .authorization_endpoint
+        .as_deref()
+        .and_then(|e| Url::parse(e).ok())
+        .map(|u| u.origin().ascii_serialization())
+    {
+        form_action.push(origin);
+    }
+    if let Some(u) = &redirect {
+        form_action.push(csp_source(u));
+    }
+    form_action.dedup();
+    html_response(
+        StatusCode::OK,
+        page("Authorize access", &body),
+        &form_action.join(" "),
+    )
+}
+
+/// A CSP source expression for a redirect URI: its origin, or its scheme (`vscode:`) when the
+/// origin is opaque.
+fn csp_source(u: &Url) -> String {
+    match u.origin() {
+        url::Origin::Tuple(..) => u.origin().ascii_serialization(),
+        url::Origin::Opaque(_) => format!("{}:", u.scheme()),
+    }
 }
 
 /// Whether a form post comes from our own page: `Sec-Fetch-Site` and `Origin`, when sent, must say so.

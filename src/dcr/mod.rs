@@ -752,10 +752,22 @@ pub(crate) fn escape_html(s: &str) -> String {
     out
 }
 
-/// Security headers of every HTML page: no framing, no caching, no referrer, nothing loaded.
+/// Security headers of every HTML page: no framing, no caching, no referrer to other origins,
+/// nothing loaded.
+///
+/// The referrer policy is `same-origin`, not `no-referrer`: under `no-referrer` browsers send
+/// `Origin: null` with the page's own form POST (Fetch, "append a request Origin header"), and
+/// the consent decision, which requires our own `Origin`, was refused with 403 in every real
+/// browser.
 pub(crate) fn html_response(status: StatusCode, body: String, form_action: &str) -> Response {
+    // `'none'` must stand alone in a source list (browsers ignore it beside other sources).
+    let form_action = if form_action == "'none'" {
+        "'none'".to_owned()
+    } else {
+        format!("'self' {form_action}").trim_end().to_owned()
+    };
     let csp = format!(
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {form_action}; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; style-src 'unsafe-inline'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
     );
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
@@ -770,7 +782,7 @@ pub(crate) fn html_response(status: StatusCode, body: String, form_action: &str)
         )),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -833,6 +845,21 @@ mod tests {
             escape_html("<a href=\"x\">'&'</a>\u{7}"),
             "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;"
         );
+    }
+
+    #[test]
+    fn page_headers() {
+        let csp = |r: &Response| {
+            r.headers()[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        let error = error_page(StatusCode::FORBIDDEN, "no");
+        assert!(csp(&error).contains("form-action 'none';"), "{}", csp(&error));
+        let consent = html_response(StatusCode::OK, String::new(), "http://a3.test");
+        assert!(csp(&consent).contains("form-action 'self' http://a3.test;"));
+        assert_eq!(consent.headers()[header::REFERRER_POLICY], "same-origin");
     }
 
     #[test]

@@ -318,6 +318,19 @@ pub async fn serve_bridge(
     store: impl Store,
     tweak: impl FnOnce(DcrBridgeBuilder) -> DcrBridgeBuilder,
 ) -> Server {
+    serve_bridge_with_policy(listener, issuer_url, client_id, client_secret, store, None, tweak).await
+}
+
+/// [`serve_bridge`] with a tool policy other than the calculator's (as `TOOL_POLICY` gives it).
+pub async fn serve_bridge_with_policy(
+    listener: tokio::net::TcpListener,
+    issuer_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    store: impl Store,
+    policy: Option<a3_mcp_auth::ToolPolicy>,
+    tweak: impl FnOnce(DcrBridgeBuilder) -> DcrBridgeBuilder,
+) -> Server {
     let addr = listener.local_addr().unwrap();
     let url = format!("http://{addr}");
     let config = A3Config::builder()
@@ -326,14 +339,22 @@ pub async fn serve_bridge(
         .client(client_id, client_secret)
         .build()
         .unwrap();
-    let bridge = tweak(DcrBridge::builder(&config).public_url(&url).store(store))
-        .build()
-        .await
-        .unwrap();
     // The example server's own composition (every layer, the calculator behind
     // ContextFiltered), with the bridge's verifier and routes: what `cargo run --example server`
     // serves.
     let mut settings = McpSettings::from_config(&config).unwrap();
+    if let Some(policy) = policy {
+        settings.policy = Arc::new(policy);
+    }
+    let bridge = tweak(
+        DcrBridge::builder(&config)
+            .public_url(&url)
+            .store(store)
+            .scopes(server::offered_scopes(&settings.policy)),
+    )
+    .build()
+    .await
+    .unwrap();
     settings.issuer = bridge.issuer().to_owned();
     let app = mcp_app(bridge.token_verifier(), &settings)
         .unwrap()

@@ -1,0 +1,284 @@
+//! Interop host: the rmcp OAuth client (discovery, dynamic registration, PKCE, code exchange,
+//! refresh) against the example server pointed at oidc-provider standing in for A3.
+//!
+//! Run by `interop/run`, which starts both servers and sets `INTEROP_MCP_URL`, `INTEROP_SERVER`
+//! and `INTEROP_AS`. Without `INTEROP_MCP_URL` every test here returns at once (skipped), so a
+//! plain `cargo test` stays self-contained.
+
+use std::time::Duration;
+
+use http::header;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, ClientConfig};
+use rmcp::transport::auth::{AuthClient, AuthorizationManager, AuthorizationRequest, OAuthState};
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
+};
+use serde_json::{Value, json};
+
+const HOST_REDIRECT: &str = "http://127.0.0.1:9/rmcp-callback";
+
+struct Env {
+    mcp: String,
+    server: String,
+    upstream: String,
+}
+
+fn interop_env() -> Option<Env> {
+    let mcp = std::env::var("INTEROP_MCP_URL").ok()?;
+    let server = std::env::var("INTEROP_SERVER").expect("INTEROP_SERVER");
+    let upstream = std::env::var("INTEROP_AS").expect("INTEROP_AS");
+    Some(Env {
+        mcp,
+        server,
+        upstream,
+    })
+}
+
+macro_rules! interop_env_or_skip {
+    () => {
+        match interop_env() {
+            Some(env) => env,
+            None => {
+                eprintln!("skipped: INTEROP_MCP_URL is not set (run interop/run)");
+                return;
+            }
+        }
+    };
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn location(r: &reqwest::Response, base: &url::Url) -> String {
+    let l = r
+        .headers()
+        .get(header::LOCATION)
+        .unwrap_or_else(|| panic!("no Location in {}", r.status()))
+        .to_str()
+        .unwrap();
+    base.join(l).unwrap().to_string()
+}
+
+/// The user's part, headless: our consent page (Approve), oidc-provider's login and consent,
+/// back through our callback; returns the redirect to the host.
+async fn authorize(env: &Env, auth_url: &str, user: &str) -> String {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser.get(auth_url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "our consent page");
+    let html = r.text().await.unwrap();
+    let mut form: Vec<(String, String)> = html
+        .split("<input type=\"hidden\" name=\"")
+        .skip(1)
+        .map(|part| {
+            let (name, rest) = part.split_once('"').unwrap();
+            let value = rest.split_once("value=\"").unwrap().1.split_once('"').unwrap().0;
+            (name.to_owned(), unescape(value))
+        })
+        .collect();
+    form.push(("decision".into(), "approve".into()));
+    let r = browser
+        .post(format!("{}/authorize", env.server))
+        .header(header::ORIGIN, &env.server)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "approval redirects to the upstream");
+    let mut next = location(&r, &url::Url::parse(&env.server).unwrap());
+    for _ in 0..20 {
+        let url = url::Url::parse(&next).unwrap();
+        let at_upstream = next.starts_with(&env.upstream);
+        if !at_upstream && !next.starts_with(&format!("{}/auth/callback", env.server)) {
+            return next;
+        }
+        let r = browser.get(&next).send().await.unwrap();
+        if r.status().is_redirection() {
+            next = location(&r, &url);
+            continue;
+        }
+        assert_eq!(r.status(), 200, "{next}");
+        let html = r.text().await.unwrap();
+        let action = unescape(html.split("action=\"").nth(1).unwrap().split('"').next().unwrap());
+        let fields: Vec<(&str, &str)> = if html.contains("name=\"login\"") {
+            vec![("prompt", "login"), ("login", user), ("password", "any")]
+        } else {
+            vec![("prompt", "consent")]
+        };
+        let action = url.join(&action).unwrap();
+        let r = browser.post(action.clone()).form(&fields).send().await.unwrap();
+        assert!(r.status().is_redirection(), "{action}: {}", r.status());
+        next = location(&r, &action);
+    }
+    panic!("too many redirects");
+}
+
+/// rmcp does discovery, registration and PKCE; the headless user consents and signs in.
+async fn login(env: &Env, user: &str, scopes: &[&str]) -> AuthorizationManager {
+    let mut state = OAuthState::new(env.mcp.as_str(), None).await.unwrap();
+    let mut request = AuthorizationRequest::new(HOST_REDIRECT).with_client_name("interop: rmcp host");
+    if !scopes.is_empty() {
+        request = request.with_scopes(scopes.iter().copied());
+    }
+    state.start_authorization(request).await.unwrap();
+    let auth_url = state.get_authorization_url().await.unwrap();
+    assert!(auth_url.starts_with(&env.server), "authorization at our server");
+    let back = authorize(env, &auth_url, user).await;
+    assert!(back.starts_with(HOST_REDIRECT), "{back}");
+    let iss = url::Url::parse(&back)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "iss")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(iss.as_deref(), Some(env.server.as_str()), "RFC 9207 iss is ours");
+    state.handle_callback_url(&back).await.unwrap();
+    state.into_authorization_manager().unwrap()
+}
+
+/// tools/list, then each call: (sorted names, per call the text or the error).
+async fn use_tools(
+    env: &Env,
+    manager: AuthorizationManager,
+    calls: &[(&str, Value)],
+) -> (Vec<String>, Vec<Result<String, String>>) {
+    let transport = StreamableHttpClientTransport::with_client(
+        AuthClient::new(reqwest::Client::default(), manager),
+        StreamableHttpClientTransportConfig::with_uri(env.mcp.clone()),
+    );
+    let client = ClientConfig::default()
+        .serve(transport)
+        .await
+        .expect("MCP session");
+    let mut names: Vec<String> = client
+        .peer()
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    let mut results = Vec::new();
+    for (name, args) in calls {
+        let mut params = CallToolRequestParams::new(name.to_string());
+        if let Value::Object(map) = args {
+            params = params.with_arguments(map.clone());
+        }
+        results.push(match client.peer().call_tool(params).await {
+            Ok(r) => Ok(r
+                .content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                .collect::<Vec<_>>()
+                .join("")),
+            Err(e) => Err(format!("{e} {e:?}")),
+        });
+    }
+    let _ = client.cancel().await;
+    (names, results)
+}
+
+async fn upstream_refreshes(env: &Env) -> u64 {
+    let stats: Value = reqwest::get(format!("{}/__interop/stats", env.upstream))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["grants"]["refresh_token"].as_u64().unwrap_or(0)
+}
+
+async fn mcp_status(env: &Env, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(&env.mcp)
+        .bearer_auth(token)
+        .header(header::ACCEPT, "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn john_sees_and_gets_add_only() {
+    let env = interop_env_or_skip!();
+    let manager = login(&env, "johndoe@test.com", &[]).await;
+    let token = manager.get_access_token().await.unwrap();
+    assert!(token.starts_with("a3mcp_at_"), "our opaque token, not A3's JWT");
+    let (names, results) = use_tools(
+        &env,
+        manager,
+        &[
+            ("add", json!({"a": 2, "b": 3})),
+            ("multiply", json!({"a": 2, "b": 3})),
+            ("whoami", json!({})),
+        ],
+    )
+    .await;
+    assert_eq!(names, ["add", "whoami"]);
+    assert_eq!(results[0].as_deref(), Ok("5"));
+    assert!(
+        results[1].as_ref().unwrap_err().contains("tool not found"),
+        "{:?}",
+        results[1]
+    );
+    let who: Value = serde_json::from_str(results[2].as_ref().unwrap()).unwrap();
+    assert_eq!(who["subject"], "johndoe@test.com");
+    assert_eq!(who["contexts"], json!(["operation=addition"]));
+}
+
+#[tokio::test]
+async fn jane_sees_multiply_and_steps_up_for_it() {
+    let env = interop_env_or_skip!();
+    let manager = login(&env, "janedoe@test.com", &[]).await;
+    let (names, results) = use_tools(&env, manager, &[("multiply", json!({"a": 6, "b": 7}))]).await;
+    assert_eq!(names, ["add", "multiply", "whoami"]);
+    let err = results[0].as_ref().unwrap_err();
+    assert!(err.contains("insufficient_scope"), "{err}");
+    // Step up: authorize again with the extra scope.
+    let manager = login(&env, "janedoe@test.com", &["mcp:call", "mcp:admin"]).await;
+    let (_, results) = use_tools(&env, manager, &[("multiply", json!({"a": 6, "b": 7}))]).await;
+    assert_eq!(results[0].as_deref(), Ok("42"));
+}
+
+#[tokio::test]
+async fn refresh_upstream_after_expiry_and_ours_then_revoke() {
+    let env = interop_env_or_skip!();
+    let manager = login(&env, "shortlived@test.com", &[]).await;
+    let first = manager.get_access_token().await.unwrap();
+    let before = upstream_refreshes(&env).await;
+    tokio::time::sleep(Duration::from_millis(6500)).await; // the upstream token lived 5 s
+    assert_eq!(mcp_status(&env, &first).await, 200, "our token still works");
+    assert!(
+        upstream_refreshes(&env).await > before,
+        "the bridge refreshed at oidc-provider"
+    );
+    manager.refresh_token().await.expect("our refresh_token grant");
+    let second = manager.get_access_token().await.unwrap();
+    assert_ne!(second, first);
+    let (names, results) = use_tools(&env, manager, &[("add", json!({"a": 1, "b": 2}))]).await;
+    assert_eq!(names, ["add", "multiply", "whoami"]);
+    assert_eq!(results[0].as_deref(), Ok("3"));
+
+    let r = reqwest::Client::new()
+        .post(format!("{}/revoke", env.server))
+        .form(&[("token", second.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(mcp_status(&env, &second).await, 401, "revoked");
+}
