@@ -62,7 +62,14 @@ impl Redis {
 
     fn spawn(&mut self) -> std::io::Result<()> {
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -159,11 +166,10 @@ async fn forward(State(lb): State<Arc<Lb>>, req: Request) -> Response {
         }
         match out.send().await {
             Ok(r) => {
-                lb.log.lock().unwrap().push((
-                    i,
-                    parts.method.to_string(),
-                    parts.uri.path().to_owned(),
-                ));
+                lb.log
+                    .lock()
+                    .unwrap()
+                    .push((i, parts.method.to_string(), parts.uri.path().to_owned()));
                 let mut resp = Response::builder().status(r.status());
                 for (k, v) in r.headers() {
                     if k != http::header::TRANSFER_ENCODING && k != http::header::CONNECTION {
@@ -352,7 +358,10 @@ async fn host_flow_with_every_hop_on_another_replica() {
     .await;
     assert_eq!(tools, ["add", "whoami"]);
     assert_eq!(results[0], Ok("5".to_owned()));
-    assert!(d.lb.served("/mcp").len() >= 3, "MCP calls went round the replicas");
+    assert!(
+        d.lb.served("/mcp").len() >= 3,
+        "MCP calls went round the replicas"
+    );
 
     let manager = rmcp_host_login(d.front(), &browser(), "janedoe@test.com").await;
     manager.refresh_token().await.expect("refresh works");
@@ -424,9 +433,10 @@ async fn a_code_redeemed_at_one_replica_cannot_be_redeemed_at_another() {
     };
     let (id, code, verifier) = d.code("johndoe@test.com").await;
     let at = |i: usize| format!("http://{}", d.replica(i).addr);
+    let (url0, url1) = (at(0), at(1));
     let (r0, r1) = tokio::join!(
-        redeem(&at(0), &id, &code, &verifier, REDIRECT),
-        redeem(&at(1), &id, &code, &verifier, REDIRECT),
+        redeem(&url0, &id, &code, &verifier, REDIRECT),
+        redeem(&url1, &id, &code, &verifier, REDIRECT),
     );
     let mut statuses = [r0.status().as_u16(), r1.status().as_u16()];
     statuses.sort();

@@ -67,9 +67,9 @@ use url::Url;
 use crate::{A3Config, ConfigError, JwtVerifier, ProtectedResourceMetadata, ProviderMetadata};
 
 pub use crypto::{ACCESS_TOKEN_PREFIX, CODE_PREFIX, REFRESH_TOKEN_PREFIX};
-pub use register::RegisteredClient;
 #[cfg(feature = "redis")]
 pub use redis_store::{DEFAULT_STORE_PREFIX, RedisStore};
+pub use register::RegisteredClient;
 pub use store::{BoxFuture, MemoryStore, Namespace, RedbStore, Store, StoreError};
 pub use verifier::ProxyTokenVerifier;
 

@@ -22,7 +22,8 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// Deletes a lock only if it still holds our token.
-const UNLOCK: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
+const UNLOCK: &str =
+    r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
 
 /// A [`Store`] on a Redis server (6.2 or later), shared by every replica of the server.
 ///
@@ -305,7 +306,9 @@ pub(crate) mod tests {
         let child = match child {
             Ok(c) => c,
             Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("\n!!! SKIPPED: redis-server is not installed ({e}); `apt-get install redis-server`\n");
+                eprintln!(
+                    "\n!!! SKIPPED: redis-server is not installed ({e}); `apt-get install redis-server`\n"
+                );
                 return None;
             }
             Err(e) => panic!("redis-server is required in CI: {e}"),
