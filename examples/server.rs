@@ -7,6 +7,8 @@
 //! CLIENT_SECRET=...
 //! # optional: RESOURCE_URI (default http://127.0.0.1:8000/mcp), CONTEXT_CLAIM (default contexts),
 //! #           TOOL_POLICY=path/to/policy.json, MCP_STATELESS=1, ALLOWED_ORIGINS="http://localhost:6274 ..."
+//! # several replicas (README "Running several replicas"): STORE_URL=redis://127.0.0.1:6379/0,
+//! #           STORE_PREFIX, TOKEN_ENCRYPTION_KEY (required then), PUBLIC_URL, MCP_STATELESS=1
 //!
 //! cargo run --example server
 //! ```

@@ -68,14 +68,26 @@ fn err(e: RedisError) -> StoreError {
     StoreError(format!("redis: {e}"))
 }
 
+/// `s` matched literally by `SCAN … MATCH`.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A broken or refused connection: worth one more try once the manager has reconnected.
 fn retryable(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_connection_refusal() || e.is_io_error()
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://[user:password@]host:port/db`, or `rediss://` with TLS
-    /// support compiled into `redis`) and checks the server answers. Every key starts with
+    /// Connects to `url` (`redis://[user:password@]host:port/db`; `rediss://` would need a TLS
+    /// feature of `redis`, which this crate does not enable) and checks the server answers. Every key starts with
     /// `prefix`, so several servers can share one Redis.
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(err)?;
@@ -184,7 +196,7 @@ impl Store for RedisStore {
     }
 
     fn count(&self, ns: Namespace) -> BoxFuture<'_, Result<u64, StoreError>> {
-        let pattern = format!("{}{}:*", self.prefix, ns.name());
+        let pattern = format!("{}{}:*", glob_escape(&self.prefix), ns.name());
         Box::pin(async move {
             self.run(retryable, |mut c| {
                 let pattern = pattern.clone();
@@ -333,7 +345,7 @@ pub(crate) mod tests {
         exercise(&store).await;
 
         // Another prefix is another keyspace.
-        let other = RedisStore::connect(&redis.url, "t2:").await.unwrap();
+        let other = RedisStore::connect(&redis.url, "t*:").await.unwrap();
         store
             .put(Namespace::Client, "c", b"1".to_vec(), None)
             .await
@@ -363,6 +375,12 @@ pub(crate) mod tests {
         assert_ne!(t1, t2);
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(store.lock("g", ttl).await.unwrap().is_some(), "expired");
+    }
+
+    #[test]
+    fn scan_patterns_match_the_prefix_literally() {
+        assert_eq!(glob_escape("a3mcp:"), "a3mcp:");
+        assert_eq!(glob_escape("x*[y]?\\"), "x\\*\\[y\\]\\?\\\\");
     }
 
     #[tokio::test]
