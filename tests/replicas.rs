@@ -4,8 +4,12 @@
 //! restart keeps the data), the embedded development issuer as A3, three replicas in this process
 //! (the example's composition, stateless MCP, `STORE_URL`-style configuration) and a small HTTP
 //! load balancer that sends every request to the next replica and skips a replica that refuses
-//! connections. Without `redis-server` the tests are skipped with a message, except under CI
-//! (`CI` set), where they fail.
+//! connections. One more test runs three processes of the compiled example server instead,
+//! configured only by environment variables (`STORE_URL`, `STORE_PREFIX`, `TOKEN_ENCRYPTION_KEY`,
+//! `PUBLIC_URL`, `BIND_ADDR`, `MCP_STATELESS`), and kills one with SIGKILL mid-flow; it uses the
+//! binary `cargo test` builds (after changing the example, `cargo build --example server` before
+//! `cargo test --test replicas`). Without `redis-server` (or the example binary) the tests are
+//! skipped with a message, except under CI (`CI` set), where they fail.
 
 mod support;
 
@@ -304,8 +308,12 @@ impl Deployment {
 }
 
 async fn status_at(addr: SocketAddr, token: &str) -> u16 {
+    status_url(&format!("http://{addr}"), token).await
+}
+
+async fn status_url(base: &str, token: &str) -> u16 {
     reqwest::Client::new()
-        .post(format!("http://{addr}/mcp"))
+        .post(format!("{base}/mcp"))
         .bearer_auth(token)
         .header(http::header::ACCEPT, "application/json, text/event-stream")
         .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -553,4 +561,156 @@ async fn store_url_needs_the_shared_key() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("TOKEN_ENCRYPTION_KEY"), "{err}");
+}
+
+/// The compiled example server (`cargo test` builds it beside the test binaries).
+fn example_server() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("examples").join("server");
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the example server is not built: {}",
+        path.display()
+    );
+    eprintln!(
+        "\n!!! SKIPPED: build the example first (`cargo test` does, `cargo test --test replicas` does not)\n"
+    );
+    None
+}
+
+/// A process of `cargo run --example server`, killed (SIGKILL) on drop.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_server_processes_configured_by_environment() {
+    let Some(mut redis) = Redis::start() else { return };
+    let Some(binary) = example_server() else { return };
+    let lb_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = format!("http://{}", lb_listener.local_addr().unwrap());
+    let dev = DevIssuer::builder()
+        .client(
+            "replica-proxy-client",
+            SECRET,
+            [format!("{public}/auth/callback")],
+        )
+        .resource(format!("{public}/mcp"))
+        .start()
+        .await
+        .unwrap();
+    let mut backends = Vec::new();
+    let mut processes = Vec::new();
+    for _ in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = std::process::Command::new(&binary)
+            .env_remove("ISSUER_PATH")
+            .env("ISSUER_URL", dev.url())
+            .env("CLIENT_ID", "replica-proxy-client")
+            .env("CLIENT_SECRET", SECRET)
+            .env("RESOURCE_URI", format!("{public}/mcp"))
+            .env("PUBLIC_URL", &public)
+            .env("BIND_ADDR", addr.to_string())
+            .env("MCP_STATELESS", "1")
+            .env("STORE_URL", redis.url())
+            .env("STORE_PREFIX", "processes:")
+            .env("TOKEN_ENCRYPTION_KEY", KEY)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        processes.push(Some(Process(child)));
+        backends.push(addr);
+    }
+    for addr in &backends {
+        let mut up = false;
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "replica {addr} did not start");
+    }
+    let lb = Arc::new(Lb {
+        backends: backends.clone(),
+        next: AtomicUsize::new(0),
+        log: Mutex::new(Vec::new()),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap(),
+    });
+    let app = axum::Router::new().fallback(forward).with_state(lb.clone());
+    let _lb_task = tokio::spawn(async move {
+        let _ = axum::serve(lb_listener, app).await;
+    });
+
+    // Registration, consent, callback: spread over the three processes.
+    let id = register_vscode(&public).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (url, verifier, _) = host_request(&public, &id, REDIRECT, &[]);
+    let b = browser();
+    let fields = open_consent(&b, &url).await;
+    let r = decide(&b, &public, &fields, "approve").await;
+    assert_eq!(r.status(), 303);
+    // The process that holds the consent's transaction dies (SIGKILL) before A3 sends the
+    // browser back.
+    processes[lb.last("POST", "/authorize")] = None;
+    let callback = sign_in_upstream(&b, &location(&r), "johndoe@test.com").await;
+    let r = b.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let code = query_param(&location(&r), "code").unwrap();
+    let r = redeem(&public, &id, &code, &verifier, REDIRECT).await;
+    assert_eq!(r.status(), 200);
+    let tokens: Value = r.json().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    for _ in 0..2 {
+        assert_eq!(status_url(&public, access).await, 200);
+    }
+    // Redis restarts (with its data): the processes reconnect.
+    redis.restart();
+    let mut ok = false;
+    for _ in 0..40 {
+        if status_url(&public, access).await == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ok, "the processes reconnected to Redis");
+    let r = refresh_at(&public, &id, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200);
+    let fresh: Value = r.json().await.unwrap();
+    let access = fresh["access_token"].as_str().unwrap();
+    assert_eq!(status_url(&public, access).await, 200);
+    let r = reqwest::Client::new()
+        .post(format!("{public}/revoke"))
+        .form(&[("token", access)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for (i, addr) in backends.iter().enumerate() {
+        if processes[i].is_some() {
+            assert_eq!(status_at(*addr, access).await, 401, "process {i}");
+        }
+    }
 }
