@@ -7,6 +7,9 @@
 //! CLIENT_SECRET=...
 //! # optional: RESOURCE_URI (default http://127.0.0.1:8000/mcp), CONTEXT_CLAIM (default contexts),
 //! #           TOOL_POLICY=path/to/policy.json, MCP_STATELESS=1, ALLOWED_ORIGINS="http://localhost:6274 ..."
+//! # several replicas (README "Running several replicas"): STORE_URL=redis://127.0.0.1:6379/0,
+//! #           STORE_PREFIX, TOKEN_ENCRYPTION_KEY (required then), PUBLIC_URL, MCP_STATELESS=1,
+//! #           BIND_ADDR=127.0.0.1:8001 (default: host and port of RESOURCE_URI)
 //!
 //! cargo run --example server
 //! ```
@@ -376,6 +379,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(host) => format!("{}:{port}", host.trim_matches(['[', ']']))
             .parse()
             .unwrap_or(([127, 0, 0, 1], port).into()),
+    };
+    // Replicas behind a load balancer share the public URL but each listen on their own address.
+    let addr = match std::env::var("BIND_ADDR") {
+        Ok(bind) => bind
+            .parse()
+            .unwrap_or_else(|e| fail(&format!("BIND_ADDR is invalid: {e}"))),
+        Err(_) => addr,
     };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(

@@ -43,6 +43,8 @@
 mod authorize;
 mod callback;
 mod crypto;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod register;
 mod store;
 mod token;
@@ -65,6 +67,8 @@ use url::Url;
 use crate::{A3Config, ConfigError, JwtVerifier, ProtectedResourceMetadata, ProviderMetadata};
 
 pub use crypto::{ACCESS_TOKEN_PREFIX, CODE_PREFIX, REFRESH_TOKEN_PREFIX};
+#[cfg(feature = "redis")]
+pub use redis_store::{DEFAULT_STORE_PREFIX, RedisStore};
 pub use register::RegisteredClient;
 pub use store::{BoxFuture, MemoryStore, Namespace, RedbStore, Store, StoreError};
 pub use verifier::ProxyTokenVerifier;
@@ -320,6 +324,8 @@ impl DcrBridge {
             public_url: None,
             store: None,
             store_path: None,
+            store_url: None,
+            store_prefix: None,
             key: None,
             key_file: None,
             scopes: vec!["mcp:call".to_owned()],
@@ -415,6 +421,8 @@ pub struct DcrBridgeBuilder {
     public_url: Option<String>,
     store: Option<Arc<dyn Store>>,
     store_path: Option<PathBuf>,
+    store_url: Option<String>,
+    store_prefix: Option<String>,
     key: Option<String>,
     key_file: Option<PathBuf>,
     scopes: Vec<String>,
@@ -428,13 +436,16 @@ impl std::fmt::Debug for DcrBridgeBuilder {
             .field("config", &self.config)
             .field("public_url", &self.public_url)
             .field("store_path", &self.store_path)
+            .field("store_url", &self.store_url.as_ref().map(|_| "(set)"))
+            .field("store_prefix", &self.store_prefix)
             .field("scopes", &self.scopes)
             .finish_non_exhaustive()
     }
 }
 
 impl DcrBridgeBuilder {
-    /// Reads `PUBLIC_URL`, `STORE_PATH` and `TOKEN_ENCRYPTION_KEY` from the environment (and `.env`).
+    /// Reads `PUBLIC_URL`, `STORE_PATH`, `STORE_URL`, `STORE_PREFIX` and `TOKEN_ENCRYPTION_KEY`
+    /// from the environment (and `.env`).
     pub fn from_env(self) -> Result<Self, ConfigError> {
         let _ = dotenvy::dotenv();
         Ok(self.from_vars(|name| std::env::var(name).ok()))
@@ -449,9 +460,44 @@ impl DcrBridgeBuilder {
         if let Some(path) = var("STORE_PATH") {
             self.store_path = Some(path.into());
         }
+        if let Some(url) = var("STORE_URL") {
+            self.store_url = Some(url);
+        }
+        if let Some(prefix) = var("STORE_PREFIX") {
+            self.store_prefix = Some(prefix);
+        }
         if let Some(key) = var("TOKEN_ENCRYPTION_KEY") {
             self.key = Some(key);
         }
+        self
+    }
+
+    /// A shared store for several replicas: `redis://host:port/db` selects a
+    /// [`RedisStore`](crate::dcr::RedisStore) (feature `redis`) instead of the embedded redb file.
+    /// The replicas must then share one [`encryption_key`](Self::encryption_key), which becomes
+    /// required. An explicit [`store`](Self::store) wins over it.
+    ///
+    /// ```
+    /// use a3_mcp_auth::A3Config;
+    /// use a3_mcp_auth::dcr::DcrBridge;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let config = A3Config::builder().issuer_url("http://127.0.0.1:9").client("c", "s").build().unwrap();
+    /// // Without a shared key the replicas could not open each other's grants.
+    /// let err = DcrBridge::builder(&config).store_url("redis://127.0.0.1:6379/0").build().await.unwrap_err();
+    /// assert!(err.to_string().contains("TOKEN_ENCRYPTION_KEY"), "{err}");
+    /// # }
+    /// ```
+    pub fn store_url(mut self, url: impl Into<String>) -> Self {
+        self.store_url = Some(url.into());
+        self
+    }
+
+    /// The prefix of every key in a shared store (default `a3mcp:`), so several servers can share
+    /// one Redis.
+    pub fn store_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.store_prefix = Some(prefix.into());
         self
     }
 
@@ -581,12 +627,27 @@ impl DcrBridgeBuilder {
     }
 
     /// Discovers A3, opens the store and builds the bridge.
-    pub async fn build(self) -> Result<DcrBridge, DcrError> {
+    pub async fn build(mut self) -> Result<DcrBridge, DcrError> {
         let config = &self.config;
         let client_id = config.client_id().ok_or(ConfigError::Missing("CLIENT_ID"))?;
         let client_secret = config
             .client_secret()
             .ok_or(ConfigError::Missing("CLIENT_SECRET"))?;
+        if self.store.is_none()
+            && let Some(url) = &self.store_url
+        {
+            if self.key.is_none() {
+                return Err(ConfigError::Invalid {
+                    name: "TOKEN_ENCRYPTION_KEY",
+                    reason: "required with STORE_URL: every replica must seal and open A3 tokens with \
+                             the same key (32 random bytes, base64)"
+                        .into(),
+                }
+                .into());
+            }
+            self.store = Some(open_shared_store(url, self.store_prefix.as_deref()).await?);
+        }
+        let config = &self.config;
         let issuer = self.public_url_or_default()?;
         let secure_cookies = issuer.starts_with("https://");
         let metadata = ProviderMetadata::discover(config.issuer()).await?;
@@ -652,6 +713,31 @@ impl DcrBridgeBuilder {
         });
         spawn_purger(Arc::downgrade(&inner));
         Ok(DcrBridge { inner })
+    }
+}
+
+/// Opens the store named by `STORE_URL`.
+async fn open_shared_store(url: &str, prefix: Option<&str>) -> Result<Arc<dyn Store>, DcrError> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+    match scheme {
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "redis+unix" | "unix" => {
+            let prefix = prefix.unwrap_or(DEFAULT_STORE_PREFIX);
+            Ok(Arc::new(RedisStore::connect(url, prefix).await?))
+        }
+        _ => {
+            let _ = prefix;
+            let reason = if cfg!(feature = "redis") {
+                "expected redis://host:port/db"
+            } else {
+                "this build has no shared store: enable the cargo feature `redis`"
+            };
+            Err(ConfigError::Invalid {
+                name: "STORE_URL",
+                reason: reason.into(),
+            }
+            .into())
+        }
     }
 }
 

@@ -120,6 +120,37 @@ pub trait Store: Send + Sync + 'static {
     fn count(&self, ns: Namespace) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// Removes expired entries.
     fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Tries to take the lock `name` for at most `ttl`, for every process sharing this store.
+    ///
+    /// `Ok(Some(token))`: taken; give `token` back to [`Store::unlock`]. `Ok(None)`: another
+    /// holder has it; try again later. The bridge takes it (inside its own per-process mutex)
+    /// around refreshing or revoking one grant's A3 tokens, so that a refresh happens once across
+    /// replicas. The default suits stores that only one process uses: every call succeeds, as the
+    /// per-process mutex already serialises the callers. A shared store (such as Redis)
+    /// overrides it and [`Store::unlock`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use a3_mcp_auth::dcr::{MemoryStore, Store};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let store = MemoryStore::new();
+    /// let token = store.lock("grant:g1", Duration::from_secs(30)).await.unwrap().unwrap();
+    /// store.unlock("grant:g1", &token).await.unwrap();
+    /// # }
+    /// ```
+    fn lock<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let _ = (name, ttl);
+        Box::pin(async { Ok(Some(String::new())) })
+    }
+
+    /// Releases the lock `name` if `token` (from [`Store::lock`]) still holds it.
+    fn unlock<'a>(&'a self, name: &'a str, token: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = (name, token);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -146,6 +177,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         (**self).purge_expired()
+    }
+    fn lock<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        (**self).lock(name, ttl)
+    }
+    fn unlock<'a>(&'a self, name: &'a str, token: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).unlock(name, token)
     }
 }
 
@@ -457,10 +494,11 @@ impl Store for RedbStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    async fn exercise(store: &dyn Store) {
+    /// The contract every store meets (also run against Redis in `redis_store`).
+    pub(crate) async fn exercise(store: &dyn Store) {
         let now = unix_now();
         store
             .put(Namespace::Code, "a", b"1".to_vec(), Some(now + 60))

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::authorize::same_resource;
 use super::register::store_failure;
-use super::verifier::{FreshError, fresh_upstream};
+use super::verifier::{FreshError, fresh_upstream_locked, lock_grant};
 use super::{Grant, Inner, Namespace, RegisteredClient, TokenEntry, crypto, oauth_error};
 
 /// What an authorization code's hash maps to (single use, short TTL).
@@ -178,6 +178,12 @@ async fn refresh<'a>(
     if entry.client_id != client.client_id {
         return invalid_grant("the refresh token was issued to another client");
     }
+    // Held until the new tokens are stored: a refresh of A3's tokens or a revocation of this
+    // grant at another replica cannot interleave with this read-modify-write of the grant.
+    let _guard = match lock_grant(inner, &entry.grant_id).await {
+        Ok(g) => g,
+        Err(e) => return store_failure(e),
+    };
     let grant: Grant = match inner.get_json(Namespace::Grant, &entry.grant_id).await {
         Ok(Some(g)) => g,
         Ok(None) => return invalid_grant("the authorization was revoked"),
@@ -200,7 +206,7 @@ async fn refresh<'a>(
         }
     };
     // A3's tokens must still be usable (refreshed once if they expired), else the grant is over.
-    let grant = match fresh_upstream(inner, grant).await {
+    let grant = match fresh_upstream_locked(inner, grant, None).await {
         Ok((g, _)) => g,
         Err(FreshError::Gone) => return invalid_grant("the authorization expired; sign in again"),
         Err(FreshError::Unavailable) => {
@@ -314,10 +320,11 @@ async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &
 /// Deletes a grant (every token of it stops working) and revokes A3's tokens in the background.
 pub(crate) async fn revoke_grant(inner: &Inner, grant_id: &str) {
     // Serialised with refreshes of this grant, so an in-flight refresh cannot store it again.
-    let lock = inner
-        .refresh_locks
-        .get_with(grant_id.to_owned(), || Arc::new(tokio::sync::Mutex::new(())));
-    let _guard = lock.lock().await;
+    // Without the lock (store trouble), deleting the grant still ends it everywhere.
+    let _guard = lock_grant(inner, grant_id)
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "revoking a grant without its lock"))
+        .ok();
     match inner.take_json::<Grant>(Namespace::Grant, grant_id).await {
         Ok(Some(grant)) => {
             if let Some(tokens) = grant.open(&inner.keys) {

@@ -370,6 +370,46 @@ pub async fn serve_bridge_with_policy(
     }
 }
 
+/// One replica of our server on `listener`, serving the shared `public_url` (a load balancer in
+/// front): the example's composition in stateless mode (no per-replica MCP sessions). The store
+/// comes from `tweak` (e.g. `store_url`). `Server::url` is the public URL, `Server::addr` the
+/// replica's own address.
+pub async fn serve_replica(
+    listener: tokio::net::TcpListener,
+    public_url: &str,
+    issuer_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    tweak: impl FnOnce(DcrBridgeBuilder) -> DcrBridgeBuilder,
+) -> Server {
+    let addr = listener.local_addr().unwrap();
+    let config = A3Config::builder()
+        .issuer_url(issuer_url)
+        .resource_uri(format!("{public_url}/mcp"))
+        .client(client_id, client_secret)
+        .build()
+        .unwrap();
+    let bridge = tweak(DcrBridge::builder(&config).public_url(public_url))
+        .build()
+        .await
+        .unwrap();
+    let mut settings = McpSettings::from_config(&config).unwrap();
+    settings.issuer = bridge.issuer().to_owned();
+    settings.mode = server::Mode::Stateless;
+    let app = mcp_app(bridge.token_verifier(), &settings)
+        .unwrap()
+        .merge(bridge.router());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    });
+    Server {
+        url: public_url.to_owned(),
+        addr,
+        bridge,
+        task,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // A headless browser: cookies kept, redirects not followed.
 // ---------------------------------------------------------------------------------------------

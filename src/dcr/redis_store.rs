@@ -1,0 +1,425 @@
+//! [`RedisStore`]: the [`Store`] that several replicas of one MCP server share.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, RedisError, Script};
+
+use super::store::{BoxFuture, Namespace, Store, StoreError};
+
+/// The default key prefix (`STORE_PREFIX`).
+///
+/// ```
+/// assert_eq!(a3_mcp_auth::dcr::DEFAULT_STORE_PREFIX, "a3mcp:");
+/// ```
+pub const DEFAULT_STORE_PREFIX: &str = "a3mcp:";
+
+/// How long one Redis command may take before the request fails (and is answered with 503).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting may take.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause before the one retry of a command whose connection broke (Redis restarted).
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Deletes a lock only if it still holds our token.
+const UNLOCK: &str =
+    r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
+
+/// A [`Store`] on a Redis server (6.2 or later), shared by every replica of the server.
+///
+/// Keys are `{prefix}{namespace}:{key}` (keys of tokens and codes are already SHA-256 hashes);
+/// values are the bridge's JSON, with A3's tokens sealed by the shared `TOKEN_ENCRYPTION_KEY`.
+/// Expiry is Redis's own (`SET … PXAT`), so [`Store::purge_expired`] has nothing to do;
+/// [`Store::take`] is `GETDEL`, atomic across replicas; [`Store::lock`] is `SET … NX PX` with a
+/// random token, released by a compare-and-delete script. [`Store::count`] scans the namespace's
+/// keys: it only serves the registration cap of the (rate-limited) `/register`.
+///
+/// The connection is a [`ConnectionManager`]: after Redis restarts it reconnects by itself.
+/// A command that fails because the connection broke is sent once more after a short pause
+/// (except `GETDEL` after an ambiguous failure: a code is never redeemed twice); every other
+/// failure is a [`StoreError`], which the bridge answers with `503 Service Unavailable`.
+///
+/// ```no_run
+/// use a3_mcp_auth::dcr::{Namespace, RedisStore, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = RedisStore::connect("redis://127.0.0.1:6379/0", "my-mcp-server:").await?;
+/// store.put(Namespace::Code, "k", b"v".to_vec(), Some(u64::MAX / 2)).await?;
+/// assert_eq!(store.take(Namespace::Code, "k").await?, Some(b"v".to_vec()));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    unlock: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn err(e: RedisError) -> StoreError {
+    StoreError(format!("redis: {e}"))
+}
+
+/// `s` matched literally by `SCAN … MATCH`.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A broken or refused connection: worth one more try once the manager has reconnected.
+fn retryable(e: &RedisError) -> bool {
+    e.is_connection_dropped() || e.is_connection_refusal() || e.is_io_error()
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[user:password@]host:port/db`; `rediss://` would need a TLS
+    /// feature of `redis`, which this crate does not enable) and checks the server answers. Every key starts with
+    /// `prefix`, so several servers can share one Redis.
+    pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(err)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(err)?;
+        Ok(RedisStore {
+            conn,
+            prefix: prefix.into(),
+            unlock: Script::new(UNLOCK),
+        })
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, ns: Namespace, key: &str) -> String {
+        format!("{}{}:{key}", self.prefix, ns.name())
+    }
+
+    /// Runs `op`, and once more after a pause when the connection broke and `retry_if` agrees.
+    async fn run<T, F, Fut>(&self, retry_if: fn(&RedisError) -> bool, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        match op(self.conn.clone()).await {
+            Ok(v) => Ok(v),
+            Err(e) if retry_if(&e) => {
+                tracing::warn!(error = %e, "redis connection broke; retrying once");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                op(self.conn.clone()).await.map_err(err)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+}
+
+impl Store for RedisStore {
+    fn put<'a>(
+        &'a self,
+        ns: Namespace,
+        key: &'a str,
+        value: Vec<u8>,
+        expires_at: Option<u64>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let key = self.key(ns, key);
+        Box::pin(async move {
+            self.run(retryable, |mut c| {
+                let (key, value) = (key.clone(), value.clone());
+                async move {
+                    let mut cmd = redis::cmd("SET");
+                    cmd.arg(&key).arg(value);
+                    if let Some(t) = expires_at {
+                        // Already expired: an immediate expiry deletes it.
+                        cmd.arg("EXAT").arg(t.max(1));
+                    }
+                    cmd.query_async::<()>(&mut c).await
+                }
+            })
+            .await
+        })
+    }
+
+    fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        let key = self.key(ns, key);
+        Box::pin(async move {
+            self.run(retryable, |mut c| {
+                let key = key.clone();
+                async move { c.get::<_, Option<Vec<u8>>>(&key).await }
+            })
+            .await
+        })
+    }
+
+    fn take<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        let key = self.key(ns, key);
+        Box::pin(async move {
+            // Retried only when the command surely never reached Redis: a GETDEL whose reply was
+            // lost may have deleted the entry, and the retry would then hand it out again after a
+            // restart from an older append-only file.
+            self.run(RedisError::is_connection_refusal, |mut c| {
+                let key = key.clone();
+                async move { c.get_del::<_, Option<Vec<u8>>>(&key).await }
+            })
+            .await
+        })
+    }
+
+    fn delete<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let key = self.key(ns, key);
+        Box::pin(async move {
+            self.run(retryable, |mut c| {
+                let key = key.clone();
+                async move { c.del::<_, ()>(&key).await }
+            })
+            .await
+        })
+    }
+
+    fn count(&self, ns: Namespace) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let pattern = format!("{}{}:*", glob_escape(&self.prefix), ns.name());
+        Box::pin(async move {
+            self.run(retryable, |mut c| {
+                let pattern = pattern.clone();
+                async move {
+                    let mut cursor = 0u64;
+                    let mut n = 0u64;
+                    loop {
+                        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut c)
+                            .await?;
+                        n += keys.len() as u64;
+                        if next == 0 {
+                            return Ok(n);
+                        }
+                        cursor = next;
+                    }
+                }
+            })
+            .await
+        })
+    }
+
+    fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        // Redis expires entries itself.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn lock<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let key = format!("{}lock:{name}", self.prefix);
+        let token = super::crypto::random_token();
+        Box::pin(async move {
+            let ttl_ms = ttl.as_millis().max(1) as u64;
+            let taken: Option<String> = self
+                .run(retryable, |mut c| {
+                    let (key, token) = (key.clone(), token.clone());
+                    async move {
+                        // Re-sending after a lost reply may find our own token: that is ours too.
+                        let set: Option<String> = redis::cmd("SET")
+                            .arg(&key)
+                            .arg(&token)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(ttl_ms)
+                            .query_async(&mut c)
+                            .await?;
+                        if set.is_some() {
+                            return Ok(Some(token));
+                        }
+                        let holder: Option<String> = c.get(&key).await?;
+                        Ok((holder.as_deref() == Some(token.as_str())).then_some(token))
+                    }
+                })
+                .await?;
+            Ok(taken)
+        })
+    }
+
+    fn unlock<'a>(&'a self, name: &'a str, token: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let key = format!("{}lock:{name}", self.prefix);
+        Box::pin(async move {
+            self.run(retryable, |mut c| {
+                let key = key.clone();
+                let script = self.unlock.clone();
+                async move {
+                    script
+                        .key(&key)
+                        .arg(token)
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
+        })
+    }
+}
+
+/// Tests against a real `redis-server` (started here on a free port); skipped with a message
+/// when it is not installed, except under CI (`CI` set), where its absence fails.
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::dcr::store::tests::exercise;
+
+    /// A throwaway `redis-server` on a free loopback port, killed on drop.
+    pub(crate) struct TestRedis {
+        child: std::process::Child,
+        pub url: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for TestRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    pub(crate) fn start_redis() -> Option<TestRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!(
+                    "\n!!! SKIPPED: redis-server is not installed ({e}); `apt-get install redis-server`\n"
+                );
+                return None;
+            }
+            Err(e) => panic!("redis-server is required in CI: {e}"),
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(TestRedis {
+            child,
+            url: format!("redis://127.0.0.1:{port}/0"),
+            _dir: dir,
+        })
+    }
+
+    #[tokio::test]
+    async fn redis_store_contract_locks_and_prefixes() {
+        let Some(redis) = start_redis() else { return };
+        let store = RedisStore::connect(&redis.url, "t1:").await.unwrap();
+        exercise(&store).await;
+
+        // Another prefix is another keyspace.
+        let other = RedisStore::connect(&redis.url, "t*:").await.unwrap();
+        store
+            .put(Namespace::Client, "c", b"1".to_vec(), None)
+            .await
+            .unwrap();
+        assert_eq!(other.get(Namespace::Client, "c").await.unwrap(), None);
+        assert_eq!(store.count(Namespace::Client).await.unwrap(), 1);
+        assert_eq!(other.count(Namespace::Client).await.unwrap(), 0);
+
+        // Expiry is Redis's own.
+        let soon = crate::dcr::store::unix_now() + 1;
+        store
+            .put(Namespace::Transaction, "t", b"x".to_vec(), Some(soon))
+            .await
+            .unwrap();
+        assert!(store.get(Namespace::Transaction, "t").await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(store.get(Namespace::Transaction, "t").await.unwrap(), None);
+
+        // A lock has one holder at a time; only its token releases it; it expires.
+        let ttl = Duration::from_millis(500);
+        let t1 = store.lock("g", ttl).await.unwrap().expect("free");
+        assert_eq!(store.lock("g", ttl).await.unwrap(), None, "held");
+        store.unlock("g", "not-the-token").await.unwrap();
+        assert_eq!(store.lock("g", ttl).await.unwrap(), None, "still held");
+        store.unlock("g", &t1).await.unwrap();
+        let t2 = store.lock("g", ttl).await.unwrap().expect("released");
+        assert_ne!(t1, t2);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(store.lock("g", ttl).await.unwrap().is_some(), "expired");
+    }
+
+    #[test]
+    fn scan_patterns_match_the_prefix_literally() {
+        assert_eq!(glob_escape("a3mcp:"), "a3mcp:");
+        assert_eq!(glob_escape("x*[y]?\\"), "x\\*\\[y\\]\\?\\\\");
+    }
+
+    #[tokio::test]
+    async fn concurrent_takes_on_separate_connections_yield_one_winner() {
+        let Some(redis) = start_redis() else { return };
+        let mut stores = Vec::new();
+        for _ in 0..4 {
+            stores.push(Arc::new(RedisStore::connect(&redis.url, "p:").await.unwrap()));
+        }
+        for round in 0..20 {
+            let key = format!("code{round}");
+            stores[0]
+                .put(Namespace::Code, &key, b"x".to_vec(), None)
+                .await
+                .unwrap();
+            let tasks: Vec<_> = stores
+                .iter()
+                .map(|s| {
+                    let (s, key) = (s.clone(), key.clone());
+                    tokio::spawn(async move { s.take(Namespace::Code, &key).await.unwrap().is_some() })
+                })
+                .collect();
+            let mut winners = 0;
+            for t in tasks {
+                winners += t.await.unwrap() as u32;
+            }
+            assert_eq!(winners, 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_is_a_store_error() {
+        let Some(redis) = start_redis() else { return };
+        let store = RedisStore::connect(&redis.url, "x:").await.unwrap();
+        drop(redis);
+        let started = std::time::Instant::now();
+        assert!(store.get(Namespace::Client, "c").await.is_err());
+        assert!(store.take(Namespace::Code, "c").await.is_err());
+        assert!(started.elapsed() < Duration::from_secs(15), "fails fast");
+        assert!(RedisStore::connect("redis://127.0.0.1:1/0", "x:").await.is_err());
+    }
+}
