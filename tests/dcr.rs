@@ -405,18 +405,17 @@ async fn token_endpoint_attacks() {
     );
     assert_ne!(first["refresh_token"], tokens["refresh_token"]);
     assert_eq!(
+        first["refresh_token"], second["refresh_token"],
+        "a retry within the grace period gets the same successor, not a new chain"
+    );
+    assert_eq!(
         mcp_status(&server, first["access_token"].as_str().unwrap()).await,
         200
     );
 }
 
-#[tokio::test]
-async fn rotated_refresh_token_expires_after_grace() {
-    let upstream = Upstream::start().await;
-    let server = start_server(&upstream, MemoryStore::new(), |b| {
-        b.refresh_grace(Duration::from_secs(1))
-    })
-    .await;
+/// Logs johndoe in through a freshly registered client; returns (client id, token response).
+async fn login_tokens(server: &Server) -> (String, Value) {
     let id = register_vscode(&server.url).await["client_id"]
         .as_str()
         .unwrap()
@@ -435,30 +434,80 @@ async fn rotated_refresh_token_expires_after_grace() {
     .json()
     .await
     .unwrap();
-    let form = |rt: &str| {
-        vec![
-            ("grant_type", "refresh_token".to_owned()),
-            ("client_id", id.clone()),
-            ("refresh_token", rt.to_owned()),
-        ]
-    };
-    let http = reqwest::Client::new();
+    (id, tokens)
+}
+
+async fn refresh_request(server: &Server, client_id: &str, refresh_token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/token", server.url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id),
+            ("refresh_token", refresh_token),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn rotated_refresh_token_reuse_after_grace_revokes_the_grant() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| {
+        b.refresh_grace(Duration::from_secs(1))
+    })
+    .await;
+    let (id, tokens) = login_tokens(&server).await;
     let rt = tokens["refresh_token"].as_str().unwrap();
-    let r = http
-        .post(format!("{}/token", server.url))
-        .form(&form(rt))
-        .send()
-        .await
-        .unwrap();
+    let r = refresh_request(&server, &id, rt).await;
     assert_eq!(r.status(), 200);
+    let next: Value = r.json().await.unwrap();
+    let next_access = next["access_token"].as_str().unwrap();
+    assert_eq!(mcp_status(&server, next_access).await, 200);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let r = http
-        .post(format!("{}/token", server.url))
-        .form(&form(rt))
-        .send()
-        .await
-        .unwrap();
+    // The stolen old token, used after the grace period: refused, and the grant is over.
+    let r = refresh_request(&server, &id, rt).await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        mcp_status(&server, next_access).await,
+        401,
+        "reuse revoked the grant"
+    );
+    let r = refresh_request(&server, &id, next["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "invalid_grant",
+        "the legitimate chain ends too"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_of_one_token_mint_one_successor() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    let (id, tokens) = login_tokens(&server).await;
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let responses =
+        futures_util::future::join_all((0..6).map(|_| refresh_request(&server, &id, rt))).await;
+    let mut successors = Vec::new();
+    for r in responses {
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        successors.push(v["refresh_token"].as_str().unwrap().to_owned());
+    }
+    successors.dedup();
+    assert_eq!(successors.len(), 1, "one chain only: {successors:?}");
+    // Once the successor has been used, the old token is reuse even within the grace period.
+    let r = refresh_request(&server, &id, &successors[0]).await;
+    assert_eq!(r.status(), 200);
+    let newest: Value = r.json().await.unwrap();
+    let r = refresh_request(&server, &id, rt).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        mcp_status(&server, newest["access_token"].as_str().unwrap()).await,
+        401,
+        "reuse revoked the grant"
+    );
 }
 
 #[tokio::test]

@@ -207,6 +207,15 @@ impl Inner {
             .await
     }
 
+    /// Serialises everything that rewrites or deletes one grant (upstream refresh, our token
+    /// issuance and rotation, revocation) within this process.
+    pub(crate) async fn lock_grant(&self, grant_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.refresh_locks
+            .get_with(grant_id.to_owned(), || Arc::new(tokio::sync::Mutex::new(())))
+            .lock_owned()
+            .await
+    }
+
     pub(crate) fn cookie_name(&self, base: &str) -> String {
         if self.secure_cookies {
             format!("__Host-{base}")
@@ -269,9 +278,33 @@ impl Grant {
 pub(crate) struct TokenEntry {
     pub grant_id: String,
     pub client_id: String,
-    /// A refresh token that has been rotated: usable until its (grace) expiry only.
-    #[serde(default)]
+    /// Written by earlier versions for a rotated refresh token (without a successor).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rotated: bool,
+    /// Refresh tokens: when the token itself expires (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// Refresh tokens: when it was rotated. A rotated token is kept until its own expiry, so
+    /// that a use after the grace period is recognised as reuse and ends the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<u64>,
+    /// Refresh tokens: the successor issued at rotation, sealed (associated data: this
+    /// token's hash), returned again to a retry within the grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<Vec<u8>>,
+}
+
+impl TokenEntry {
+    pub(crate) fn new(grant_id: &str, client_id: &str) -> Self {
+        TokenEntry {
+            grant_id: grant_id.to_owned(),
+            client_id: client_id.to_owned(),
+            rotated: false,
+            expires_at: None,
+            rotated_at: None,
+            successor: None,
+        }
+    }
 }
 
 /// The bridge. Build it with [`DcrBridge::builder`], serve [`DcrBridge::router`] beside the

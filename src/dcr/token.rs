@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::authorize::same_resource;
 use super::register::store_failure;
-use super::verifier::{FreshError, fresh_upstream};
+use super::store::unix_now;
+use super::verifier::{FreshError, fresh_upstream_locked};
 use super::{Grant, Inner, Namespace, RegisteredClient, TokenEntry, crypto, oauth_error};
 
 /// What an authorization code's hash maps to (single use, short TTL).
@@ -151,7 +152,14 @@ async fn authorization_code<'a>(
         Ok(None) => return invalid_grant("the authorization was revoked"),
         Err(e) => return store_failure(e),
     };
-    issue(inner, client, &grant, &entry.scope).await
+    let refresh_token = client
+        .grant_types
+        .iter()
+        .any(|g| g == "refresh_token")
+        .then(|| (crypto::new_token(crypto::REFRESH_TOKEN_PREFIX), true));
+    match issue(inner, client, &grant, &entry.scope, refresh_token).await {
+        Ok(r) | Err(r) => r,
+    }
 }
 
 async fn refresh<'a>(
@@ -178,6 +186,14 @@ async fn refresh<'a>(
     if entry.client_id != client.client_id {
         return invalid_grant("the refresh token was issued to another client");
     }
+    // One refresh of a grant at a time: rotation, reuse detection, A3's refresh and revocation
+    // see each other's writes, and two concurrent uses of one token cannot both mint.
+    let _guard = inner.lock_grant(&entry.grant_id).await;
+    let entry: TokenEntry = match inner.get_json(Namespace::RefreshToken, &key).await {
+        Ok(Some(e)) => e,
+        Ok(None) => return invalid_grant("the refresh token is invalid, expired or revoked"),
+        Err(e) => return store_failure(e),
+    };
     let grant: Grant = match inner.get_json(Namespace::Grant, &entry.grant_id).await {
         Ok(Some(g)) => g,
         Ok(None) => return invalid_grant("the authorization was revoked"),
@@ -199,8 +215,11 @@ async fn refresh<'a>(
             );
         }
     };
+    if entry.rotated || entry.rotated_at.is_some() {
+        return reused(inner, client, &key, &entry, &grant, &scope).await;
+    }
     // A3's tokens must still be usable (refreshed once if they expired), else the grant is over.
-    let grant = match fresh_upstream(inner, grant).await {
+    let grant = match fresh_upstream_locked(inner, &grant.id, None).await {
         Ok((g, _)) => g,
         Err(FreshError::Gone) => return invalid_grant("the authorization expired; sign in again"),
         Err(FreshError::Unavailable) => {
@@ -211,25 +230,77 @@ async fn refresh<'a>(
             );
         }
     };
-    // Rotation: the presented token stays usable for a short grace period only.
-    if !entry.rotated {
-        let rotated = TokenEntry {
-            rotated: true,
-            ..entry
-        };
-        if let Err(e) = inner
-            .put_json(
-                Namespace::RefreshToken,
-                &key,
-                &rotated,
-                Some(inner.limits.refresh_grace),
-            )
+    // Rotation: the successor is stored first, then the presented token is marked rotated and
+    // kept (with its successor, sealed) until its own expiry, for retries and reuse detection.
+    let successor = crypto::new_token(crypto::REFRESH_TOKEN_PREFIX);
+    let response = match issue(inner, client, &grant, &scope, Some((successor.clone(), true))).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let now = unix_now();
+    let keep = entry
+        .expires_at
+        .map_or(inner.limits.refresh_token_ttl.as_secs(), |e| e.saturating_sub(now))
+        .max(inner.limits.refresh_grace.as_secs())
+        .max(1);
+    let rotated = TokenEntry {
+        rotated_at: Some(now),
+        successor: Some(inner.keys.seal(key.as_bytes(), successor.as_bytes())),
+        ..entry
+    };
+    if let Err(e) = inner
+        .put_json(
+            Namespace::RefreshToken,
+            &key,
+            &rotated,
+            Some(Duration::from_secs(keep)),
+        )
+        .await
+    {
+        return store_failure(e);
+    }
+    response
+}
+
+/// A rotated refresh token presented again (the caller holds the grant's lock). Within the grace
+/// period, while its successor is unused, it is a retry of a client that lost the response: the
+/// same successor comes back with a new access token. Otherwise it is reuse (OAuth 2.1 §4.3.1):
+/// the token may have been stolen, so the whole grant is revoked.
+async fn reused(
+    inner: &Inner,
+    client: &RegisteredClient,
+    key: &str,
+    entry: &TokenEntry,
+    grant: &Grant,
+    scope: &str,
+) -> Response {
+    let now = unix_now();
+    let in_grace = entry
+        .rotated_at
+        .is_some_and(|t| now < t.saturating_add(inner.limits.refresh_grace.as_secs()));
+    let successor = entry
+        .successor
+        .as_deref()
+        .filter(|_| in_grace)
+        .and_then(|s| inner.keys.open(key.as_bytes(), s))
+        .and_then(|s| String::from_utf8(s).ok());
+    if let Some(successor) = successor {
+        match inner
+            .get_json::<TokenEntry>(Namespace::RefreshToken, &crypto::hash(&successor))
             .await
         {
-            return store_failure(e);
+            Ok(Some(next)) if !next.rotated && next.rotated_at.is_none() => {
+                return match issue(inner, client, grant, scope, Some((successor, false))).await {
+                    Ok(r) | Err(r) => r,
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return store_failure(e),
         }
     }
-    issue(inner, client, &grant, &scope).await
+    tracing::warn!(client_id = %client.client_id, "a rotated refresh token was used again; revoking its grant");
+    revoke_grant_locked(inner, &entry.grant_id).await;
+    invalid_grant("the refresh token is invalid, expired or revoked")
 }
 
 #[derive(Serialize)]
@@ -242,7 +313,15 @@ struct TokenResponse {
     scope: String,
 }
 
-async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &str) -> Response {
+/// Mints an access token for `grant` and answers with it and `refresh_token` (stored first when
+/// its flag is set). `Err` is a failure response, nothing usable having been issued.
+async fn issue(
+    inner: &Inner,
+    client: &RegisteredClient,
+    grant: &Grant,
+    scope: &str,
+    refresh_token: Option<(String, bool)>,
+) -> Result<Response, Response> {
     let access_token = crypto::new_token(crypto::ACCESS_TOKEN_PREFIX);
     // Without an A3 refresh token our access token cannot outlive A3's.
     let mut access_ttl = inner.limits.access_token_ttl;
@@ -255,17 +334,8 @@ async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &
             .max(1);
         access_ttl = access_ttl.min(Duration::from_secs(left));
     }
-    let entry = TokenEntry {
-        grant_id: grant.id.clone(),
-        client_id: client.client_id.clone(),
-        rotated: false,
-    };
+    let entry = TokenEntry::new(&grant.id, &client.client_id);
     let limits = &inner.limits;
-    let refresh_token = client
-        .grant_types
-        .iter()
-        .any(|g| g == "refresh_token")
-        .then(|| crypto::new_token(crypto::REFRESH_TOKEN_PREFIX));
     let stored = async {
         // The grant lives as long as its newest refresh token.
         inner
@@ -279,7 +349,11 @@ async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &
                 Some(access_ttl),
             )
             .await?;
-        if let Some(rt) = &refresh_token {
+        if let Some((rt, true)) = &refresh_token {
+            let entry = TokenEntry {
+                expires_at: Some(unix_now().saturating_add(limits.refresh_token_ttl.as_secs())),
+                ..entry.clone()
+            };
             inner
                 .put_json(
                     Namespace::RefreshToken,
@@ -292,32 +366,34 @@ async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &
         Ok::<_, super::StoreError>(())
     };
     if let Err(e) = stored.await {
-        return store_failure(e);
+        return Err(store_failure(e));
     }
     let body = TokenResponse {
         access_token,
         token_type: "Bearer",
         expires_in: access_ttl.as_secs(),
-        refresh_token,
+        refresh_token: refresh_token.map(|(rt, _)| rt),
         scope: scope.to_owned(),
     };
-    (
+    Ok((
         [
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
             (header::PRAGMA, HeaderValue::from_static("no-cache")),
         ],
         axum::Json(body),
     )
-        .into_response()
+        .into_response())
 }
 
 /// Deletes a grant (every token of it stops working) and revokes A3's tokens in the background.
 pub(crate) async fn revoke_grant(inner: &Inner, grant_id: &str) {
     // Serialised with refreshes of this grant, so an in-flight refresh cannot store it again.
-    let lock = inner
-        .refresh_locks
-        .get_with(grant_id.to_owned(), || Arc::new(tokio::sync::Mutex::new(())));
-    let _guard = lock.lock().await;
+    let _guard = inner.lock_grant(grant_id).await;
+    revoke_grant_locked(inner, grant_id).await;
+}
+
+/// [`revoke_grant`] for a caller that holds the grant's lock.
+pub(crate) async fn revoke_grant_locked(inner: &Inner, grant_id: &str) {
     match inner.take_json::<Grant>(Namespace::Grant, grant_id).await {
         Ok(Some(grant)) => {
             if let Some(tokens) = grant.open(&inner.keys) {

@@ -111,18 +111,25 @@ pub(crate) async fn fresh_upstream(
         return Err(FreshError::Gone);
     }
     let before = tokens.access_token;
-    let lock = inner
-        .refresh_locks
-        .get_with(grant.id.clone(), || Arc::new(tokio::sync::Mutex::new(())));
-    let _guard = lock.lock().await;
+    let _guard = inner.lock_grant(&grant.id).await;
+    fresh_upstream_locked(inner, &grant.id, Some(&before)).await
+}
+
+/// [`fresh_upstream`] for a caller that holds the grant's lock: re-reads the grant and refreshes
+/// A3's tokens if they have (nearly) expired and nobody has replaced `before` in the meantime.
+pub(crate) async fn fresh_upstream_locked(
+    inner: &Inner,
+    grant_id: &str,
+    before: Option<&str>,
+) -> Result<(Grant, UpstreamTokens), FreshError> {
     // Someone else may have refreshed (or revoked) while we waited.
-    let mut grant: Grant = match inner.get_json(Namespace::Grant, &grant.id).await {
+    let mut grant: Grant = match inner.get_json(Namespace::Grant, grant_id).await {
         Ok(Some(g)) => g,
         Ok(None) => return Err(FreshError::Gone),
         Err(_) => return Err(FreshError::Unavailable),
     };
     let tokens = grant.open(&inner.keys).ok_or(FreshError::Gone)?;
-    if tokens.access_token != before || tokens.expires_at > unix_now() + REFRESH_MARGIN {
+    if before.is_some_and(|b| tokens.access_token != b) || tokens.expires_at > unix_now() + REFRESH_MARGIN {
         return Ok((grant, tokens));
     }
     let Some(refresh_token) = tokens.refresh_token.as_deref() else {
