@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use a3_mcp_auth::TokenVerifier;
-use a3_mcp_auth::dcr::{MemoryStore, RedbStore};
+use a3_mcp_auth::dcr::{BoxFuture, MemoryStore, Namespace, RedbStore, Store, StoreError};
 use serde_json::Value;
 use support::*;
 
@@ -780,4 +780,118 @@ async fn upstream_errors_and_mix_ups_reach_the_host_and_codes_expire() {
     )
     .await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn refresh_keeps_a3s_newest_refresh_token_and_revoked_grants_stay_revoked() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    // A3 access tokens inside the refresh margin: every use refreshes A3's tokens, and A3
+    // refuses a refresh token used twice.
+    upstream.state.access_ttl.store(20, Ordering::SeqCst);
+    let (id, tokens) = login_tokens(&server).await;
+    let verifier = server.bridge.token_verifier();
+    let mut access = tokens["access_token"].as_str().unwrap().to_owned();
+    let mut rt = tokens["refresh_token"].as_str().unwrap().to_owned();
+    for round in 0..5 {
+        let (r, checks) = tokio::join!(
+            refresh_request(&server, &id, &rt),
+            futures_util::future::join_all((0..4).map(|_| verifier.verify(&access)))
+        );
+        assert_eq!(r.status(), 200, "round {round}");
+        assert!(checks.iter().all(Result::is_ok), "round {round}: {checks:?}");
+        let v: Value = r.json().await.unwrap();
+        access = v["access_token"].as_str().unwrap().to_owned();
+        rt = v["refresh_token"].as_str().unwrap().to_owned();
+        // A3's refresh token stored in the grant is the newest one: it still refreshes.
+        assert!(verifier.verify(&access).await.is_ok(), "round {round}");
+    }
+    // After revocation the refresh token cannot bring the grant back.
+    let r = reqwest::Client::new()
+        .post(format!("{}/revoke", server.url))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = refresh_request(&server, &id, &rt).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(mcp_status(&server, &access).await, 401);
+}
+
+/// A MemoryStore whose grant reads return 300 ms late while `slow` is set: widens the window
+/// between reading a grant and writing it back.
+#[derive(Clone)]
+struct SlowGrantReads {
+    inner: MemoryStore,
+    slow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Store for SlowGrantReads {
+    fn put<'a>(
+        &'a self,
+        ns: Namespace,
+        key: &'a str,
+        value: Vec<u8>,
+        expires_at: Option<u64>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.put(ns, key, value, expires_at)
+    }
+    fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        let slow = ns == Namespace::Grant && self.slow.load(Ordering::SeqCst);
+        Box::pin(async move {
+            let value = self.inner.get(ns, key).await;
+            if slow {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            value
+        })
+    }
+    fn take<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        self.inner.take(ns, key)
+    }
+    fn delete<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.delete(ns, key)
+    }
+    fn count(&self, ns: Namespace) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.count(ns)
+    }
+    fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.purge_expired()
+    }
+}
+
+#[tokio::test]
+async fn a_grant_revoked_during_code_redemption_stays_revoked() {
+    let upstream = Upstream::start().await;
+    let store = SlowGrantReads {
+        inner: MemoryStore::new(),
+        slow: Default::default(),
+    };
+    let slow = store.slow.clone();
+    let server = start_server(&upstream, store, |b| b).await;
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let redirect = "http://127.0.0.1:33418/";
+    let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
+    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
+    let code = query_param(&back, "code").unwrap();
+    slow.store(true, Ordering::SeqCst);
+    // The redemption reads the grant slowly; meanwhile a replay of the code revokes the grant.
+    let (first, second) = tokio::join!(redeem(&server.url, &id, &code, &verifier, redirect), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        redeem(&server.url, &id, &code, &verifier, redirect).await
+    });
+    slow.store(false, Ordering::SeqCst);
+    assert_eq!(second.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    let first: Value = first.json().await.unwrap();
+    if let Some(access) = first["access_token"].as_str() {
+        assert_eq!(
+            mcp_status(&server, access).await,
+            401,
+            "the revoked grant was not written back"
+        );
+    }
 }

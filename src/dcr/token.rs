@@ -147,6 +147,8 @@ async fn authorization_code<'a>(
     if !crypto::ct_eq(&crypto::s256(verifier), &entry.code_challenge) {
         return invalid_grant("the code_verifier does not match the code_challenge");
     }
+    // Serialised with A3 refreshes and revocation of this grant; `issue` re-reads it.
+    let _guard = inner.lock_grant(&entry.grant_id).await;
     let grant: Grant = match inner.get_json(Namespace::Grant, &entry.grant_id).await {
         Ok(Some(g)) => g,
         Ok(None) => return invalid_grant("the authorization was revoked"),
@@ -157,7 +159,7 @@ async fn authorization_code<'a>(
         .iter()
         .any(|g| g == "refresh_token")
         .then(|| (crypto::new_token(crypto::REFRESH_TOKEN_PREFIX), true));
-    match issue(inner, client, &grant, &entry.scope, refresh_token).await {
+    match issue(inner, client, &grant.id, &entry.scope, refresh_token).await {
         Ok(r) | Err(r) => r,
     }
 }
@@ -233,7 +235,7 @@ async fn refresh<'a>(
     // Rotation: the successor is stored first, then the presented token is marked rotated and
     // kept (with its successor, sealed) until its own expiry, for retries and reuse detection.
     let successor = crypto::new_token(crypto::REFRESH_TOKEN_PREFIX);
-    let response = match issue(inner, client, &grant, &scope, Some((successor.clone(), true))).await {
+    let response = match issue(inner, client, &grant.id, &scope, Some((successor.clone(), true))).await {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -290,7 +292,7 @@ async fn reused(
             .await
         {
             Ok(Some(next)) if !next.rotated && next.rotated_at.is_none() => {
-                return match issue(inner, client, grant, scope, Some((successor, false))).await {
+                return match issue(inner, client, &grant.id, scope, Some((successor, false))).await {
                     Ok(r) | Err(r) => r,
                 };
             }
@@ -313,15 +315,37 @@ struct TokenResponse {
     scope: String,
 }
 
-/// Mints an access token for `grant` and answers with it and `refresh_token` (stored first when
+/// Mints an access token for the grant and answers with it and `refresh_token` (stored first when
 /// its flag is set). `Err` is a failure response, nothing usable having been issued.
+///
+/// The caller holds the grant's lock. The grant is re-read here and only its expiry is extended,
+/// with the stored bytes: never a copy read earlier (A3's tokens in it may have been refreshed
+/// since), and never a grant that was revoked meanwhile.
 async fn issue(
     inner: &Inner,
     client: &RegisteredClient,
-    grant: &Grant,
+    grant_id: &str,
     scope: &str,
     refresh_token: Option<(String, bool)>,
 ) -> Result<Response, Response> {
+    let limits = &inner.limits;
+    let raw = match inner.store.get(Namespace::Grant, grant_id).await {
+        Ok(Some(raw)) => raw,
+        Ok(None) => return Err(invalid_grant("the authorization was revoked")),
+        Err(e) => return Err(store_failure(e)),
+    };
+    let Ok(grant) = serde_json::from_slice::<Grant>(&raw) else {
+        return Err(invalid_grant("the authorization was revoked"));
+    };
+    // The grant lives as long as its newest refresh token.
+    let expires_at = unix_now().saturating_add(limits.refresh_token_ttl.as_secs());
+    if let Err(e) = inner
+        .store
+        .put(Namespace::Grant, grant_id, raw, Some(expires_at))
+        .await
+    {
+        return Err(store_failure(e));
+    }
     let access_token = crypto::new_token(crypto::ACCESS_TOKEN_PREFIX);
     // Without an A3 refresh token our access token cannot outlive A3's.
     let mut access_ttl = inner.limits.access_token_ttl;
@@ -335,12 +359,7 @@ async fn issue(
         access_ttl = access_ttl.min(Duration::from_secs(left));
     }
     let entry = TokenEntry::new(&grant.id, &client.client_id);
-    let limits = &inner.limits;
     let stored = async {
-        // The grant lives as long as its newest refresh token.
-        inner
-            .put_json(Namespace::Grant, &grant.id, grant, Some(limits.refresh_token_ttl))
-            .await?;
         inner
             .put_json(
                 Namespace::AccessToken,
