@@ -283,30 +283,38 @@ async fn authorize_validation() {
             "{url}"
         );
     }
-    // Resource of another server, bad scope, missing PKCE: errors sent to the redirect URI with iss.
-    let redirect = "http://127.0.0.1:33418/";
-    for (extra, error) in [
-        (vec![("resource", "http://127.0.0.1:1/other")], "invalid_target"),
-        (vec![("scope", "admin")], "invalid_scope"),
-    ] {
-        let (url, _, state) = host_request(&server.url, id, redirect, &extra);
+    // Resource of another server, bad scope, missing PKCE: an HTML page too, never a redirect
+    // before consent (anyone may register a redirect URI: no open redirector).
+    let evil: Value = reqwest::Client::new()
+        .post(format!("{}/register", server.url))
+        .json(&serde_json::json!({"redirect_uris": ["https://evil.example/x"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let evil_id = evil["client_id"].as_str().unwrap();
+    for (client, redirect) in [(id, "http://127.0.0.1:33418/"), (evil_id, "https://evil.example/x")] {
+        for (extra, error) in [
+            (vec![("resource", "http://127.0.0.1:1/other")], "invalid_target"),
+            (vec![("scope", "admin")], "invalid_scope"),
+        ] {
+            let (url, _, _) = host_request(&server.url, client, redirect, &extra);
+            let r = b.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{url}");
+            assert!(r.headers().get("location").is_none(), "{url}");
+            assert!(r.text().await.unwrap().contains(error), "{url}");
+        }
+        let url = format!(
+            "{}/authorize?response_type=code&client_id={client}&redirect_uri={}",
+            server.url,
+            url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+        );
         let r = b.get(&url).send().await.unwrap();
-        assert_eq!(r.status(), 302);
-        let loc = location(&r);
-        assert_eq!(query_param(&loc, "error").as_deref(), Some(error));
-        assert_eq!(query_param(&loc, "state"), Some(state));
-        assert_eq!(query_param(&loc, "iss").as_deref(), Some(server.url.as_str()));
+        assert_eq!(r.status(), 400, "PKCE is required");
+        assert!(r.headers().get("location").is_none());
     }
-    let url = format!(
-        "{}/authorize?response_type=code&client_id={id}&redirect_uri={}",
-        server.url, "http%3A%2F%2F127.0.0.1%3A33418%2F"
-    );
-    let r = b.get(&url).send().await.unwrap();
-    assert_eq!(
-        query_param(&location(&r), "error").as_deref(),
-        Some("invalid_request"),
-        "PKCE is required"
-    );
 }
 
 #[tokio::test]

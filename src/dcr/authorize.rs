@@ -93,28 +93,28 @@ pub(crate) struct Transaction {
     pub upstream_verifier: String,
 }
 
+/// A request that failed validation. It is always answered with an HTML page, never with a
+/// redirect: before the user has seen the consent page, redirecting errors to a URI that anyone
+/// may register would make this server an open redirector (RFC 9700 §4.11.2). Errors go to the
+/// client only after the user's decision (Deny, or A3's answer after approval).
 enum Failure {
-    /// Cannot be sent to the client: an HTML page.
+    /// Cannot be sent to the client.
     Page(StatusCode, &'static str),
-    /// Sent to the validated redirect URI.
-    Redirect {
-        redirect_uri: String,
-        state: Option<String>,
+    /// A malformed request from a known client with a registered redirect URI.
+    Invalid {
         error: &'static str,
         description: &'static str,
     },
 }
 
 impl Failure {
-    fn into_response(self, issuer: &str) -> Response {
+    fn into_response(self) -> Response {
         match self {
             Failure::Page(status, message) => error_page(status, message),
-            Failure::Redirect {
-                redirect_uri,
-                state,
-                error,
-                description,
-            } => error_redirect(&redirect_uri, state.as_deref(), error, description, issuer),
+            Failure::Invalid { error, description } => error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("The application sent an invalid request ({error}: {description})."),
+            ),
         }
     }
 }
@@ -181,12 +181,7 @@ async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failu
         }
     };
     let state = p.state.clone();
-    let fail = |error, description| Failure::Redirect {
-        redirect_uri: redirect_uri.clone(),
-        state: state.clone(),
-        error,
-        description,
-    };
+    let fail = |error, description| Failure::Invalid { error, description };
     if state.as_ref().is_some_and(|s| s.len() > 2048) {
         return Err(fail("invalid_request", "state is too long"));
     }
@@ -260,7 +255,7 @@ pub(crate) async fn show(
     };
     let v = match validate(&inner, &p).await {
         Ok(v) => v,
-        Err(f) => return f.into_response(&inner.issuer),
+        Err(f) => return f.into_response(),
     };
     // Reuse this browser's CSRF value if it has a well-formed one, else set a new one.
     let (csrf, set_cookie) = match inner.read_cookie(&headers, CSRF_COOKIE).filter(|c| c.len() == 43) {
@@ -390,7 +385,7 @@ pub(crate) async fn decide(
     };
     let v = match validate(&inner, &p).await {
         Ok(v) => v,
-        Err(f) => return f.into_response(&inner.issuer),
+        Err(f) => return f.into_response(),
     };
     let valid_token = p
         .csrf_token
