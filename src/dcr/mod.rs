@@ -129,6 +129,7 @@ pub(crate) struct Limits {
     pub transaction_ttl: Duration,
     pub consent_ttl: Duration,
     pub client_ttl: Option<Duration>,
+    pub unused_client_ttl: Duration,
     pub max_clients: u64,
     pub register_burst: u32,
     pub register_refill: Duration,
@@ -144,6 +145,7 @@ impl Default for Limits {
             transaction_ttl: Duration::from_secs(600),
             consent_ttl: Duration::from_secs(600),
             client_ttl: Some(Duration::from_secs(180 * 24 * 3600)),
+            unused_client_ttl: Duration::from_secs(24 * 3600),
             max_clients: 10_000,
             register_burst: 10,
             register_refill: Duration::from_secs(60),
@@ -566,6 +568,14 @@ impl DcrBridgeBuilder {
     /// `None`: forever).
     pub fn client_ttl(mut self, ttl: Option<Duration>) -> Self {
         self.limits.client_ttl = ttl;
+        self
+    }
+
+    /// How long a registered client that no user has approved yet is kept (default 24 h). The
+    /// first approval extends it to [`client_ttl`](Self::client_ttl), so registrations nobody
+    /// uses cannot fill the [`max_clients`](Self::max_clients) cap for long.
+    pub fn unused_client_ttl(mut self, ttl: Duration) -> Self {
+        self.limits.unused_client_ttl = ttl;
         self
     }
 
