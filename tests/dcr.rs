@@ -932,3 +932,25 @@ async fn unused_registrations_expire_soon_and_approval_keeps_them() {
     let (url, _, _) = host_request(&server.url, &used, redirect, &[]);
     open_consent(&b, &url).await;
 }
+
+#[tokio::test]
+async fn a_consent_form_approves_once() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = browser();
+    let (url, _, _) = host_request(&server.url, &id, "http://127.0.0.1:33418/", &[]);
+    let fields = open_consent(&b, &url).await;
+    assert_eq!(decide(&b, &server.url, &fields, "approve").await.status(), 303);
+    for _ in 0..3 {
+        let r = decide(&b, &server.url, &fields, "approve").await;
+        assert_eq!(r.status(), 400, "replayed approval");
+        assert!(r.headers().get("location").is_none());
+    }
+    // A new consent page gives a new form.
+    let fields = open_consent(&b, &url).await;
+    assert_eq!(decide(&b, &server.url, &fields, "approve").await.status(), 303);
+}

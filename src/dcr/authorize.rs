@@ -267,9 +267,13 @@ pub(crate) async fn show(
         }
     };
     let exp = unix_now() + inner.limits.consent_ttl.as_secs();
+    // A random part makes every consent page's token distinct (each approves once).
+    let nonce = crypto::random_token();
     let token = format!(
-        "{exp}.{}",
-        inner.keys.sign(&format!("consent|{csrf}|{exp}|{}", v.digest()))
+        "{exp}.{nonce}.{}",
+        inner
+            .keys
+            .sign(&format!("consent|{csrf}|{exp}|{nonce}|{}", v.digest()))
     );
     let mut response = consent_page(&inner, &v, &p, &token);
     if let Some(cookie) = set_cookie {
@@ -391,11 +395,13 @@ pub(crate) async fn decide(
         .csrf_token
         .as_deref()
         .and_then(|t| t.split_once('.'))
-        .is_some_and(|(exp, sig)| {
+        .and_then(|(exp, rest)| Some((exp, rest.split_once('.')?)))
+        .is_some_and(|(exp, (nonce, sig))| {
             exp.parse::<u64>().is_ok_and(|e| e > unix_now())
-                && inner
-                    .keys
-                    .verify(&format!("consent|{csrf}|{exp}|{}", v.digest()), sig)
+                && inner.keys.verify(
+                    &format!("consent|{csrf}|{exp}|{nonce}|{}", v.digest()),
+                    sig,
+                )
         });
     if !valid_token {
         return error_page(
@@ -415,6 +421,14 @@ pub(crate) async fn decide(
             );
         }
         _ => return error_page(StatusCode::BAD_REQUEST, "No decision was made."),
+    }
+    // A consent form approves once: replaying the post cannot make us write transactions.
+    let consent = crypto::hash(p.csrf_token.as_deref().unwrap_or_default());
+    if !inner.used_consents.entry(consent).or_insert(()).is_fresh() {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This consent was already given. Start again from your application.",
+        );
     }
     // Approved: only now is anything stored.
     let tx_id = crypto::random_token();

@@ -169,6 +169,9 @@ pub(crate) struct Inner {
     pub register_limiter: register::RateLimiter,
     /// One lock per grant, so concurrent requests refresh A3's tokens once.
     pub refresh_locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Hashes of consent tokens already approved: each approval (which writes a transaction)
+    /// is single use, within this process.
+    pub used_consents: moka::sync::Cache<String, ()>,
 }
 
 impl Inner {
@@ -687,11 +690,15 @@ impl DcrBridgeBuilder {
             upstream,
             jwt,
             register_limiter: register::RateLimiter::new(limits.register_burst, limits.register_refill),
-            limits,
             secure_cookies,
+            used_consents: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(limits.consent_ttl.max(Duration::from_secs(1)))
+                .build(),
             refresh_locks: moka::sync::Cache::builder()
                 .time_to_idle(Duration::from_secs(60))
                 .build(),
+            limits,
         });
         spawn_purger(Arc::downgrade(&inner));
         Ok(DcrBridge { inner })
