@@ -827,12 +827,13 @@ async fn refresh_keeps_a3s_newest_refresh_token_and_revoked_grants_stay_revoked(
     assert_eq!(mcp_status(&server, &access).await, 401);
 }
 
-/// A MemoryStore whose grant reads return 300 ms late while `slow` is set: widens the window
-/// between reading a grant and writing it back.
+/// A MemoryStore whose grant reads return 300 ms late while `slow` is set, and whose writes of
+/// redeemed-code records happen 300 ms late while `slow_used_codes` is set: widens race windows.
 #[derive(Clone)]
 struct SlowGrantReads {
     inner: MemoryStore,
     slow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    slow_used_codes: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store for SlowGrantReads {
@@ -843,7 +844,13 @@ impl Store for SlowGrantReads {
         value: Vec<u8>,
         expires_at: Option<u64>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.put(ns, key, value, expires_at)
+        let slow = ns == Namespace::UsedCode && self.slow_used_codes.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            self.inner.put(ns, key, value, expires_at).await
+        })
     }
     fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
         let slow = ns == Namespace::Grant && self.slow.load(Ordering::SeqCst);
@@ -875,6 +882,7 @@ async fn a_grant_revoked_during_code_redemption_stays_revoked() {
     let store = SlowGrantReads {
         inner: MemoryStore::new(),
         slow: Default::default(),
+        slow_used_codes: Default::default(),
     };
     let slow = store.slow.clone();
     let server = start_server(&upstream, store, |b| b).await;
@@ -953,4 +961,44 @@ async fn a_consent_form_approves_once() {
     // A new consent page gives a new form.
     let fields = open_consent(&b, &url).await;
     assert_eq!(decide(&b, &server.url, &fields, "approve").await.status(), 303);
+}
+
+#[tokio::test]
+async fn concurrent_redemptions_of_one_code_revoke_the_grant() {
+    let upstream = Upstream::start().await;
+    let store = SlowGrantReads {
+        inner: MemoryStore::new(),
+        slow: Default::default(),
+        slow_used_codes: Default::default(),
+    };
+    let slow = store.slow_used_codes.clone();
+    let server = start_server(&upstream, store, |b| b).await;
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let redirect = "http://127.0.0.1:33418/";
+    let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
+    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
+    let code = query_param(&back, "code").unwrap();
+    // The redeemed-code record is written late; a replay arrives in between.
+    slow.store(true, Ordering::SeqCst);
+    let (first, second) = tokio::join!(redeem(&server.url, &id, &code, &verifier, redirect), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        redeem(&server.url, &id, &code, &verifier, redirect).await
+    });
+    slow.store(false, Ordering::SeqCst);
+    let mut refused = 0;
+    for r in [first, second] {
+        let v: Value = r.json().await.unwrap();
+        match v["access_token"].as_str() {
+            Some(access) => assert_eq!(
+                mcp_status(&server, access).await,
+                401,
+                "a replayed code revokes what it issued"
+            ),
+            None => refused += 1,
+        }
+    }
+    assert!(refused >= 1);
 }

@@ -119,7 +119,7 @@ async fn authorization_code<'a>(
         );
     };
     let key = crypto::hash(code);
-    let entry: CodeEntry = match inner.take_json(Namespace::Code, &key).await {
+    let entry: CodeEntry = match inner.get_json(Namespace::Code, &key).await {
         Ok(Some(e)) => e,
         Ok(None) => {
             // A replayed code: the first redemption's tokens may be in the wrong hands.
@@ -131,9 +131,24 @@ async fn authorization_code<'a>(
         }
         Err(e) => return store_failure(e),
     };
-    let _ = inner
+    // Remembered as redeemed before it is consumed, so that a concurrent replay that finds the
+    // code gone also finds this record.
+    if let Err(e) = inner
         .put_json(Namespace::UsedCode, &key, &entry.grant_id, Some(USED_CODE_TTL))
-        .await;
+        .await
+    {
+        return store_failure(e);
+    }
+    match inner.take_json::<CodeEntry>(Namespace::Code, &key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            // Another redemption consumed it between our read and our take.
+            tracing::warn!(client_id = %client.client_id, "authorization code replayed; revoking its grant");
+            revoke_grant(inner, &entry.grant_id).await;
+            return invalid_grant("the code is invalid, expired or already used");
+        }
+        Err(e) => return store_failure(e),
+    }
     if entry.client_id != client.client_id {
         tracing::warn!(client_id = %client.client_id, "authorization code presented by another client; revoking its grant");
         revoke_grant(inner, &entry.grant_id).await;
