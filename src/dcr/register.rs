@@ -63,7 +63,8 @@ pub struct RegisteredClient {
 
 impl RegisteredClient {
     /// Whether `redirect_uri` is one of the registered URIs: exact match, or for loopback IP
-    /// literals and `localhost` over http the same URI on any port (RFC 8252 §7.3).
+    /// literals over http the same URI on any port (RFC 8252 §7.3; `localhost` matches exactly
+    /// only, as the name may resolve elsewhere, RFC 8252 §8.3).
     pub fn allows_redirect(&self, redirect_uri: &str) -> bool {
         if self.redirect_uris.iter().any(|r| r == redirect_uri) {
             return true;
@@ -77,11 +78,16 @@ impl RegisteredClient {
     }
 }
 
-/// `http://{loopback}{path}?{query}` with the port dropped, or `None` if not http loopback.
+/// `http://{loopback IP}{path}?{query}` with the port dropped, or `None` if not http to a
+/// loopback IP literal.
 fn loopback_without_port(uri: &str) -> Option<String> {
     let mut url = Url::parse(uri).ok()?;
-    if url.scheme() != "http" || !url.host().is_some_and(|h| is_loopback_host(&h)) || url.fragment().is_some()
-    {
+    let loopback_ip = match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    };
+    if url.scheme() != "http" || !loopback_ip || url.fragment().is_some() {
         return None;
     }
     url.set_port(None).ok()?;
@@ -400,6 +406,16 @@ mod tests {
             !c.allows_redirect("http://localhost:40000/"),
             "host must match too"
         );
+        let named = RegisteredClient {
+            redirect_uris: vec!["http://localhost/cb".into(), "http://[::1]/cb".into()],
+            ..c
+        };
+        assert!(named.allows_redirect("http://localhost/cb"), "exact match");
+        assert!(
+            !named.allows_redirect("http://localhost:40000/cb"),
+            "no port exception for localhost"
+        );
+        assert!(named.allows_redirect("http://[::1]:40000/cb"));
     }
 
     #[test]
