@@ -1002,3 +1002,55 @@ async fn concurrent_redemptions_of_one_code_revoke_the_grant() {
     }
     assert!(refused >= 1);
 }
+
+#[tokio::test]
+async fn refresh_refuses_a_scope_it_cannot_enforce() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| {
+        b.scopes(["mcp:call", "mcp:admin"])
+    })
+    .await;
+    let r: Value = reqwest::Client::new()
+        .post(format!("{}/register", server.url))
+        .json(&serde_json::json!({"redirect_uris": ["http://127.0.0.1/"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["client_id"].as_str().unwrap();
+    let redirect = "http://127.0.0.1:33418/";
+    let (url, verifier, _) =
+        host_request(&server.url, id, redirect, &[("scope", "mcp:call mcp:admin")]);
+    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
+    let tokens: Value = redeem(&server.url, id, &query_param(&back, "code").unwrap(), &verifier, redirect)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tokens["scope"], "mcp:call mcp:admin");
+    let refresh = |rt: String, scope: &'static str| {
+        let url = format!("{}/token", server.url);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", id),
+                    ("refresh_token", rt.as_str()),
+                    ("scope", scope),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let rt = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (status, v) = refresh(rt.clone(), "mcp:call").await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_scope")), "narrowing");
+    let (status, v) = refresh(rt, "mcp:admin mcp:call").await;
+    assert_eq!(status, 200, "the grant's scope, in any order");
+    assert_eq!(v["scope"], "mcp:call mcp:admin");
+}

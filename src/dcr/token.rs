@@ -216,22 +216,20 @@ async fn refresh<'a>(
         Ok(None) => return invalid_grant("the authorization was revoked"),
         Err(e) => return store_failure(e),
     };
-    let scope = match field("scope") {
-        None => grant.scope.clone(),
-        Some(s)
-            if s.split_ascii_whitespace()
-                .all(|x| grant.scope.split(' ').any(|g| g == x)) =>
-        {
-            s.split_ascii_whitespace().collect::<Vec<_>>().join(" ")
-        }
-        Some(_) => {
+    // Our tokens carry the grant's scope (A3's token behind them decides what is allowed), so a
+    // narrower scope could not be enforced: only the grant's own scope may be requested.
+    let scope = grant.scope.clone();
+    if let Some(s) = field("scope") {
+        let requested: std::collections::BTreeSet<&str> = s.split_ascii_whitespace().collect();
+        let granted: std::collections::BTreeSet<&str> = scope.split_ascii_whitespace().collect();
+        if requested != granted {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_scope",
-                "the scope exceeds the grant",
+                "the scope must be the grant's scope (narrowing is not supported)",
             );
         }
-    };
+    }
     if entry.rotated || entry.rotated_at.is_some() {
         return reused(inner, client, &key, &entry, &grant, &scope).await;
     }
