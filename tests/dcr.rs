@@ -1054,3 +1054,22 @@ async fn refresh_refuses_a_scope_it_cannot_enforce() {
     assert_eq!(status, 200, "the grant's scope, in any order");
     assert_eq!(v["scope"], "mcp:call mcp:admin");
 }
+
+#[tokio::test]
+async fn an_upstream_refresh_for_another_user_ends_the_grant() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    upstream.state.access_ttl.store(20, Ordering::SeqCst); // every use refreshes A3's tokens
+    let (id, tokens) = login_tokens(&server).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert!(server.bridge.token_verifier().verify(access).await.is_ok());
+    *upstream.state.refresh_subject.lock().unwrap() = Some("mallory@test.com".into());
+    assert!(
+        server.bridge.token_verifier().verify(access).await.is_err(),
+        "a refreshed token for another subject is not used"
+    );
+    *upstream.state.refresh_subject.lock().unwrap() = None;
+    assert_eq!(mcp_status(&server, access).await, 401, "the grant is gone");
+    let r = refresh_request(&server, &id, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+}

@@ -137,10 +137,25 @@ pub(crate) async fn fresh_upstream_locked(
     };
     match inner.upstream.refresh(refresh_token, &grant.resource).await {
         Ok(mut fresh) => {
-            if let Ok(claims) = crate::TokenVerifier::verify(&inner.jwt, &fresh.access_token).await
-                && let Some(exp) = claims.expires_at()
-            {
-                fresh.expires_at = fresh.expires_at.min(exp);
+            match crate::TokenVerifier::verify(&inner.jwt, &fresh.access_token).await {
+                Ok(claims) if claims.subject() == grant.subject.as_deref() => {
+                    if let Some(exp) = claims.expires_at() {
+                        fresh.expires_at = fresh.expires_at.min(exp);
+                    }
+                }
+                // A3's keys are unreachable right now: keep the tokens (A3 consumed the old
+                // refresh token); every request verifies the access token again anyway.
+                Err(VerifyError::Unavailable { .. }) => {}
+                Ok(_) | Err(_) => {
+                    tracing::warn!(
+                        client_id = %grant.client_id,
+                        "A3 refreshed to a token this resource does not accept, or for another user; ending the grant"
+                    );
+                    let _ = inner.store.delete(Namespace::Grant, &grant.id).await;
+                    let upstream = inner.upstream.clone();
+                    tokio::spawn(async move { upstream.revoke(&fresh).await });
+                    return Err(FreshError::Gone);
+                }
             }
             grant.seal(&inner.keys, &fresh);
             inner
