@@ -266,7 +266,7 @@ pub(crate) async fn show(
             (c, Some(cookie))
         }
     };
-    let exp = unix_now() + inner.limits.consent_ttl.as_secs();
+    let exp = crate::dcr::store::expiry_after(inner.limits.consent_ttl);
     // A random part makes every consent page's token distinct (each approves once).
     let nonce = crypto::random_token();
     let token = format!(

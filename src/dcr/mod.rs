@@ -70,7 +70,6 @@ pub use store::{BoxFuture, MemoryStore, Namespace, RedbStore, Store, StoreError}
 pub use verifier::ProxyTokenVerifier;
 
 use crypto::Keys;
-use store::unix_now;
 use upstream::Upstream;
 
 /// Where A3 sends the browser back; registered at A3 as the predefined client's redirect URI.
@@ -208,7 +207,7 @@ impl Inner {
     ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| StoreError(e.to_string()))?;
         self.store
-            .put(ns, key, bytes, ttl.map(|t| unix_now() + t.as_secs()))
+            .put(ns, key, bytes, ttl.map(store::expiry_after))
             .await
     }
 

@@ -157,6 +157,12 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The Unix time `ttl` from now, saturating (a huge `expires_in` from A3 or a huge configured
+/// lifetime means "never", not an overflow).
+pub(crate) fn expiry_after(ttl: Duration) -> u64 {
+    unix_now().saturating_add(ttl.as_secs())
+}
+
 fn live(expires_at: Option<u64>) -> bool {
     expires_at.is_none_or(|t| t > unix_now())
 }
@@ -521,6 +527,13 @@ mod tests {
         assert_eq!(store.get(Namespace::Client, "a").await.unwrap(), None);
         store.purge_expired().await.unwrap();
         assert_eq!(store.count(Namespace::Code).await.unwrap(), 0);
+    }
+
+    #[test]
+    fn expiry_saturates() {
+        assert_eq!(expiry_after(Duration::MAX), u64::MAX);
+        assert_eq!(expiry_after(Duration::from_secs(u64::MAX - 1)), u64::MAX);
+        assert!(expiry_after(Duration::from_secs(10)) >= unix_now() + 10);
     }
 
     #[tokio::test]
