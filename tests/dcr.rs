@@ -336,6 +336,24 @@ async fn token_endpoint_attacks() {
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
 
+    // A malformed verifier (RFC 7636 §4.1) is refused before the code is looked at.
+    let (url, verifier, _) = host_request(&server.url, id, redirect, &[]);
+    let back = authorize(&b, &server.url, &url, "johndoe@test.com").await;
+    let code = query_param(&back, "code").unwrap();
+    for bad in ["short".to_owned(), "x".repeat(129), format!("{}+", &verifier[..42])] {
+        let r = redeem(&server.url, id, &code, &bad, redirect).await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request", "{bad}");
+    }
+    assert_eq!(redeem(&server.url, id, &code, &verifier, redirect).await.status(), 200);
+    // An S256 challenge that is not 43 characters.
+    let url = format!(
+        "{}/authorize?response_type=code&client_id={id}&redirect_uri=http%3A%2F%2F127.0.0.1%3A33418%2F&code_challenge_method=S256&code_challenge={}",
+        server.url,
+        "a".repeat(44)
+    );
+    assert_eq!(b.get(&url).send().await.unwrap().status(), 400);
+
     // A code presented by another client.
     let (url, verifier, _) = host_request(&server.url, id, redirect, &[]);
     let back = authorize(&b, &server.url, &url, "johndoe@test.com").await;

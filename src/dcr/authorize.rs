@@ -134,7 +134,8 @@ pub(crate) fn error_redirect(
     redirect_to_client(redirect_uri, &params)
 }
 
-fn is_pkce_value(s: &str) -> bool {
+/// A PKCE code verifier's syntax (RFC 7636 §4.1): 43 to 128 unreserved characters.
+pub(crate) fn is_pkce_value(s: &str) -> bool {
     (43..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
@@ -200,7 +201,8 @@ async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failu
     if p.code_challenge_method.as_deref() != Some("S256") {
         return Err(fail("invalid_request", "code_challenge_method must be S256"));
     }
-    if !is_pkce_value(challenge) {
+    // An S256 challenge is the base64url SHA-256 of the verifier: exactly 43 characters.
+    if challenge.len() != 43 || !is_pkce_value(challenge) {
         return Err(fail("invalid_request", "code_challenge is malformed"));
     }
     let resource = match p.resource.as_deref() {
@@ -497,6 +499,8 @@ mod tests {
         assert!(!is_pkce_value("short"));
         assert!(!is_pkce_value(&"a".repeat(129)));
         assert!(!is_pkce_value("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM"));
+        assert!(!is_pkce_value(&"a".repeat(42)));
+        assert!(is_pkce_value(&"a".repeat(128)));
     }
 
     #[test]

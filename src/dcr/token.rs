@@ -118,6 +118,13 @@ async fn authorization_code<'a>(
             "code and code_verifier are required",
         );
     };
+    if !super::authorize::is_pkce_value(verifier) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code_verifier must be 43 to 128 unreserved characters",
+        );
+    }
     let key = crypto::hash(code);
     let entry: CodeEntry = match inner.get_json(Namespace::Code, &key).await {
         Ok(Some(e)) => e,
