@@ -215,6 +215,7 @@ async fn consent_page_is_protected_and_stores_nothing_before_approval() {
     );
     let html = r.text().await.unwrap();
     assert!(html.contains("Visual Studio Code") && html.contains("127.0.0.1") && html.contains("mcp:call"));
+    assert!(html.contains("claims to be"), "the name is self-asserted");
 
     // Deny goes back to the host with access_denied and our iss.
     let b = browser();

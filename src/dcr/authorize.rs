@@ -321,7 +321,7 @@ fn consent_page(inner: &Inner, v: &Validated, p: &AuthorizeParams, csrf_token: &
         .unwrap_or_default();
     let body = format!(
         "<h1>Authorize {name}?</h1>\
-<p><strong>{name}</strong> (client id <code>{client_id}</code>) asks to use <code>{resource}</code> on your behalf.</p>\
+<p>An application that claims to be <strong>{name}</strong> (a name it chose itself; client id <code>{client_id}</code>) asks to use <code>{resource}</code> on your behalf.</p>\
 <p>It will receive access at <strong>{host}</strong>{local_note}:<br><code>{redirect_uri}</code></p>\
 <p>Requested scopes:</p><ul>{scopes}</ul>\
 <p>If you approve, you will sign in at <code>{upstream}</code>. Only approve applications you just started connecting yourself.</p>\
