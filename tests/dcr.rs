@@ -296,7 +296,10 @@ async fn authorize_validation() {
         .await
         .unwrap();
     let evil_id = evil["client_id"].as_str().unwrap();
-    for (client, redirect) in [(id, "http://127.0.0.1:33418/"), (evil_id, "https://evil.example/x")] {
+    for (client, redirect) in [
+        (id, "http://127.0.0.1:33418/"),
+        (evil_id, "https://evil.example/x"),
+    ] {
         for (extra, error) in [
             (vec![("resource", "http://127.0.0.1:1/other")], "invalid_target"),
             (vec![("scope", "admin")], "invalid_scope"),
@@ -341,12 +344,23 @@ async fn token_endpoint_attacks() {
     let (url, verifier, _) = host_request(&server.url, id, redirect, &[]);
     let back = authorize(&b, &server.url, &url, "johndoe@test.com").await;
     let code = query_param(&back, "code").unwrap();
-    for bad in ["short".to_owned(), "x".repeat(129), format!("{}+", &verifier[..42])] {
+    for bad in [
+        "short".to_owned(),
+        "x".repeat(129),
+        format!("{}+", &verifier[..42]),
+    ] {
         let r = redeem(&server.url, id, &code, &bad, redirect).await;
         assert_eq!(r.status(), 400);
-        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request", "{bad}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"],
+            "invalid_request",
+            "{bad}"
+        );
     }
-    assert_eq!(redeem(&server.url, id, &code, &verifier, redirect).await.status(), 200);
+    assert_eq!(
+        redeem(&server.url, id, &code, &verifier, redirect).await.status(),
+        200
+    );
     // An S256 challenge that is not 43 characters.
     let url = format!(
         "{}/authorize?response_type=code&client_id={id}&redirect_uri=http%3A%2F%2F127.0.0.1%3A33418%2F&code_challenge_method=S256&code_challenge={}",
@@ -514,8 +528,7 @@ async fn concurrent_refreshes_of_one_token_mint_one_successor() {
     let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
     let (id, tokens) = login_tokens(&server).await;
     let rt = tokens["refresh_token"].as_str().unwrap();
-    let responses =
-        futures_util::future::join_all((0..6).map(|_| refresh_request(&server, &id, rt))).await;
+    let responses = futures_util::future::join_all((0..6).map(|_| refresh_request(&server, &id, rt))).await;
     let mut successors = Vec::new();
     for r in responses {
         assert_eq!(r.status(), 200);
@@ -1040,14 +1053,19 @@ async fn refresh_refuses_a_scope_it_cannot_enforce() {
         .unwrap();
     let id = r["client_id"].as_str().unwrap();
     let redirect = "http://127.0.0.1:33418/";
-    let (url, verifier, _) =
-        host_request(&server.url, id, redirect, &[("scope", "mcp:call mcp:admin")]);
+    let (url, verifier, _) = host_request(&server.url, id, redirect, &[("scope", "mcp:call mcp:admin")]);
     let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
-    let tokens: Value = redeem(&server.url, id, &query_param(&back, "code").unwrap(), &verifier, redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let tokens: Value = redeem(
+        &server.url,
+        id,
+        &query_param(&back, "code").unwrap(),
+        &verifier,
+        redirect,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(tokens["scope"], "mcp:call mcp:admin");
     let refresh = |rt: String, scope: &'static str| {
         let url = format!("{}/token", server.url);
@@ -1068,7 +1086,11 @@ async fn refresh_refuses_a_scope_it_cannot_enforce() {
     };
     let rt = tokens["refresh_token"].as_str().unwrap().to_owned();
     let (status, v) = refresh(rt.clone(), "mcp:call").await;
-    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_scope")), "narrowing");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "narrowing"
+    );
     let (status, v) = refresh(rt, "mcp:admin mcp:call").await;
     assert_eq!(status, 200, "the grant's scope, in any order");
     assert_eq!(v["scope"], "mcp:call mcp:admin");

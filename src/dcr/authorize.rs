@@ -400,10 +400,9 @@ pub(crate) async fn decide(
         .and_then(|(exp, rest)| Some((exp, rest.split_once('.')?)))
         .is_some_and(|(exp, (nonce, sig))| {
             exp.parse::<u64>().is_ok_and(|e| e > unix_now())
-                && inner.keys.verify(
-                    &format!("consent|{csrf}|{exp}|{nonce}|{}", v.digest()),
-                    sig,
-                )
+                && inner
+                    .keys
+                    .verify(&format!("consent|{csrf}|{exp}|{nonce}|{}", v.digest()), sig)
         });
     if !valid_token {
         return error_page(

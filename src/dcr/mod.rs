@@ -206,9 +206,7 @@ impl Inner {
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| StoreError(e.to_string()))?;
-        self.store
-            .put(ns, key, bytes, ttl.map(store::expiry_after))
-            .await
+        self.store.put(ns, key, bytes, ttl.map(store::expiry_after)).await
     }
 
     /// Serialises everything that rewrites or deletes one grant (upstream refresh, our token

@@ -304,9 +304,7 @@ fn rate_key(ip: IpAddr) -> IpAddr {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
         },
     }
 }
@@ -434,7 +432,10 @@ mod tests {
         let b: IpAddr = "2001:db8:1:2:ffff:1234:5678:9abc".parse().unwrap();
         assert!(l.allow(rate_key(a)) && l.allow(rate_key(b)));
         assert!(!l.allow(rate_key(a)), "one bucket per /64");
-        assert!(l.allow(rate_key("2001:db8:1:3::1".parse().unwrap())), "another /64");
+        assert!(
+            l.allow(rate_key("2001:db8:1:3::1".parse().unwrap())),
+            "another /64"
+        );
         assert_eq!(
             rate_key("::ffff:10.0.0.1".parse().unwrap()),
             IpAddr::from([10, 0, 0, 1])

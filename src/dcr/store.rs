@@ -568,7 +568,11 @@ mod tests {
             assert_eq!(store.take(Namespace::Code, "missing").await.unwrap(), None);
             store.delete(Namespace::RefreshToken, "missing").await.unwrap();
         }
-        assert_eq!(store.writes.load(Ordering::Relaxed), 0, "no write transaction committed");
+        assert_eq!(
+            store.writes.load(Ordering::Relaxed),
+            0,
+            "no write transaction committed"
+        );
         store
             .put(Namespace::Code, "k", b"v".to_vec(), None)
             .await

@@ -262,7 +262,9 @@ async fn refresh<'a>(
     let now = unix_now();
     let keep = entry
         .expires_at
-        .map_or(inner.limits.refresh_token_ttl.as_secs(), |e| e.saturating_sub(now))
+        .map_or(inner.limits.refresh_token_ttl.as_secs(), |e| {
+            e.saturating_sub(now)
+        })
         .max(inner.limits.refresh_grace.as_secs())
         .max(1);
     let rotated = TokenEntry {
