@@ -541,7 +541,18 @@ async fn concurrent_refreshes_of_one_token_mint_one_successor() {
     let r = refresh_request(&server, &id, &successors[0]).await;
     assert_eq!(r.status(), 200);
     let newest: Value = r.json().await.unwrap();
-    let r = refresh_request(&server, &id, rt).await;
+    // (An invalid scope parameter does not hide the reuse.)
+    let r = reqwest::Client::new()
+        .post(format!("{}/token", server.url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", id.as_str()),
+            ("refresh_token", rt),
+            ("scope", "no-such-scope"),
+        ])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     assert_eq!(
         mcp_status(&server, newest["access_token"].as_str().unwrap()).await,

@@ -223,6 +223,10 @@ async fn refresh<'a>(
         Ok(None) => return invalid_grant("the authorization was revoked"),
         Err(e) => return store_failure(e),
     };
+    if entry.rotated || entry.rotated_at.is_some() {
+        // Reuse detection comes first: no other error may hide a reuse.
+        return reused(inner, client, &key, &entry, &grant, &grant.scope).await;
+    }
     // Our tokens carry the grant's scope (A3's token behind them decides what is allowed), so a
     // narrower scope could not be enforced: only the grant's own scope may be requested.
     let scope = grant.scope.clone();
@@ -236,9 +240,6 @@ async fn refresh<'a>(
                 "the scope must be the grant's scope (narrowing is not supported)",
             );
         }
-    }
-    if entry.rotated || entry.rotated_at.is_some() {
-        return reused(inner, client, &key, &entry, &grant, &scope).await;
     }
     // A3's tokens must still be usable (refreshed once if they expired), else the grant is over.
     let grant = match fresh_upstream_locked(inner, &grant.id, None).await {
