@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use a3_mcp_auth::TokenVerifier;
-use a3_mcp_auth::dcr::{MemoryStore, RedbStore};
+use a3_mcp_auth::dcr::{BoxFuture, MemoryStore, Namespace, RedbStore, Store, StoreError};
 use serde_json::Value;
 use support::*;
 
@@ -227,6 +227,7 @@ async fn consent_page_is_protected_and_stores_nothing_before_approval() {
     );
     let html = r.text().await.unwrap();
     assert!(html.contains("Visual Studio Code") && html.contains("127.0.0.1") && html.contains("mcp:call"));
+    assert!(html.contains("claims to be"), "the name is self-asserted");
 
     // Deny goes back to the host with access_denied and our iss.
     let b = browser();
@@ -295,30 +296,41 @@ async fn authorize_validation() {
             "{url}"
         );
     }
-    // Resource of another server, bad scope, missing PKCE: errors sent to the redirect URI with iss.
-    let redirect = "http://127.0.0.1:33418/";
-    for (extra, error) in [
-        (vec![("resource", "http://127.0.0.1:1/other")], "invalid_target"),
-        (vec![("scope", "admin")], "invalid_scope"),
+    // Resource of another server, bad scope, missing PKCE: an HTML page too, never a redirect
+    // before consent (anyone may register a redirect URI: no open redirector).
+    let evil: Value = reqwest::Client::new()
+        .post(format!("{}/register", server.url))
+        .json(&serde_json::json!({"redirect_uris": ["https://evil.example/x"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let evil_id = evil["client_id"].as_str().unwrap();
+    for (client, redirect) in [
+        (id, "http://127.0.0.1:33418/"),
+        (evil_id, "https://evil.example/x"),
     ] {
-        let (url, _, state) = host_request(&server.url, id, redirect, &extra);
+        for (extra, error) in [
+            (vec![("resource", "http://127.0.0.1:1/other")], "invalid_target"),
+            (vec![("scope", "admin")], "invalid_scope"),
+        ] {
+            let (url, _, _) = host_request(&server.url, client, redirect, &extra);
+            let r = b.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{url}");
+            assert!(r.headers().get("location").is_none(), "{url}");
+            assert!(r.text().await.unwrap().contains(error), "{url}");
+        }
+        let url = format!(
+            "{}/authorize?response_type=code&client_id={client}&redirect_uri={}",
+            server.url,
+            url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+        );
         let r = b.get(&url).send().await.unwrap();
-        assert_eq!(r.status(), 302);
-        let loc = location(&r);
-        assert_eq!(query_param(&loc, "error").as_deref(), Some(error));
-        assert_eq!(query_param(&loc, "state"), Some(state));
-        assert_eq!(query_param(&loc, "iss").as_deref(), Some(server.url.as_str()));
+        assert_eq!(r.status(), 400, "PKCE is required");
+        assert!(r.headers().get("location").is_none());
     }
-    let url = format!(
-        "{}/authorize?response_type=code&client_id={id}&redirect_uri={}",
-        server.url, "http%3A%2F%2F127.0.0.1%3A33418%2F"
-    );
-    let r = b.get(&url).send().await.unwrap();
-    assert_eq!(
-        query_param(&location(&r), "error").as_deref(),
-        Some("invalid_request"),
-        "PKCE is required"
-    );
 }
 
 #[tokio::test]
@@ -339,6 +351,35 @@ async fn token_endpoint_attacks() {
     let r = redeem(&server.url, id, &code, &"x".repeat(43), redirect).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+
+    // A malformed verifier (RFC 7636 §4.1) is refused before the code is looked at.
+    let (url, verifier, _) = host_request(&server.url, id, redirect, &[]);
+    let back = authorize(&b, &server.url, &url, "johndoe@test.com").await;
+    let code = query_param(&back, "code").unwrap();
+    for bad in [
+        "short".to_owned(),
+        "x".repeat(129),
+        format!("{}+", &verifier[..42]),
+    ] {
+        let r = redeem(&server.url, id, &code, &bad, redirect).await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"],
+            "invalid_request",
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        redeem(&server.url, id, &code, &verifier, redirect).await.status(),
+        200
+    );
+    // An S256 challenge that is not 43 characters.
+    let url = format!(
+        "{}/authorize?response_type=code&client_id={id}&redirect_uri=http%3A%2F%2F127.0.0.1%3A33418%2F&code_challenge_method=S256&code_challenge={}",
+        server.url,
+        "a".repeat(44)
+    );
+    assert_eq!(b.get(&url).send().await.unwrap().status(), 400);
 
     // A code presented by another client.
     let (url, verifier, _) = host_request(&server.url, id, redirect, &[]);
@@ -417,18 +458,17 @@ async fn token_endpoint_attacks() {
     );
     assert_ne!(first["refresh_token"], tokens["refresh_token"]);
     assert_eq!(
+        first["refresh_token"], second["refresh_token"],
+        "a retry within the grace period gets the same successor, not a new chain"
+    );
+    assert_eq!(
         mcp_status(&server, first["access_token"].as_str().unwrap()).await,
         200
     );
 }
 
-#[tokio::test]
-async fn rotated_refresh_token_expires_after_grace() {
-    let upstream = Upstream::start().await;
-    let server = start_server(&upstream, MemoryStore::new(), |b| {
-        b.refresh_grace(Duration::from_secs(1))
-    })
-    .await;
+/// Logs johndoe in through a freshly registered client; returns (client id, token response).
+async fn login_tokens(server: &Server) -> (String, Value) {
     let id = register_vscode(&server.url).await["client_id"]
         .as_str()
         .unwrap()
@@ -447,30 +487,90 @@ async fn rotated_refresh_token_expires_after_grace() {
     .json()
     .await
     .unwrap();
-    let form = |rt: &str| {
-        vec![
-            ("grant_type", "refresh_token".to_owned()),
-            ("client_id", id.clone()),
-            ("refresh_token", rt.to_owned()),
-        ]
-    };
-    let http = reqwest::Client::new();
-    let rt = tokens["refresh_token"].as_str().unwrap();
-    let r = http
+    (id, tokens)
+}
+
+async fn refresh_request(server: &Server, client_id: &str, refresh_token: &str) -> reqwest::Response {
+    reqwest::Client::new()
         .post(format!("{}/token", server.url))
-        .form(&form(rt))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id),
+            ("refresh_token", refresh_token),
+        ])
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn rotated_refresh_token_reuse_after_grace_revokes_the_grant() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| {
+        b.refresh_grace(Duration::from_secs(1))
+    })
+    .await;
+    let (id, tokens) = login_tokens(&server).await;
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let r = refresh_request(&server, &id, rt).await;
     assert_eq!(r.status(), 200);
+    let next: Value = r.json().await.unwrap();
+    let next_access = next["access_token"].as_str().unwrap();
+    assert_eq!(mcp_status(&server, next_access).await, 200);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let r = http
+    // The stolen old token, used after the grace period: refused, and the grant is over.
+    let r = refresh_request(&server, &id, rt).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        mcp_status(&server, next_access).await,
+        401,
+        "reuse revoked the grant"
+    );
+    let r = refresh_request(&server, &id, next["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "invalid_grant",
+        "the legitimate chain ends too"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_of_one_token_mint_one_successor() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    let (id, tokens) = login_tokens(&server).await;
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let responses = futures_util::future::join_all((0..6).map(|_| refresh_request(&server, &id, rt))).await;
+    let mut successors = Vec::new();
+    for r in responses {
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        successors.push(v["refresh_token"].as_str().unwrap().to_owned());
+    }
+    successors.dedup();
+    assert_eq!(successors.len(), 1, "one chain only: {successors:?}");
+    // Once the successor has been used, the old token is reuse even within the grace period.
+    let r = refresh_request(&server, &id, &successors[0]).await;
+    assert_eq!(r.status(), 200);
+    let newest: Value = r.json().await.unwrap();
+    // (An invalid scope parameter does not hide the reuse.)
+    let r = reqwest::Client::new()
         .post(format!("{}/token", server.url))
-        .form(&form(rt))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", id.as_str()),
+            ("refresh_token", rt),
+            ("scope", "no-such-scope"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        mcp_status(&server, newest["access_token"].as_str().unwrap()).await,
+        401,
+        "reuse revoked the grant"
+    );
 }
 
 #[tokio::test]
@@ -742,6 +842,299 @@ async fn upstream_errors_and_mix_ups_reach_the_host_and_codes_expire() {
         redirect,
     )
     .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn refresh_keeps_a3s_newest_refresh_token_and_revoked_grants_stay_revoked() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    // A3 access tokens inside the refresh margin: every use refreshes A3's tokens, and A3
+    // refuses a refresh token used twice.
+    upstream.state.access_ttl.store(20, Ordering::SeqCst);
+    let (id, tokens) = login_tokens(&server).await;
+    let verifier = server.bridge.token_verifier();
+    let mut access = tokens["access_token"].as_str().unwrap().to_owned();
+    let mut rt = tokens["refresh_token"].as_str().unwrap().to_owned();
+    for round in 0..5 {
+        let (r, checks) = tokio::join!(
+            refresh_request(&server, &id, &rt),
+            futures_util::future::join_all((0..4).map(|_| verifier.verify(&access)))
+        );
+        assert_eq!(r.status(), 200, "round {round}");
+        assert!(checks.iter().all(Result::is_ok), "round {round}: {checks:?}");
+        let v: Value = r.json().await.unwrap();
+        access = v["access_token"].as_str().unwrap().to_owned();
+        rt = v["refresh_token"].as_str().unwrap().to_owned();
+        // A3's refresh token stored in the grant is the newest one: it still refreshes.
+        assert!(verifier.verify(&access).await.is_ok(), "round {round}");
+    }
+    // After revocation the refresh token cannot bring the grant back.
+    let r = reqwest::Client::new()
+        .post(format!("{}/revoke", server.url))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = refresh_request(&server, &id, &rt).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(mcp_status(&server, &access).await, 401);
+}
+
+/// A MemoryStore whose grant reads return 300 ms late while `slow` is set, and whose writes of
+/// redeemed-code records happen 300 ms late while `slow_used_codes` is set: widens race windows.
+#[derive(Clone)]
+struct SlowGrantReads {
+    inner: MemoryStore,
+    slow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    slow_used_codes: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Store for SlowGrantReads {
+    fn put<'a>(
+        &'a self,
+        ns: Namespace,
+        key: &'a str,
+        value: Vec<u8>,
+        expires_at: Option<u64>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let slow = ns == Namespace::UsedCode && self.slow_used_codes.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            self.inner.put(ns, key, value, expires_at).await
+        })
+    }
+    fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        let slow = ns == Namespace::Grant && self.slow.load(Ordering::SeqCst);
+        Box::pin(async move {
+            let value = self.inner.get(ns, key).await;
+            if slow {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            value
+        })
+    }
+    fn take<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        self.inner.take(ns, key)
+    }
+    fn delete<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.delete(ns, key)
+    }
+    fn count(&self, ns: Namespace) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.count(ns)
+    }
+    fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.purge_expired()
+    }
+}
+
+#[tokio::test]
+async fn a_grant_revoked_during_code_redemption_stays_revoked() {
+    let upstream = Upstream::start().await;
+    let store = SlowGrantReads {
+        inner: MemoryStore::new(),
+        slow: Default::default(),
+        slow_used_codes: Default::default(),
+    };
+    let slow = store.slow.clone();
+    let server = start_server(&upstream, store, |b| b).await;
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let redirect = "http://127.0.0.1:33418/";
+    let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
+    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
+    let code = query_param(&back, "code").unwrap();
+    slow.store(true, Ordering::SeqCst);
+    // The redemption reads the grant slowly; meanwhile a replay of the code revokes the grant.
+    let (first, second) = tokio::join!(redeem(&server.url, &id, &code, &verifier, redirect), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        redeem(&server.url, &id, &code, &verifier, redirect).await
+    });
+    slow.store(false, Ordering::SeqCst);
+    assert_eq!(second.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    let first: Value = first.json().await.unwrap();
+    if let Some(access) = first["access_token"].as_str() {
+        assert_eq!(
+            mcp_status(&server, access).await,
+            401,
+            "the revoked grant was not written back"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unused_registrations_expire_soon_and_approval_keeps_them() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| {
+        b.unused_client_ttl(Duration::from_secs(2))
+    })
+    .await;
+    let unused = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let used = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let redirect = "http://127.0.0.1:33418/";
+    let b = browser();
+    let (url, _, _) = host_request(&server.url, &used, redirect, &[]);
+    let fields = open_consent(&b, &url).await;
+    assert_eq!(decide(&b, &server.url, &fields, "approve").await.status(), 303);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (url, _, _) = host_request(&server.url, &unused, redirect, &[]);
+    let r = b.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 400, "the never-approved registration expired");
+    assert!(r.text().await.unwrap().contains("not registered"));
+    let (url, _, _) = host_request(&server.url, &used, redirect, &[]);
+    open_consent(&b, &url).await;
+}
+
+#[tokio::test]
+async fn a_consent_form_approves_once() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = browser();
+    let (url, _, _) = host_request(&server.url, &id, "http://127.0.0.1:33418/", &[]);
+    let fields = open_consent(&b, &url).await;
+    assert_eq!(decide(&b, &server.url, &fields, "approve").await.status(), 303);
+    for _ in 0..3 {
+        let r = decide(&b, &server.url, &fields, "approve").await;
+        assert_eq!(r.status(), 400, "replayed approval");
+        assert!(r.headers().get("location").is_none());
+    }
+    // A new consent page gives a new form.
+    let fields = open_consent(&b, &url).await;
+    assert_eq!(decide(&b, &server.url, &fields, "approve").await.status(), 303);
+}
+
+#[tokio::test]
+async fn concurrent_redemptions_of_one_code_revoke_the_grant() {
+    let upstream = Upstream::start().await;
+    let store = SlowGrantReads {
+        inner: MemoryStore::new(),
+        slow: Default::default(),
+        slow_used_codes: Default::default(),
+    };
+    let slow = store.slow_used_codes.clone();
+    let server = start_server(&upstream, store, |b| b).await;
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let redirect = "http://127.0.0.1:33418/";
+    let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
+    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
+    let code = query_param(&back, "code").unwrap();
+    // The redeemed-code record is written late; a replay arrives in between.
+    slow.store(true, Ordering::SeqCst);
+    let (first, second) = tokio::join!(redeem(&server.url, &id, &code, &verifier, redirect), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        redeem(&server.url, &id, &code, &verifier, redirect).await
+    });
+    slow.store(false, Ordering::SeqCst);
+    let mut refused = 0;
+    for r in [first, second] {
+        let v: Value = r.json().await.unwrap();
+        match v["access_token"].as_str() {
+            Some(access) => assert_eq!(
+                mcp_status(&server, access).await,
+                401,
+                "a replayed code revokes what it issued"
+            ),
+            None => refused += 1,
+        }
+    }
+    assert!(refused >= 1);
+}
+
+#[tokio::test]
+async fn refresh_refuses_a_scope_it_cannot_enforce() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| {
+        b.scopes(["mcp:call", "mcp:admin"])
+    })
+    .await;
+    let r: Value = reqwest::Client::new()
+        .post(format!("{}/register", server.url))
+        .json(&serde_json::json!({"redirect_uris": ["http://127.0.0.1/"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["client_id"].as_str().unwrap();
+    let redirect = "http://127.0.0.1:33418/";
+    let (url, verifier, _) = host_request(&server.url, id, redirect, &[("scope", "mcp:call mcp:admin")]);
+    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
+    let tokens: Value = redeem(
+        &server.url,
+        id,
+        &query_param(&back, "code").unwrap(),
+        &verifier,
+        redirect,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(tokens["scope"], "mcp:call mcp:admin");
+    let refresh = |rt: String, scope: &'static str| {
+        let url = format!("{}/token", server.url);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", id),
+                    ("refresh_token", rt.as_str()),
+                    ("scope", scope),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let rt = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (status, v) = refresh(rt.clone(), "mcp:call").await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "narrowing"
+    );
+    let (status, v) = refresh(rt, "mcp:admin mcp:call").await;
+    assert_eq!(status, 200, "the grant's scope, in any order");
+    assert_eq!(v["scope"], "mcp:call mcp:admin");
+}
+
+#[tokio::test]
+async fn an_upstream_refresh_for_another_user_ends_the_grant() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    upstream.state.access_ttl.store(20, Ordering::SeqCst); // every use refreshes A3's tokens
+    let (id, tokens) = login_tokens(&server).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert!(server.bridge.token_verifier().verify(access).await.is_ok());
+    *upstream.state.refresh_subject.lock().unwrap() = Some("mallory@test.com".into());
+    assert!(
+        server.bridge.token_verifier().verify(access).await.is_err(),
+        "a refreshed token for another subject is not used"
+    );
+    *upstream.state.refresh_subject.lock().unwrap() = None;
+    assert_eq!(mcp_status(&server, access).await, 401, "the grant is gone");
+    let r = refresh_request(&server, &id, tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
 }
 

@@ -93,28 +93,28 @@ pub(crate) struct Transaction {
     pub upstream_verifier: String,
 }
 
+/// A request that failed validation. It is always answered with an HTML page, never with a
+/// redirect: before the user has seen the consent page, redirecting errors to a URI that anyone
+/// may register would make this server an open redirector (RFC 9700 §4.11.2). Errors go to the
+/// client only after the user's decision (Deny, or A3's answer after approval).
 enum Failure {
-    /// Cannot be sent to the client: an HTML page.
+    /// Cannot be sent to the client.
     Page(StatusCode, &'static str),
-    /// Sent to the validated redirect URI.
-    Redirect {
-        redirect_uri: String,
-        state: Option<String>,
+    /// A malformed request from a known client with a registered redirect URI.
+    Invalid {
         error: &'static str,
         description: &'static str,
     },
 }
 
 impl Failure {
-    fn into_response(self, issuer: &str) -> Response {
+    fn into_response(self) -> Response {
         match self {
             Failure::Page(status, message) => error_page(status, message),
-            Failure::Redirect {
-                redirect_uri,
-                state,
-                error,
-                description,
-            } => error_redirect(&redirect_uri, state.as_deref(), error, description, issuer),
+            Failure::Invalid { error, description } => error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("The application sent an invalid request ({error}: {description})."),
+            ),
         }
     }
 }
@@ -134,7 +134,8 @@ pub(crate) fn error_redirect(
     redirect_to_client(redirect_uri, &params)
 }
 
-fn is_pkce_value(s: &str) -> bool {
+/// A PKCE code verifier's syntax (RFC 7636 §4.1): 43 to 128 unreserved characters.
+pub(crate) fn is_pkce_value(s: &str) -> bool {
     (43..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
@@ -181,12 +182,7 @@ async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failu
         }
     };
     let state = p.state.clone();
-    let fail = |error, description| Failure::Redirect {
-        redirect_uri: redirect_uri.clone(),
-        state: state.clone(),
-        error,
-        description,
-    };
+    let fail = |error, description| Failure::Invalid { error, description };
     if state.as_ref().is_some_and(|s| s.len() > 2048) {
         return Err(fail("invalid_request", "state is too long"));
     }
@@ -205,7 +201,8 @@ async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failu
     if p.code_challenge_method.as_deref() != Some("S256") {
         return Err(fail("invalid_request", "code_challenge_method must be S256"));
     }
-    if !is_pkce_value(challenge) {
+    // An S256 challenge is the base64url SHA-256 of the verifier: exactly 43 characters.
+    if challenge.len() != 43 || !is_pkce_value(challenge) {
         return Err(fail("invalid_request", "code_challenge is malformed"));
     }
     let resource = match p.resource.as_deref() {
@@ -260,7 +257,7 @@ pub(crate) async fn show(
     };
     let v = match validate(&inner, &p).await {
         Ok(v) => v,
-        Err(f) => return f.into_response(&inner.issuer),
+        Err(f) => return f.into_response(),
     };
     // Reuse this browser's CSRF value if it has a well-formed one, else set a new one.
     let (csrf, set_cookie) = match inner.read_cookie(&headers, CSRF_COOKIE).filter(|c| c.len() == 43) {
@@ -271,10 +268,14 @@ pub(crate) async fn show(
             (c, Some(cookie))
         }
     };
-    let exp = unix_now() + inner.limits.consent_ttl.as_secs();
+    let exp = crate::dcr::store::expiry_after(inner.limits.consent_ttl);
+    // A random part makes every consent page's token distinct (each approves once).
+    let nonce = crypto::random_token();
     let token = format!(
-        "{exp}.{}",
-        inner.keys.sign(&format!("consent|{csrf}|{exp}|{}", v.digest()))
+        "{exp}.{nonce}.{}",
+        inner
+            .keys
+            .sign(&format!("consent|{csrf}|{exp}|{nonce}|{}", v.digest()))
     );
     let mut response = consent_page(&inner, &v, &p, &token);
     if let Some(cookie) = set_cookie {
@@ -320,7 +321,7 @@ fn consent_page(inner: &Inner, v: &Validated, p: &AuthorizeParams, csrf_token: &
         .unwrap_or_default();
     let body = format!(
         "<h1>Authorize {name}?</h1>\
-<p><strong>{name}</strong> (client id <code>{client_id}</code>) asks to use <code>{resource}</code> on your behalf.</p>\
+<p>An application that claims to be <strong>{name}</strong> (a name it chose itself; client id <code>{client_id}</code>) asks to use <code>{resource}</code> on your behalf.</p>\
 <p>It will receive access at <strong>{host}</strong>{local_note}:<br><code>{redirect_uri}</code></p>\
 <p>Requested scopes:</p><ul>{scopes}</ul>\
 <p>If you approve, you will sign in at <code>{upstream}</code>. Only approve applications you just started connecting yourself.</p>\
@@ -421,17 +422,18 @@ pub(crate) async fn decide(
     };
     let v = match validate(&inner, &p).await {
         Ok(v) => v,
-        Err(f) => return f.into_response(&inner.issuer),
+        Err(f) => return f.into_response(),
     };
     let valid_token = p
         .csrf_token
         .as_deref()
         .and_then(|t| t.split_once('.'))
-        .is_some_and(|(exp, sig)| {
+        .and_then(|(exp, rest)| Some((exp, rest.split_once('.')?)))
+        .is_some_and(|(exp, (nonce, sig))| {
             exp.parse::<u64>().is_ok_and(|e| e > unix_now())
                 && inner
                     .keys
-                    .verify(&format!("consent|{csrf}|{exp}|{}", v.digest()), sig)
+                    .verify(&format!("consent|{csrf}|{exp}|{nonce}|{}", v.digest()), sig)
         });
     if !valid_token {
         return error_page(
@@ -451,6 +453,14 @@ pub(crate) async fn decide(
             );
         }
         _ => return error_page(StatusCode::BAD_REQUEST, "No decision was made."),
+    }
+    // A consent form approves once: replaying the post cannot make us write transactions.
+    let consent = crypto::hash(p.csrf_token.as_deref().unwrap_or_default());
+    if !inner.used_consents.entry(consent).or_insert(()).is_fresh() {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This consent was already given. Start again from your application.",
+        );
     }
     // Approved: only now is anything stored.
     let tx_id = crypto::random_token();
@@ -519,6 +529,8 @@ mod tests {
         assert!(!is_pkce_value("short"));
         assert!(!is_pkce_value(&"a".repeat(129)));
         assert!(!is_pkce_value("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM"));
+        assert!(!is_pkce_value(&"a".repeat(42)));
+        assert!(is_pkce_value(&"a".repeat(128)));
     }
 
     #[test]

@@ -13,7 +13,6 @@ use super::token::CodeEntry;
 use super::upstream::UpstreamError;
 use super::{Grant, Inner, Namespace, crypto, error_page, redirect_to_client};
 use crate::TokenVerifier;
-use crate::dcr::store::unix_now;
 
 #[derive(Deserialize)]
 pub(crate) struct CallbackParams {
@@ -174,7 +173,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
         tracing::error!(error = %e, "DCR store failure");
         return to_client("temporarily_unavailable", "storage is unavailable");
     }
-    tracing::info!(client_id = %tx.client_id, subject = ?grant.subject, at = unix_now(), "authorized a client");
+    tracing::info!(client_id = %tx.client_id, "authorized a client");
     let mut params = vec![("code", code.as_str())];
     if let Some(state) = tx.state.as_deref() {
         params.push(("state", state));

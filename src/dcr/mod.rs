@@ -74,7 +74,6 @@ pub use store::{BoxFuture, MemoryStore, Namespace, RedbStore, Store, StoreError}
 pub use verifier::ProxyTokenVerifier;
 
 use crypto::Keys;
-use store::unix_now;
 use upstream::Upstream;
 
 /// Where A3 sends the browser back; registered at A3 as the predefined client's redirect URI.
@@ -133,6 +132,7 @@ pub(crate) struct Limits {
     pub transaction_ttl: Duration,
     pub consent_ttl: Duration,
     pub client_ttl: Option<Duration>,
+    pub unused_client_ttl: Duration,
     pub max_clients: u64,
     pub register_burst: u32,
     pub register_refill: Duration,
@@ -148,6 +148,7 @@ impl Default for Limits {
             transaction_ttl: Duration::from_secs(600),
             consent_ttl: Duration::from_secs(600),
             client_ttl: Some(Duration::from_secs(180 * 24 * 3600)),
+            unused_client_ttl: Duration::from_secs(24 * 3600),
             max_clients: 10_000,
             register_burst: 10,
             register_refill: Duration::from_secs(60),
@@ -171,6 +172,9 @@ pub(crate) struct Inner {
     pub register_limiter: register::RateLimiter,
     /// One lock per grant, so concurrent requests refresh A3's tokens once.
     pub refresh_locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Hashes of consent tokens already approved: each approval (which writes a transaction)
+    /// is single use, within this process.
+    pub used_consents: moka::sync::Cache<String, ()>,
 }
 
 impl Inner {
@@ -206,9 +210,36 @@ impl Inner {
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| StoreError(e.to_string()))?;
-        self.store
-            .put(ns, key, bytes, ttl.map(|t| unix_now() + t.as_secs()))
-            .await
+        self.store.put(ns, key, bytes, ttl.map(store::expiry_after)).await
+    }
+
+    /// Serialises everything that rewrites or deletes one grant (upstream refresh, our token
+    /// issuance and rotation, revocation): within this process by a mutex, across replicas by the
+    /// store's lock ([`Store::lock`]), waiting up to [`GRANT_LOCK_WAIT`] for another holder.
+    pub(crate) async fn lock_grant(&self, grant_id: &str) -> Result<GrantLock, StoreError> {
+        let local = self
+            .refresh_locks
+            .get_with(grant_id.to_owned(), || Arc::new(tokio::sync::Mutex::new(())))
+            .lock_owned()
+            .await;
+        let name = format!("grant:{grant_id}");
+        let deadline = tokio::time::Instant::now() + GRANT_LOCK_WAIT;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            if let Some(token) = self.store.lock(&name, GRANT_LOCK_TTL).await? {
+                return Ok(GrantLock {
+                    store: self.store.clone(),
+                    name,
+                    token,
+                    _local: local,
+                });
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(StoreError("another replica holds the grant's lock".into()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
     }
 
     pub(crate) fn cookie_name(&self, base: &str) -> String {
@@ -273,9 +304,33 @@ impl Grant {
 pub(crate) struct TokenEntry {
     pub grant_id: String,
     pub client_id: String,
-    /// A refresh token that has been rotated: usable until its (grace) expiry only.
-    #[serde(default)]
+    /// Written by earlier versions for a rotated refresh token (without a successor).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rotated: bool,
+    /// Refresh tokens: when the token itself expires (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// Refresh tokens: when it was rotated. A rotated token is kept until its own expiry, so
+    /// that a use after the grace period is recognised as reuse and ends the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<u64>,
+    /// Refresh tokens: the successor issued at rotation, sealed (associated data: this
+    /// token's hash), returned again to a retry within the grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<Vec<u8>>,
+}
+
+impl TokenEntry {
+    pub(crate) fn new(grant_id: &str, client_id: &str) -> Self {
+        TokenEntry {
+            grant_id: grant_id.to_owned(),
+            client_id: client_id.to_owned(),
+            rotated: false,
+            expires_at: None,
+            rotated_at: None,
+            successor: None,
+        }
+    }
 }
 
 /// The bridge. Build it with [`DcrBridge::builder`], serve [`DcrBridge::router`] beside the
@@ -582,6 +637,14 @@ impl DcrBridgeBuilder {
         self
     }
 
+    /// How long a registered client that no user has approved yet is kept (default 24 h). The
+    /// first approval extends it to [`client_ttl`](Self::client_ttl), so registrations nobody
+    /// uses cannot fill the [`max_clients`](Self::max_clients) cap for long.
+    pub fn unused_client_ttl(mut self, ttl: Duration) -> Self {
+        self.limits.unused_client_ttl = ttl;
+        self
+    }
+
     /// Most registered clients kept at once (default 10 000).
     pub fn max_clients(mut self, max: u64) -> Self {
         self.limits.max_clients = max;
@@ -705,11 +768,15 @@ impl DcrBridgeBuilder {
             upstream,
             jwt,
             register_limiter: register::RateLimiter::new(limits.register_burst, limits.register_refill),
-            limits,
             secure_cookies,
+            used_consents: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(limits.consent_ttl.max(Duration::from_secs(1)))
+                .build(),
             refresh_locks: moka::sync::Cache::builder()
                 .time_to_idle(Duration::from_secs(60))
                 .build(),
+            limits,
         });
         spawn_purger(Arc::downgrade(&inner));
         Ok(DcrBridge { inner })
@@ -919,6 +986,41 @@ pub(crate) fn redirect_to_client(redirect_uri: &str, params: &[(&str, &str)]) ->
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     response
+}
+
+/// How long a grant's lock in a shared store lives at most: longer than one upstream refresh
+/// (whose HTTP timeout is 15 s), so that a slow refresh is not duplicated by another replica.
+const GRANT_LOCK_TTL: Duration = Duration::from_secs(30);
+/// How long to wait for another replica's refresh or revocation of the same grant.
+const GRANT_LOCK_WAIT: Duration = Duration::from_secs(20);
+
+/// Held while one grant is refreshed, rewritten or revoked: the per-process mutex and the store's
+/// lock ([`Store::lock`], across replicas). Released on drop.
+pub(crate) struct GrantLock {
+    store: Arc<dyn Store>,
+    name: String,
+    token: String,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for GrantLock {
+    fn drop(&mut self) {
+        if self.token.is_empty() {
+            return; // a single-process store: the mutex was the lock
+        }
+        let (store, name, token) = (
+            self.store.clone(),
+            std::mem::take(&mut self.name),
+            std::mem::take(&mut self.token),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.unlock(&name, &token).await {
+                    tracing::warn!(error = %e, "releasing a grant lock failed; it expires by itself");
+                }
+            });
+        }
+    }
 }
 
 #[cfg(test)]

@@ -63,7 +63,8 @@ pub struct RegisteredClient {
 
 impl RegisteredClient {
     /// Whether `redirect_uri` is one of the registered URIs: exact match, or for loopback IP
-    /// literals and `localhost` over http the same URI on any port (RFC 8252 §7.3).
+    /// literals over http the same URI on any port (RFC 8252 §7.3; `localhost` matches exactly
+    /// only, as the name may resolve elsewhere, RFC 8252 §8.3).
     pub fn allows_redirect(&self, redirect_uri: &str) -> bool {
         if self.redirect_uris.iter().any(|r| r == redirect_uri) {
             return true;
@@ -77,11 +78,16 @@ impl RegisteredClient {
     }
 }
 
-/// `http://{loopback}{path}?{query}` with the port dropped, or `None` if not http loopback.
+/// `http://{loopback IP}{path}?{query}` with the port dropped, or `None` if not http to a
+/// loopback IP literal.
 fn loopback_without_port(uri: &str) -> Option<String> {
     let mut url = Url::parse(uri).ok()?;
-    if url.scheme() != "http" || !url.host().is_some_and(|h| is_loopback_host(&h)) || url.fragment().is_some()
-    {
+    let loopback_ip = match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    };
+    if url.scheme() != "http" || !loopback_ip || url.fragment().is_some() {
         return None;
     }
     url.set_port(None).ok()?;
@@ -146,7 +152,7 @@ pub(crate) async fn register(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    if !inner.register_limiter.allow(ip) {
+    if !inner.register_limiter.allow(rate_key(ip)) {
         let mut r = oauth_error(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_requests",
@@ -263,7 +269,11 @@ pub(crate) async fn register(
             Namespace::Client,
             &client.client_id,
             &client,
-            inner.limits.client_ttl,
+            // Until a user approves it (`POST /authorize` extends this to `client_ttl`).
+            Some(match inner.limits.client_ttl {
+                Some(ttl) => ttl.min(inner.limits.unused_client_ttl),
+                None => inner.limits.unused_client_ttl,
+            }),
         )
         .await
     {
@@ -285,6 +295,18 @@ pub(crate) fn store_failure(e: super::StoreError) -> Response {
         "temporarily_unavailable",
         "storage is unavailable, retry later",
     )
+}
+
+/// The rate-limited unit of a client address: an IPv4 address, or an IPv6 /64 (one host or
+/// network usually holds a whole /64, so single IPv6 addresses would be free to vary).
+fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
 }
 
 /// A token bucket per client address.
@@ -382,6 +404,16 @@ mod tests {
             !c.allows_redirect("http://localhost:40000/"),
             "host must match too"
         );
+        let named = RegisteredClient {
+            redirect_uris: vec!["http://localhost/cb".into(), "http://[::1]/cb".into()],
+            ..c
+        };
+        assert!(named.allows_redirect("http://localhost/cb"), "exact match");
+        assert!(
+            !named.allows_redirect("http://localhost:40000/cb"),
+            "no port exception for localhost"
+        );
+        assert!(named.allows_redirect("http://[::1]:40000/cb"));
     }
 
     #[test]
@@ -391,5 +423,22 @@ mod tests {
         assert!(l.allow(a) && l.allow(a));
         assert!(!l.allow(a));
         assert!(l.allow(IpAddr::from([10, 0, 0, 2])), "buckets are per address");
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64_bucket() {
+        let l = RateLimiter::new(2, Duration::from_secs(3600));
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1234:5678:9abc".parse().unwrap();
+        assert!(l.allow(rate_key(a)) && l.allow(rate_key(b)));
+        assert!(!l.allow(rate_key(a)), "one bucket per /64");
+        assert!(
+            l.allow(rate_key("2001:db8:1:3::1".parse().unwrap())),
+            "another /64"
+        );
+        assert_eq!(
+            rate_key("::ffff:10.0.0.1".parse().unwrap()),
+            IpAddr::from([10, 0, 0, 1])
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moka::sync::Cache;
@@ -193,6 +194,12 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The Unix time `ttl` from now, saturating (a huge `expires_in` from A3 or a huge configured
+/// lifetime means "never", not an overflow).
+pub(crate) fn expiry_after(ttl: Duration) -> u64 {
+    unix_now().saturating_add(ttl.as_secs())
+}
+
 fn live(expires_at: Option<u64>) -> bool {
     expires_at.is_none_or(|t| t > unix_now())
 }
@@ -375,6 +382,8 @@ fn decode(raw: &[u8]) -> Option<(Option<u64>, &[u8])> {
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<redb::Database>,
+    /// Committed write transactions of `take`/`delete` (observed by tests).
+    writes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -400,7 +409,10 @@ impl RedbStore {
             tx.open_table(t).map_err(err)?;
         }
         tx.commit().map_err(err)?;
-        Ok(RedbStore { db: Arc::new(db) })
+        Ok(RedbStore {
+            db: Arc::new(db),
+            writes: Arc::default(),
+        })
     }
 
     fn blocking<'a, T: Send + 'static>(
@@ -418,20 +430,34 @@ impl RedbStore {
         remove: bool,
     ) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
         let key = key.to_owned();
+        let writes = self.writes.clone();
         self.blocking(move |db| {
             use redb::ReadableDatabase;
+            let read = || -> Result<Option<Vec<u8>>, StoreError> {
+                let tx = db.begin_read().map_err(err)?;
+                let t = tx.open_table(table(ns)).map_err(err)?;
+                Ok(t.get(key.as_str()).map_err(err)?.map(|v| v.value().to_vec()))
+            };
             let raw = if remove {
+                // A miss costs no write transaction (a durable commit): unauthenticated requests
+                // with unknown codes, states or tokens must stay cheap.
+                if read()?.is_none() {
+                    return Ok(None);
+                }
                 let tx = db.begin_write().map_err(err)?;
                 let raw = {
                     let mut t = tx.open_table(table(ns)).map_err(err)?;
                     t.remove(key.as_str()).map_err(err)?.map(|v| v.value().to_vec())
                 };
-                tx.commit().map_err(err)?;
+                if raw.is_some() {
+                    tx.commit().map_err(err)?;
+                    writes.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tx.abort().map_err(err)?;
+                }
                 raw
             } else {
-                let tx = db.begin_read().map_err(err)?;
-                let t = tx.open_table(table(ns)).map_err(err)?;
-                t.get(key.as_str()).map_err(err)?.map(|v| v.value().to_vec())
+                read()?
             };
             Ok(raw.and_then(|raw| match decode(&raw) {
                 Some((exp, value)) if live(exp) => Some(value.to_vec()),
@@ -541,6 +567,13 @@ pub(crate) mod tests {
         assert_eq!(store.count(Namespace::Code).await.unwrap(), 0);
     }
 
+    #[test]
+    fn expiry_saturates() {
+        assert_eq!(expiry_after(Duration::MAX), u64::MAX);
+        assert_eq!(expiry_after(Duration::from_secs(u64::MAX - 1)), u64::MAX);
+        assert!(expiry_after(Duration::from_secs(10)) >= unix_now() + 10);
+    }
+
     #[tokio::test]
     async fn memory_store_contract() {
         exercise(&MemoryStore::new()).await;
@@ -563,6 +596,30 @@ pub(crate) mod tests {
             store.get(Namespace::Grant, "g").await.unwrap(),
             Some(b"kept".to_vec())
         );
+    }
+
+    #[tokio::test]
+    async fn redb_take_and_delete_of_a_missing_key_do_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path().join("w.redb")).unwrap();
+        for _ in 0..5 {
+            assert_eq!(store.take(Namespace::Code, "missing").await.unwrap(), None);
+            store.delete(Namespace::RefreshToken, "missing").await.unwrap();
+        }
+        assert_eq!(
+            store.writes.load(Ordering::Relaxed),
+            0,
+            "no write transaction committed"
+        );
+        store
+            .put(Namespace::Code, "k", b"v".to_vec(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.take(Namespace::Code, "k").await.unwrap(),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(store.writes.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

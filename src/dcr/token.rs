@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::authorize::same_resource;
 use super::register::store_failure;
-use super::verifier::{FreshError, fresh_upstream_locked, lock_grant};
+use super::store::unix_now;
+use super::verifier::{FreshError, fresh_upstream_locked};
 use super::{Grant, Inner, Namespace, RegisteredClient, TokenEntry, crypto, oauth_error};
 
 /// What an authorization code's hash maps to (single use, short TTL).
@@ -117,8 +118,15 @@ async fn authorization_code<'a>(
             "code and code_verifier are required",
         );
     };
+    if !super::authorize::is_pkce_value(verifier) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code_verifier must be 43 to 128 unreserved characters",
+        );
+    }
     let key = crypto::hash(code);
-    let entry: CodeEntry = match inner.take_json(Namespace::Code, &key).await {
+    let entry: CodeEntry = match inner.get_json(Namespace::Code, &key).await {
         Ok(Some(e)) => e,
         Ok(None) => {
             // A replayed code: the first redemption's tokens may be in the wrong hands.
@@ -130,9 +138,24 @@ async fn authorization_code<'a>(
         }
         Err(e) => return store_failure(e),
     };
-    let _ = inner
+    // Remembered as redeemed before it is consumed, so that a concurrent replay that finds the
+    // code gone also finds this record.
+    if let Err(e) = inner
         .put_json(Namespace::UsedCode, &key, &entry.grant_id, Some(USED_CODE_TTL))
-        .await;
+        .await
+    {
+        return store_failure(e);
+    }
+    match inner.take_json::<CodeEntry>(Namespace::Code, &key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            // Another redemption consumed it between our read and our take.
+            tracing::warn!(client_id = %client.client_id, "authorization code replayed; revoking its grant");
+            revoke_grant(inner, &entry.grant_id).await;
+            return invalid_grant("the code is invalid, expired or already used");
+        }
+        Err(e) => return store_failure(e),
+    }
     if entry.client_id != client.client_id {
         tracing::warn!(client_id = %client.client_id, "authorization code presented by another client; revoking its grant");
         revoke_grant(inner, &entry.grant_id).await;
@@ -146,12 +169,25 @@ async fn authorization_code<'a>(
     if !crypto::ct_eq(&crypto::s256(verifier), &entry.code_challenge) {
         return invalid_grant("the code_verifier does not match the code_challenge");
     }
+    // Serialised with A3 refreshes and revocation of this grant (at any replica); `issue`
+    // re-reads it.
+    let _guard = match inner.lock_grant(&entry.grant_id).await {
+        Ok(g) => g,
+        Err(e) => return store_failure(e),
+    };
     let grant: Grant = match inner.get_json(Namespace::Grant, &entry.grant_id).await {
         Ok(Some(g)) => g,
         Ok(None) => return invalid_grant("the authorization was revoked"),
         Err(e) => return store_failure(e),
     };
-    issue(inner, client, &grant, &entry.scope).await
+    let refresh_token = client
+        .grant_types
+        .iter()
+        .any(|g| g == "refresh_token")
+        .then(|| (crypto::new_token(crypto::REFRESH_TOKEN_PREFIX), true));
+    match issue(inner, client, &grant.id, &entry.scope, refresh_token).await {
+        Ok(r) | Err(r) => r,
+    }
 }
 
 async fn refresh<'a>(
@@ -178,10 +214,15 @@ async fn refresh<'a>(
     if entry.client_id != client.client_id {
         return invalid_grant("the refresh token was issued to another client");
     }
-    // Held until the new tokens are stored: a refresh of A3's tokens or a revocation of this
-    // grant at another replica cannot interleave with this read-modify-write of the grant.
-    let _guard = match lock_grant(inner, &entry.grant_id).await {
+    // One refresh of a grant at a time: rotation, reuse detection, A3's refresh and revocation
+    // see each other's writes, and two concurrent uses of one token cannot both mint.
+    let _guard = match inner.lock_grant(&entry.grant_id).await {
         Ok(g) => g,
+        Err(e) => return store_failure(e),
+    };
+    let entry: TokenEntry = match inner.get_json(Namespace::RefreshToken, &key).await {
+        Ok(Some(e)) => e,
+        Ok(None) => return invalid_grant("the refresh token is invalid, expired or revoked"),
         Err(e) => return store_failure(e),
     };
     let grant: Grant = match inner.get_json(Namespace::Grant, &entry.grant_id).await {
@@ -189,24 +230,26 @@ async fn refresh<'a>(
         Ok(None) => return invalid_grant("the authorization was revoked"),
         Err(e) => return store_failure(e),
     };
-    let scope = match field("scope") {
-        None => grant.scope.clone(),
-        Some(s)
-            if s.split_ascii_whitespace()
-                .all(|x| grant.scope.split(' ').any(|g| g == x)) =>
-        {
-            s.split_ascii_whitespace().collect::<Vec<_>>().join(" ")
-        }
-        Some(_) => {
+    if entry.rotated || entry.rotated_at.is_some() {
+        // Reuse detection comes first: no other error may hide a reuse.
+        return reused(inner, client, &key, &entry, &grant, &grant.scope).await;
+    }
+    // Our tokens carry the grant's scope (A3's token behind them decides what is allowed), so a
+    // narrower scope could not be enforced: only the grant's own scope may be requested.
+    let scope = grant.scope.clone();
+    if let Some(s) = field("scope") {
+        let requested: std::collections::BTreeSet<&str> = s.split_ascii_whitespace().collect();
+        let granted: std::collections::BTreeSet<&str> = scope.split_ascii_whitespace().collect();
+        if requested != granted {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_scope",
-                "the scope exceeds the grant",
+                "the scope must be the grant's scope (narrowing is not supported)",
             );
         }
-    };
+    }
     // A3's tokens must still be usable (refreshed once if they expired), else the grant is over.
-    let grant = match fresh_upstream_locked(inner, grant, None).await {
+    let grant = match fresh_upstream_locked(inner, &grant.id, None).await {
         Ok((g, _)) => g,
         Err(FreshError::Gone) => return invalid_grant("the authorization expired; sign in again"),
         Err(FreshError::Unavailable) => {
@@ -217,25 +260,79 @@ async fn refresh<'a>(
             );
         }
     };
-    // Rotation: the presented token stays usable for a short grace period only.
-    if !entry.rotated {
-        let rotated = TokenEntry {
-            rotated: true,
-            ..entry
-        };
-        if let Err(e) = inner
-            .put_json(
-                Namespace::RefreshToken,
-                &key,
-                &rotated,
-                Some(inner.limits.refresh_grace),
-            )
+    // Rotation: the successor is stored first, then the presented token is marked rotated and
+    // kept (with its successor, sealed) until its own expiry, for retries and reuse detection.
+    let successor = crypto::new_token(crypto::REFRESH_TOKEN_PREFIX);
+    let response = match issue(inner, client, &grant.id, &scope, Some((successor.clone(), true))).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let now = unix_now();
+    let keep = entry
+        .expires_at
+        .map_or(inner.limits.refresh_token_ttl.as_secs(), |e| {
+            e.saturating_sub(now)
+        })
+        .max(inner.limits.refresh_grace.as_secs())
+        .max(1);
+    let rotated = TokenEntry {
+        rotated_at: Some(now),
+        successor: Some(inner.keys.seal(key.as_bytes(), successor.as_bytes())),
+        ..entry
+    };
+    if let Err(e) = inner
+        .put_json(
+            Namespace::RefreshToken,
+            &key,
+            &rotated,
+            Some(Duration::from_secs(keep)),
+        )
+        .await
+    {
+        return store_failure(e);
+    }
+    response
+}
+
+/// A rotated refresh token presented again (the caller holds the grant's lock). Within the grace
+/// period, while its successor is unused, it is a retry of a client that lost the response: the
+/// same successor comes back with a new access token. Otherwise it is reuse (OAuth 2.1 §4.3.1):
+/// the token may have been stolen, so the whole grant is revoked.
+async fn reused(
+    inner: &Inner,
+    client: &RegisteredClient,
+    key: &str,
+    entry: &TokenEntry,
+    grant: &Grant,
+    scope: &str,
+) -> Response {
+    let now = unix_now();
+    let in_grace = entry
+        .rotated_at
+        .is_some_and(|t| now < t.saturating_add(inner.limits.refresh_grace.as_secs()));
+    let successor = entry
+        .successor
+        .as_deref()
+        .filter(|_| in_grace)
+        .and_then(|s| inner.keys.open(key.as_bytes(), s))
+        .and_then(|s| String::from_utf8(s).ok());
+    if let Some(successor) = successor {
+        match inner
+            .get_json::<TokenEntry>(Namespace::RefreshToken, &crypto::hash(&successor))
             .await
         {
-            return store_failure(e);
+            Ok(Some(next)) if !next.rotated && next.rotated_at.is_none() => {
+                return match issue(inner, client, &grant.id, scope, Some((successor, false))).await {
+                    Ok(r) | Err(r) => r,
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return store_failure(e),
         }
     }
-    issue(inner, client, &grant, &scope).await
+    tracing::warn!(client_id = %client.client_id, "a rotated refresh token was used again; revoking its grant");
+    revoke_grant_locked(inner, &entry.grant_id).await;
+    invalid_grant("the refresh token is invalid, expired or revoked")
 }
 
 #[derive(Serialize)]
@@ -248,7 +345,37 @@ struct TokenResponse {
     scope: String,
 }
 
-async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &str) -> Response {
+/// Mints an access token for the grant and answers with it and `refresh_token` (stored first when
+/// its flag is set). `Err` is a failure response, nothing usable having been issued.
+///
+/// The caller holds the grant's lock. The grant is re-read here and only its expiry is extended,
+/// with the stored bytes: never a copy read earlier (A3's tokens in it may have been refreshed
+/// since), and never a grant that was revoked meanwhile.
+async fn issue(
+    inner: &Inner,
+    client: &RegisteredClient,
+    grant_id: &str,
+    scope: &str,
+    refresh_token: Option<(String, bool)>,
+) -> Result<Response, Response> {
+    let limits = &inner.limits;
+    let raw = match inner.store.get(Namespace::Grant, grant_id).await {
+        Ok(Some(raw)) => raw,
+        Ok(None) => return Err(invalid_grant("the authorization was revoked")),
+        Err(e) => return Err(store_failure(e)),
+    };
+    let Ok(grant) = serde_json::from_slice::<Grant>(&raw) else {
+        return Err(invalid_grant("the authorization was revoked"));
+    };
+    // The grant lives as long as its newest refresh token.
+    let expires_at = unix_now().saturating_add(limits.refresh_token_ttl.as_secs());
+    if let Err(e) = inner
+        .store
+        .put(Namespace::Grant, grant_id, raw, Some(expires_at))
+        .await
+    {
+        return Err(store_failure(e));
+    }
     let access_token = crypto::new_token(crypto::ACCESS_TOKEN_PREFIX);
     // Without an A3 refresh token our access token cannot outlive A3's.
     let mut access_ttl = inner.limits.access_token_ttl;
@@ -261,22 +388,8 @@ async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &
             .max(1);
         access_ttl = access_ttl.min(Duration::from_secs(left));
     }
-    let entry = TokenEntry {
-        grant_id: grant.id.clone(),
-        client_id: client.client_id.clone(),
-        rotated: false,
-    };
-    let limits = &inner.limits;
-    let refresh_token = client
-        .grant_types
-        .iter()
-        .any(|g| g == "refresh_token")
-        .then(|| crypto::new_token(crypto::REFRESH_TOKEN_PREFIX));
+    let entry = TokenEntry::new(&grant.id, &client.client_id);
     let stored = async {
-        // The grant lives as long as its newest refresh token.
-        inner
-            .put_json(Namespace::Grant, &grant.id, grant, Some(limits.refresh_token_ttl))
-            .await?;
         inner
             .put_json(
                 Namespace::AccessToken,
@@ -285,7 +398,11 @@ async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &
                 Some(access_ttl),
             )
             .await?;
-        if let Some(rt) = &refresh_token {
+        if let Some((rt, true)) = &refresh_token {
+            let entry = TokenEntry {
+                expires_at: Some(unix_now().saturating_add(limits.refresh_token_ttl.as_secs())),
+                ..entry.clone()
+            };
             inner
                 .put_json(
                     Namespace::RefreshToken,
@@ -298,33 +415,39 @@ async fn issue(inner: &Inner, client: &RegisteredClient, grant: &Grant, scope: &
         Ok::<_, super::StoreError>(())
     };
     if let Err(e) = stored.await {
-        return store_failure(e);
+        return Err(store_failure(e));
     }
     let body = TokenResponse {
         access_token,
         token_type: "Bearer",
         expires_in: access_ttl.as_secs(),
-        refresh_token,
+        refresh_token: refresh_token.map(|(rt, _)| rt),
         scope: scope.to_owned(),
     };
-    (
+    Ok((
         [
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
             (header::PRAGMA, HeaderValue::from_static("no-cache")),
         ],
         axum::Json(body),
     )
-        .into_response()
+        .into_response())
 }
 
 /// Deletes a grant (every token of it stops working) and revokes A3's tokens in the background.
 pub(crate) async fn revoke_grant(inner: &Inner, grant_id: &str) {
     // Serialised with refreshes of this grant, so an in-flight refresh cannot store it again.
     // Without the lock (store trouble), deleting the grant still ends it everywhere.
-    let _guard = lock_grant(inner, grant_id)
+    let _guard = inner
+        .lock_grant(grant_id)
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "revoking a grant without its lock"))
         .ok();
+    revoke_grant_locked(inner, grant_id).await;
+}
+
+/// [`revoke_grant`] for a caller that holds the grant's lock.
+pub(crate) async fn revoke_grant_locked(inner: &Inner, grant_id: &str) {
     match inner.take_json::<Grant>(Namespace::Grant, grant_id).await {
         Ok(Some(grant)) => {
             if let Some(tokens) = grant.open(&inner.keys) {

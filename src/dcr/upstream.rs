@@ -225,7 +225,7 @@ async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpRespons
 fn tokens(response: &oauth2::basic::BasicTokenResponse, previous_refresh: Option<&str>) -> UpstreamTokens {
     let access_token = response.access_token().secret().clone();
     let expires_at = match response.expires_in() {
-        Some(d) => unix_now() + d.as_secs(),
+        Some(d) => crate::dcr::store::expiry_after(d),
         None => jwt_exp(&access_token).unwrap_or(unix_now() + 300),
     };
     UpstreamTokens {

@@ -90,67 +90,6 @@ impl TokenVerifier for ProxyTokenVerifier {
     }
 }
 
-/// How long a grant's lock in a shared store lives at most: longer than one upstream refresh
-/// (whose HTTP timeout is 15 s), so that a slow refresh is not duplicated by another replica.
-const GRANT_LOCK_TTL: Duration = Duration::from_secs(30);
-/// How long to wait for another replica's refresh or revocation of the same grant.
-const GRANT_LOCK_WAIT: Duration = Duration::from_secs(20);
-
-/// Held while one grant's A3 tokens are refreshed or revoked: the per-process mutex and the
-/// store's lock ([`Store::lock`](super::Store::lock), across replicas). Released on drop.
-pub(crate) struct GrantLock {
-    store: Arc<dyn super::Store>,
-    name: String,
-    token: String,
-    _local: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl Drop for GrantLock {
-    fn drop(&mut self) {
-        if self.token.is_empty() {
-            return; // a single-process store: the mutex was the lock
-        }
-        let (store, name, token) = (
-            self.store.clone(),
-            std::mem::take(&mut self.name),
-            std::mem::take(&mut self.token),
-        );
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = store.unlock(&name, &token).await {
-                    tracing::warn!(error = %e, "releasing a grant lock failed; it expires by itself");
-                }
-            });
-        }
-    }
-}
-
-/// Takes the lock of one grant, waiting (up to [`GRANT_LOCK_WAIT`]) for another holder.
-pub(crate) async fn lock_grant(inner: &Inner, grant_id: &str) -> Result<GrantLock, super::StoreError> {
-    let local = inner
-        .refresh_locks
-        .get_with(grant_id.to_owned(), || Arc::new(tokio::sync::Mutex::new(())));
-    let local = local.lock_owned().await;
-    let name = format!("grant:{grant_id}");
-    let deadline = tokio::time::Instant::now() + GRANT_LOCK_WAIT;
-    let mut pause = Duration::from_millis(20);
-    loop {
-        if let Some(token) = inner.store.lock(&name, GRANT_LOCK_TTL).await? {
-            return Ok(GrantLock {
-                store: inner.store.clone(),
-                name,
-                token,
-                _local: local,
-            });
-        }
-        if tokio::time::Instant::now() + pause > deadline {
-            return Err(super::StoreError("another replica holds the grant's lock".into()));
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(250));
-    }
-}
-
 pub(crate) enum FreshError {
     /// The grant cannot be used any more (A3 refused the refresh, or nothing to refresh with).
     Gone,
@@ -172,28 +111,28 @@ pub(crate) async fn fresh_upstream(
         return Err(FreshError::Gone);
     }
     let before = tokens.access_token;
-    let _guard = lock_grant(inner, &grant.id)
+    let _guard = inner
+        .lock_grant(&grant.id)
         .await
         .map_err(|_| FreshError::Unavailable)?;
-    // Someone else (this replica or another) may have refreshed or revoked while we waited.
-    let grant: Grant = match inner.get_json(Namespace::Grant, &grant.id).await {
+    fresh_upstream_locked(inner, &grant.id, Some(&before)).await
+}
+
+/// [`fresh_upstream`] for a caller that holds the grant's lock: re-reads the grant and refreshes
+/// A3's tokens if they have (nearly) expired and nobody has replaced `before` in the meantime.
+pub(crate) async fn fresh_upstream_locked(
+    inner: &Inner,
+    grant_id: &str,
+    before: Option<&str>,
+) -> Result<(Grant, UpstreamTokens), FreshError> {
+    // Someone else may have refreshed (or revoked) while we waited.
+    let mut grant: Grant = match inner.get_json(Namespace::Grant, grant_id).await {
         Ok(Some(g)) => g,
         Ok(None) => return Err(FreshError::Gone),
         Err(_) => return Err(FreshError::Unavailable),
     };
-    fresh_upstream_locked(inner, grant, Some(&before)).await
-}
-
-/// [`fresh_upstream`] for a caller that holds the grant's lock ([`lock_grant`]) and read `grant`
-/// under it. With `before` (A3's access token seen before waiting for the lock), a different
-/// token now means another caller refreshed: it is used as it is.
-pub(crate) async fn fresh_upstream_locked(
-    inner: &Inner,
-    mut grant: Grant,
-    before: Option<&str>,
-) -> Result<(Grant, UpstreamTokens), FreshError> {
     let tokens = grant.open(&inner.keys).ok_or(FreshError::Gone)?;
-    if before.is_some_and(|b| b != tokens.access_token) || tokens.expires_at > unix_now() + REFRESH_MARGIN {
+    if before.is_some_and(|b| tokens.access_token != b) || tokens.expires_at > unix_now() + REFRESH_MARGIN {
         return Ok((grant, tokens));
     }
     let Some(refresh_token) = tokens.refresh_token.as_deref() else {
@@ -201,10 +140,25 @@ pub(crate) async fn fresh_upstream_locked(
     };
     match inner.upstream.refresh(refresh_token, &grant.resource).await {
         Ok(mut fresh) => {
-            if let Ok(claims) = crate::TokenVerifier::verify(&inner.jwt, &fresh.access_token).await
-                && let Some(exp) = claims.expires_at()
-            {
-                fresh.expires_at = fresh.expires_at.min(exp);
+            match crate::TokenVerifier::verify(&inner.jwt, &fresh.access_token).await {
+                Ok(claims) if claims.subject() == grant.subject.as_deref() => {
+                    if let Some(exp) = claims.expires_at() {
+                        fresh.expires_at = fresh.expires_at.min(exp);
+                    }
+                }
+                // A3's keys are unreachable right now: keep the tokens (A3 consumed the old
+                // refresh token); every request verifies the access token again anyway.
+                Err(VerifyError::Unavailable { .. }) => {}
+                Ok(_) | Err(_) => {
+                    tracing::warn!(
+                        client_id = %grant.client_id,
+                        "A3 refreshed to a token this resource does not accept, or for another user; ending the grant"
+                    );
+                    let _ = inner.store.delete(Namespace::Grant, &grant.id).await;
+                    let upstream = inner.upstream.clone();
+                    tokio::spawn(async move { upstream.revoke(&fresh).await });
+                    return Err(FreshError::Gone);
+                }
             }
             grant.seal(&inner.keys, &fresh);
             inner

@@ -67,6 +67,8 @@ pub struct StubState {
     pub access_ttl: AtomicI64,
     pub refreshes: AtomicU64,
     pub code_exchanges: AtomicU64,
+    /// When set, refreshed access tokens are issued for this subject instead.
+    pub refresh_subject: Mutex<Option<String>>,
 }
 
 pub struct Upstream {
@@ -247,6 +249,7 @@ async fn up_token(State(state): State<Arc<StubState>>, Form(f): Form<HashMap<Str
             else {
                 return token_error("invalid_grant");
             };
+            let user = state.refresh_subject.lock().unwrap().clone().unwrap_or(user);
             mint(&state, &user, &resource, &scope)
         }
         _ => token_error("unsupported_grant_type"),
