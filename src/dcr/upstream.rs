@@ -24,7 +24,28 @@ pub(crate) struct UpstreamTokens {
     pub refresh_token: Option<String>,
     /// Unix seconds; from `expires_in`, else the JWT's `exp` (filled in by the caller).
     pub expires_at: u64,
+    /// Unix seconds when A3 issued them (0 in grants stored before this field existed).
+    #[serde(default)]
+    pub obtained_at: u64,
 }
+
+impl UpstreamTokens {
+    /// Whether the access token should be refreshed before use at `now`: within 30 s of expiry,
+    /// or within a quarter of its lifetime when that is shorter, so that short-lived A3 tokens
+    /// are not refreshed on every request.
+    pub fn refresh_due(&self, now: u64) -> bool {
+        let lifetime = self.expires_at.saturating_sub(self.obtained_at);
+        let margin = if self.obtained_at == 0 {
+            REFRESH_MARGIN
+        } else {
+            REFRESH_MARGIN.min(lifetime / 4)
+        };
+        self.expires_at <= now.saturating_add(margin)
+    }
+}
+
+/// Refresh A3's access token at most this long before it expires.
+const REFRESH_MARGIN: u64 = 30;
 
 /// Why a call to A3 failed. Messages never carry tokens or the client secret.
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +256,7 @@ fn tokens(response: &oauth2::basic::BasicTokenResponse, previous_refresh: Option
             .map(|t| t.secret().clone())
             .or_else(|| previous_refresh.map(str::to_owned)),
         expires_at,
+        obtained_at: unix_now(),
     }
 }
 
@@ -275,5 +297,34 @@ fn map_token_error<RE: std::error::Error + 'static>(
         RequestTokenError::Request(e) => UpstreamError::Unavailable(short_error(&e)),
         RequestTokenError::Parse(_, _) => UpstreamError::Unavailable("unparseable token response".into()),
         RequestTokenError::Other(s) => UpstreamError::Unavailable(s.chars().take(200).collect()),
+    }
+}
+
+#[cfg(test)]
+mod refresh_tests {
+    use super::UpstreamTokens;
+
+    fn tokens(obtained_at: u64, expires_at: u64) -> UpstreamTokens {
+        UpstreamTokens {
+            access_token: String::new(),
+            refresh_token: None,
+            expires_at,
+            obtained_at,
+        }
+    }
+
+    #[test]
+    fn refresh_margin_scales_with_short_lifetimes() {
+        // One hour: refreshed in its last 30 s.
+        assert!(!tokens(1000, 4600).refresh_due(4569));
+        assert!(tokens(1000, 4600).refresh_due(4570));
+        // Twenty seconds: not on every request, only in the last quarter (5 s).
+        assert!(!tokens(1000, 1020).refresh_due(1001));
+        assert!(!tokens(1000, 1020).refresh_due(1014));
+        assert!(tokens(1000, 1020).refresh_due(1015));
+        // Grants stored before `obtained_at` existed keep the fixed 30 s margin.
+        assert!(tokens(0, 1020).refresh_due(1001));
+        // Already expired: always due.
+        assert!(tokens(1000, 1000).refresh_due(1000));
     }
 }

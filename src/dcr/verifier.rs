@@ -8,8 +8,6 @@ use super::{Grant, Inner, Namespace, TokenEntry, crypto};
 use crate::dcr::store::unix_now;
 use crate::{Claims, TokenVerifier, VerifyError};
 
-/// Refresh A3's access token this long before it expires.
-const REFRESH_MARGIN: u64 = 30;
 const RETRY: Duration = Duration::from_secs(5);
 
 /// Verifies the access tokens the bridge issued to MCP hosts.
@@ -104,7 +102,7 @@ pub(crate) async fn fresh_upstream(
     grant: Grant,
 ) -> Result<(Grant, UpstreamTokens), FreshError> {
     let tokens = grant.open(&inner.keys).ok_or(FreshError::Gone)?;
-    if tokens.expires_at > unix_now() + REFRESH_MARGIN {
+    if !tokens.refresh_due(unix_now()) {
         return Ok((grant, tokens));
     }
     if tokens.refresh_token.is_none() {
@@ -132,7 +130,7 @@ pub(crate) async fn fresh_upstream_locked(
         Err(_) => return Err(FreshError::Unavailable),
     };
     let tokens = grant.open(&inner.keys).ok_or(FreshError::Gone)?;
-    if before.is_some_and(|b| tokens.access_token != b) || tokens.expires_at > unix_now() + REFRESH_MARGIN {
+    if before.is_some_and(|b| tokens.access_token != b) || !tokens.refresh_due(unix_now()) {
         return Ok((grant, tokens));
     }
     let Some(refresh_token) = tokens.refresh_token.as_deref() else {
