@@ -66,17 +66,20 @@ await runChecks('metadata', [
     assert.equal(unauth.status, 401);
     assert.match(unauth.headers.get('www-authenticate'), /^Bearer .*resource_metadata="http:\/\/127\.0\.0\.1:\d+\/\.well-known\/oauth-protected-resource\/mcp"/);
   }],
-  ['A4: code_challenge_methods_supported is present and S256; plain and missing PKCE refused', async () => {
+  ['A4: code_challenge_methods_supported is present and S256; plain and missing PKCE refused (error page, no redirect before consent)', async () => {
     const m = await json(await fetch(`${server}/.well-known/oauth-authorization-server`));
     assert.deepEqual(m.code_challenge_methods_supported, ['S256']);
     const c = await json(await register(validClient('http://127.0.0.1:40001/cb')));
     for (const extra of [{ code_challenge: randomToken(), code_challenge_method: 'plain' }, {}]) {
       const q = new URLSearchParams({ response_type: 'code', client_id: c.client_id, redirect_uri: 'http://127.0.0.1:40001/cb', state: 'x', ...extra });
       const r = await fetch(`${server}/authorize?${q}`, { redirect: 'manual' });
-      assert.equal(r.status, 302, 'error to the (registered) redirect URI');
-      const back = new URL(r.headers.get('location'));
-      assert.equal(back.searchParams.get('error'), 'invalid_request');
-      assert.equal(back.searchParams.get('iss'), server, 'iss on error responses too (RFC 9207)');
+      // Refused on our own error page: before consent nothing is redirected, not even errors to a
+      // registered URI (anyone can register one, which would make us an open redirector).
+      assert.equal(r.status, 400, 'refused with an error page');
+      assert.equal(r.headers.get('location'), null, 'no redirect before consent');
+      const page = await r.text();
+      assert.match(page, /invalid_request/, 'the page names the OAuth error');
+      assert.match(page, /code_challenge/, 'and says what is wrong');
     }
   }],
   ['A14: authorization_response_iss_parameter_supported, and iss on the response equals the issuer', async () => {
