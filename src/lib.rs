@@ -104,9 +104,9 @@ pub use metadata::ProtectedResourceMetadata;
 pub use scope::{RequireScope, RequireScopeLayer};
 pub use verifier::{Either, TokenVerifier, VerifyError};
 
-/// Scope-layer types that share names with the bearer layer's.
+/// [`RequireScope`]'s response future (the same type as [`OriginCheck`]'s).
 pub mod require_scope {
-    pub use crate::scope::ResponseFuture;
+    pub use crate::transport::ResponseFuture;
 }
 
 /// Installs jsonwebtoken's aws-lc-rs provider for this process.

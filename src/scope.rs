@@ -1,16 +1,13 @@
 //! Scope enforcement: [`RequireScopeLayer`], [`RequireScope`] and its [`ResponseFuture`].
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use http_body_util::Either;
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::bearer::{AuthBody, error_response};
+use crate::transport::ResponseFuture;
 use crate::{AuthError, Challenge, Claims};
 
 /// Layer that requires every listed scope on the verified token (all-of).
@@ -100,46 +97,9 @@ where
             }
             Some(_) => None,
         };
-        let kind = match refusal {
-            Some(e) => Kind::Refused {
-                response: Some(error_response(&self.layer.challenge, &e)),
-            },
-            None => Kind::Inner {
-                fut: self.inner.call(req),
-            },
-        };
-        ResponseFuture { kind }
-    }
-}
-
-pin_project! {
-    /// Response future of [`RequireScope`].
-    pub struct ResponseFuture<F, B> {
-        #[pin]
-        kind: Kind<F, B>,
-    }
-}
-
-pin_project! {
-    #[project = Projection]
-    enum Kind<F, B> {
-        Refused { response: Option<Response<AuthBody<B>>> },
-        Inner { #[pin] fut: F },
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<AuthBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            Projection::Refused { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            Projection::Inner { fut } => fut.poll(cx).map_ok(|r| r.map(Either::Left)),
+        match refusal {
+            Some(e) => ResponseFuture::refused(error_response(&self.layer.challenge, &e)),
+            None => ResponseFuture::inner(self.inner.call(req)),
         }
     }
 }

@@ -240,8 +240,9 @@ where
 }
 
 pin_project! {
-    /// Response future of [`OriginCheck`] and [`ToolContext`](crate::ToolContext): a refusal
-    /// ready at once, or the inner service's future.
+    /// Response future of [`OriginCheck`], [`ToolContext`](crate::ToolContext) and
+    /// [`RequireScope`](crate::RequireScope): a refusal ready at once, or the inner service's
+    /// future.
     ///
     /// ```
     /// use a3_mcp_auth::origin_check::ResponseFuture;
