@@ -122,8 +122,8 @@ async fn silent_upstream_reauthorization_needs_the_consenting_browser() {
 
 #[tokio::test]
 async fn expired_a3_tokens_are_refreshed_once_and_a_dead_upstream_grant_ends_ours() {
-    // A3 access tokens live 20 s, inside the bridge's 30 s refresh margin: every use refreshes.
-    let (dev, server) = start(Duration::from_secs(20)).await;
+    // A3 access tokens live 1 s: after a 1.1 s pause they are due for a refresh.
+    let (dev, server) = start(Duration::from_secs(1)).await;
     let id = register_vscode(&server.url).await["client_id"]
         .as_str()
         .unwrap()
@@ -144,6 +144,7 @@ async fn expired_a3_tokens_are_refreshed_once_and_a_dead_upstream_grant_ends_our
     .unwrap();
     let access = tokens["access_token"].as_str().unwrap().to_owned();
 
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let before = dev.refresh_requests();
     let verifier = server.bridge.token_verifier();
     let results = futures_util::future::join_all((0..8).map(|_| verifier.verify(&access))).await;
@@ -156,6 +157,7 @@ async fn expired_a3_tokens_are_refreshed_once_and_a_dead_upstream_grant_ends_our
 
     // A3 forgets every refresh token: the next refresh fails and our grant ends with it.
     dev.revoke_all_refresh_tokens();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(mcp_status(&server, &access).await, 401);
     let r = reqwest::Client::new()
         .post(format!("{}/token", server.url))

@@ -402,13 +402,14 @@ async fn host_flow_with_every_hop_on_another_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_refresh_from_two_replicas_makes_one_upstream_refresh() {
-    // A3 access tokens live 20 s, inside the bridge's 30 s refresh margin: every use refreshes.
-    let Some(d) = Deployment::start(3, Duration::from_secs(20)).await else {
+    // A3 access tokens live 1 s: after a 1.1 s pause each round, they are due for a refresh.
+    let Some(d) = Deployment::start(3, Duration::from_secs(1)).await else {
         return;
     };
     let (_, tokens) = d.tokens("johndoe@test.com").await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         let before = d.dev.refresh_requests();
         let (v0, v1) = (
             d.replica(0).bridge.token_verifier(),
