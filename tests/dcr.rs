@@ -467,29 +467,6 @@ async fn token_endpoint_attacks() {
     );
 }
 
-/// Logs johndoe in through a freshly registered client; returns (client id, token response).
-async fn login_tokens(server: &Server) -> (String, Value) {
-    let id = register_vscode(&server.url).await["client_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let redirect = "http://127.0.0.1:33418/";
-    let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
-    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
-    let tokens: Value = redeem(
-        &server.url,
-        &id,
-        &query_param(&back, "code").unwrap(),
-        &verifier,
-        redirect,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    (id, tokens)
-}
-
 async fn refresh_request(server: &Server, client_id: &str, refresh_token: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}/token", server.url))
@@ -686,24 +663,7 @@ async fn a3_tokens_work_directly_and_upstream_refresh_is_transparent_and_coalesc
     // A3 access tokens that are due (here: expiring at once; still within the JWT leeway) are
     // refreshed behind the host's back.
     upstream.state.access_ttl.store(0, Ordering::SeqCst);
-    let id = register_vscode(&server.url).await["client_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let redirect = "http://127.0.0.1:33418/";
-    let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
-    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
-    let tokens: Value = redeem(
-        &server.url,
-        &id,
-        &query_param(&back, "code").unwrap(),
-        &verifier,
-        redirect,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let (_, tokens) = login_tokens(&server).await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     upstream.state.access_ttl.store(3600, Ordering::SeqCst);
     let before = upstream.state.refreshes.load(Ordering::SeqCst);
@@ -942,14 +902,8 @@ async fn a_grant_revoked_during_code_redemption_stays_revoked() {
     };
     let slow = store.slow.clone();
     let server = start_server(&upstream, store, |b| b).await;
-    let id = register_vscode(&server.url).await["client_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let redirect = "http://127.0.0.1:33418/";
-    let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
-    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
-    let code = query_param(&back, "code").unwrap();
+    let (id, code, verifier) = johndoe_code(&server).await;
+    let redirect = VSCODE_REDIRECT;
     slow.store(true, Ordering::SeqCst);
     // The redemption reads the grant slowly; meanwhile a replay of the code revokes the grant.
     let (first, second) = tokio::join!(redeem(&server.url, &id, &code, &verifier, redirect), async {
@@ -1029,14 +983,8 @@ async fn concurrent_redemptions_of_one_code_revoke_the_grant() {
     };
     let slow = store.slow_used_codes.clone();
     let server = start_server(&upstream, store, |b| b).await;
-    let id = register_vscode(&server.url).await["client_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let redirect = "http://127.0.0.1:33418/";
-    let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
-    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
-    let code = query_param(&back, "code").unwrap();
+    let (id, code, verifier) = johndoe_code(&server).await;
+    let redirect = VSCODE_REDIRECT;
     // The redeemed-code record is written late; a replay arrives in between.
     slow.store(true, Ordering::SeqCst);
     let (first, second) = tokio::join!(redeem(&server.url, &id, &code, &verifier, redirect), async {

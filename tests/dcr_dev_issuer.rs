@@ -124,24 +124,7 @@ async fn silent_upstream_reauthorization_needs_the_consenting_browser() {
 async fn expired_a3_tokens_are_refreshed_once_and_a_dead_upstream_grant_ends_ours() {
     // A3 access tokens live 1 s: after a 1.1 s pause they are due for a refresh.
     let (dev, server) = start(Duration::from_secs(1)).await;
-    let id = register_vscode(&server.url).await["client_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let redirect = "http://127.0.0.1:33418/";
-    let (url, verifier, _) = host_request(&server.url, &id, redirect, &[]);
-    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
-    let tokens: Value = redeem(
-        &server.url,
-        &id,
-        &query_param(&back, "code").unwrap(),
-        &verifier,
-        redirect,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let (id, tokens) = login_tokens(&server).await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();
 
     tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -700,3 +700,29 @@ pub async fn tool_names(server: &Server, manager: AuthorizationManager) -> Resul
     names.sort();
     Ok(names)
 }
+
+/// VS Code's desktop redirect URI, one of the four that [`register_vscode`] registers.
+pub const VSCODE_REDIRECT: &str = "http://127.0.0.1:33418/";
+
+/// Registers a VS Code client and runs johndoe through our consent page and the upstream login;
+/// returns (client id, our code, its PKCE verifier) for [`VSCODE_REDIRECT`].
+pub async fn johndoe_code(server: &Server) -> (String, String, String) {
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (url, verifier, _) = host_request(&server.url, &id, VSCODE_REDIRECT, &[]);
+    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
+    (id, query_param(&back, "code").unwrap(), verifier)
+}
+
+/// Logs johndoe in through a freshly registered client; returns (client id, token response).
+pub async fn login_tokens(server: &Server) -> (String, Value) {
+    let (id, code, verifier) = johndoe_code(server).await;
+    let tokens = redeem(&server.url, &id, &code, &verifier, VSCODE_REDIRECT)
+        .await
+        .json()
+        .await
+        .unwrap();
+    (id, tokens)
+}
