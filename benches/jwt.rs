@@ -129,7 +129,7 @@ fn raw_decode(f: &Fixture) {
 }
 
 fn main() {
-    assert!(a3_mcp_auth::install_crypto_provider());
+    assert!(a3_mcp_auth::jwt::install_crypto_provider());
     let f = fixture();
     let interleaved_only = std::env::args().any(|a| a == "--interleaved-only");
     // Inside the runtime that serves the test issuer; warm the cache for the hit variants.

@@ -22,10 +22,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use a3_mcp_auth::config::A3ConfigBuilder;
 use a3_mcp_auth::dcr::DcrBridge;
 use a3_mcp_auth::dev_issuer::{self, DevIssuer};
 use a3_mcp_auth::{
-    A3Config, A3ConfigBuilder, BearerAuthLayer, Caller, ContextFiltered, JwtVerifier, OriginCheckLayer,
+    A3Config, BearerAuthLayer, Caller, ContextFiltered, JwtVerifier, OriginCheckLayer,
     ProtectedResourceMetadata, RequireScopeLayer, SessionBindingLayer, TokenVerifier, ToolContextLayer,
     ToolPolicy, ToolRule,
 };

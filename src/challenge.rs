@@ -15,7 +15,7 @@ use http_body_util::Full;
 /// so the URL always points at the document the server really serves.
 ///
 /// ```
-/// use a3_mcp_auth::{AuthError, Challenge};
+/// use a3_mcp_auth::challenge::{AuthError, Challenge};
 ///
 /// let challenge = Challenge::new(
 ///     "http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp",
@@ -44,7 +44,8 @@ impl Challenge {
     }
 
     /// The scopes (space-separated) a client should request to use the resource; sent with
-    /// the 401 challenges so that hosts ask for them on the first authorization (MCP R5).
+    /// the 401 challenges so that hosts ask for them on the first authorization (RFC 6750 §3;
+    /// the MCP authorization spec recommends it).
     pub fn with_scope(mut self, scope: impl Into<String>) -> Self {
         let scope: String = scope.into();
         let scope = sanitize(&scope);
@@ -122,9 +123,11 @@ pub enum AuthError {
     InvalidRequest(&'static str),
     /// The token is invalid, expired, or for another resource (401 `invalid_token`).
     InvalidToken(Cow<'static, str>),
-    /// The token lacks scopes the request needs (403 `insufficient_scope`, MCP R10).
+    /// The token lacks scopes the request needs (403 `insufficient_scope`; [MCP authorization,
+    /// "Scope Challenge Handling"](https://modelcontextprotocol.io/specification/2025-11-25/basic/authorization#scope-challenge-handling)).
     InsufficientScope {
-        /// Every scope the operation needs, space-separated (MCP R11).
+        /// Every scope the operation needs, space-separated, so the host asks for all of them at
+        /// once.
         required: String,
     },
     /// The token could not be checked now (503 with `Retry-After`).
@@ -171,14 +174,16 @@ impl AuthError {
     }
 }
 
-impl From<crate::VerifyError> for AuthError {
-    fn from(e: crate::VerifyError) -> Self {
+impl From<crate::verifier::VerifyError> for AuthError {
+    fn from(e: crate::verifier::VerifyError) -> Self {
         match e {
-            crate::VerifyError::Invalid(why) => AuthError::InvalidToken(why),
-            crate::VerifyError::Unrecognized => {
+            crate::verifier::VerifyError::Invalid(why) => AuthError::InvalidToken(why),
+            crate::verifier::VerifyError::Unrecognized => {
                 AuthError::InvalidToken("not a token this server issued or accepts".into())
             }
-            crate::VerifyError::Unavailable { retry_after } => AuthError::Unavailable { retry_after },
+            crate::verifier::VerifyError::Unavailable { retry_after } => {
+                AuthError::Unavailable { retry_after }
+            }
         }
     }
 }

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 /// The claims of a verified access token.
 ///
-/// [`BearerAuth`](crate::BearerAuth) inserts this into the request extensions once the token has
-/// been verified; [`RequireScope`](crate::RequireScope), the context layer and rmcp handlers read
+/// [`BearerAuth`](crate::bearer_auth::BearerAuth) inserts this into the request extensions once the token has
+/// been verified; [`RequireScope`](crate::require_scope::RequireScope), the context layer and rmcp handlers read
 /// it from there. It is cheap to clone (the raw claim map is shared).
 ///
 /// ```

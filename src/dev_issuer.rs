@@ -104,8 +104,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use url::Url;
 
+use crate::config::{DEFAULT_CONTEXT_CLAIM, DEFAULT_RESOURCE_URI};
 use crate::testing::{IssuerHandle, TestIssuer};
-use crate::{DEFAULT_CONTEXT_CLAIM, DEFAULT_RESOURCE_URI};
 
 /// The id of the client a default [`DevIssuer`] knows (its secret is random).
 ///
@@ -416,7 +416,7 @@ impl DevIssuerBuilder {
 
     /// The access-token claim holding the user's contexts, as an object of key → list of values
     /// (`{"operation": ["addition"]}`). Default `contexts`
-    /// ([`DEFAULT_CONTEXT_CLAIM`](crate::DEFAULT_CONTEXT_CLAIM)).
+    /// ([`DEFAULT_CONTEXT_CLAIM`]).
     ///
     /// ```
     /// use a3_mcp_auth::dev_issuer::DevIssuer;
@@ -782,7 +782,7 @@ impl DevIssuer {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert_eq!(dev.resource(), a3_mcp_auth::DEFAULT_RESOURCE_URI);
+    /// assert_eq!(dev.resource(), a3_mcp_auth::config::DEFAULT_RESOURCE_URI);
     /// # }
     /// ```
     pub fn resource(&self) -> &str {
@@ -808,7 +808,7 @@ impl DevIssuer {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert_eq!(dev.context_claim(), a3_mcp_auth::DEFAULT_CONTEXT_CLAIM);
+    /// assert_eq!(dev.context_claim(), a3_mcp_auth::config::DEFAULT_CONTEXT_CLAIM);
     /// # }
     /// ```
     pub fn context_claim(&self) -> &str {

@@ -16,7 +16,7 @@ const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 /// implementations do; none is hard-coded.
 ///
 /// ```
-/// use a3_mcp_auth::ProviderMetadata;
+/// use a3_mcp_auth::discovery::ProviderMetadata;
 /// use a3_mcp_auth::testing::TestIssuer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]

@@ -15,7 +15,7 @@ use crate::fetch::{self, FetchError};
 /// How the key store fetches and refreshes.
 ///
 /// ```
-/// use a3_mcp_auth::JwksPolicy;
+/// use a3_mcp_auth::jwks::JwksPolicy;
 /// use std::time::Duration;
 ///
 /// let policy = JwksPolicy::default().with_refetch_cooldown(Duration::from_secs(10));
@@ -156,7 +156,7 @@ impl Drop for Inner {
 ///   (`jku`, `x5u`, `jwk` are ignored).
 ///
 /// ```
-/// use a3_mcp_auth::{JwksKeyStore, JwksPolicy};
+/// use a3_mcp_auth::jwks::{JwksKeyStore, JwksPolicy};
 /// use a3_mcp_auth::testing::TestIssuer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]

@@ -8,10 +8,34 @@ use jsonwebtoken::{Algorithm, Validation};
 use moka::sync::Cache;
 use serde_json::{Map, Value};
 
+use crate::claims::Claims;
+use crate::config::A3Config;
+use crate::discovery::{DiscoveryError, ProviderMetadata};
 use crate::jwks::KeyLookupError;
-use crate::{
-    A3Config, Claims, DiscoveryError, JwksKeyStore, JwksPolicy, ProviderMetadata, TokenVerifier, VerifyError,
-};
+use crate::jwks::{JwksKeyStore, JwksPolicy};
+use crate::verifier::{TokenVerifier, VerifyError};
+
+/// Installs jsonwebtoken's aws-lc-rs provider for this process. [`JwtVerifier`] calls it when it
+/// is built; call it yourself only if you use jsonwebtoken directly before that.
+///
+/// ```
+/// assert!(a3_mcp_auth::jwt::install_crypto_provider());
+/// assert!(a3_mcp_auth::jwt::install_crypto_provider(), "idempotent");
+/// ```
+///
+/// jsonwebtoken panics on first use when no provider (or both) is selected; installing ours
+/// explicitly turns a wrong feature set into a compile error instead (`crypto::aws_lc` only
+/// exists with the `aws_lc_rs` feature). Calling it again is harmless.
+///
+/// Returns `false` when another provider was installed first (by another crate in the process);
+/// verifiers refuse to build then, rather than panic or run on another backend later.
+pub fn install_crypto_provider() -> bool {
+    use jsonwebtoken::crypto::{CryptoProvider, aws_lc::DEFAULT_PROVIDER};
+    match CryptoProvider::install_default(&DEFAULT_PROVIDER) {
+        Ok(()) => true,
+        Err(installed) => std::ptr::eq(installed, &DEFAULT_PROVIDER),
+    }
+}
 
 /// Tokens are cached for at most this long, so a key removed from the JWKS or a changed
 /// configuration takes effect within it even for long-lived tokens.
@@ -94,9 +118,9 @@ pub enum JwtVerifierError {
     Discovery(#[from] DiscoveryError),
     /// The JWKS could not be fetched.
     #[error(transparent)]
-    Jwks(#[from] crate::FetchError),
+    Jwks(#[from] crate::fetch::FetchError),
     /// Another jsonwebtoken crypto provider was installed before ours (see
-    /// [`install_crypto_provider`](crate::install_crypto_provider)).
+    /// [`install_crypto_provider`]).
     #[error(
         "another jsonwebtoken CryptoProvider is installed in this process; a3-mcp-auth needs the aws_lc_rs one"
     )]
@@ -272,7 +296,7 @@ impl JwtVerifierBuilder {
     /// Builds the verifier over an existing key store.
     pub fn with_keys(self, keys: JwksKeyStore) -> Result<JwtVerifier, JwtVerifierError> {
         self.check_algorithms()?;
-        if !crate::install_crypto_provider() {
+        if !install_crypto_provider() {
             return Err(JwtVerifierError::CryptoProvider);
         }
         let validations = self

@@ -1,14 +1,8 @@
 //! OAuth 2.1 authorization for [rmcp] MCP servers, against the Mekarge A3 authorization server.
 //!
-//! Composable Tower layers protect an rmcp Streamable HTTP service (or any axum route):
-//!
-//! - [`BearerAuthLayer`] verifies `Authorization: Bearer` tokens with a [`TokenVerifier`] —
-//!   [`JwtVerifier`] checks A3's RS256 JWTs against the issuer's JWKS ([`JwksKeyStore`]) — and puts
-//!   the verified [`Claims`] into the request extensions;
-//! - [`RequireScopeLayer`] requires scopes such as `mcp:call`;
-//! - [`ProtectedResourceMetadata`] serves the RFC 9728 document that the challenges point at.
-//!
-//! Configuration comes from the environment like A3's reference servers ([`A3Config`]).
+//! Composable Tower layers protect an rmcp Streamable HTTP service (or any axum route), and the
+//! [`dcr`] bridge lets MCP hosts that register dynamically (RFC 7591) sign in through A3, which
+//! only knows predefined clients.
 //!
 //! ```no_run
 //! use a3_mcp_auth::{A3Config, BearerAuthLayer, JwtVerifier, ProtectedResourceMetadata, RequireScopeLayer};
@@ -35,95 +29,91 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Modules
+//!
+//! The layers, in the order a request meets them (each module holds `FooLayer`, `Foo<S>` and its
+//! response future, as in tower-http):
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`origin_check`] | `Host`/`Origin` validation, 403 before authentication (DNS rebinding) |
+//! | [`bearer_auth`] | `Authorization: Bearer` → verified [`Claims`] in the request extensions; RFC 6750 challenges |
+//! | [`require_scope`] | 403 `insufficient_scope` unless the token has every required scope |
+//! | [`session_binding`] | each `Mcp-Session-Id` bound to the principal that opened it |
+//! | [`tool_context`] | the caller's contexts and visible tools, from the claims and the policy |
+//! | [`filtered`] | [`ContextFiltered`]: enforces the visible tools where rmcp dispatches; [`Caller`] |
+//!
+//! What the layers are built from:
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`config`] | [`A3Config`]: every setting, read from the environment and `.env` in one place |
+//! | [`verifier`] | [`TokenVerifier`], the seam between the bearer layer and whatever checks tokens |
+//! | [`jwt`] | [`JwtVerifier`]: A3's RS256 access tokens, with a cache of validated tokens |
+//! | [`jwks`] | the issuer's key store: refresh, single-flight refetch, cooldown |
+//! | [`discovery`] | OpenID Connect discovery of the issuer |
+//! | [`fetch`] | bounded HTTPS fetches of issuer documents |
+//! | [`claims`] | [`Claims`] of a verified token |
+//! | [`challenge`] | `WWW-Authenticate` challenges and the errors they answer |
+//! | [`metadata`] | [`ProtectedResourceMetadata`] (RFC 9728) and its routes |
+//! | [`context`] | A3 Contexts in a token; [`context::policy`]: [`ToolPolicy`] and [`ToolRule`] |
+//!
+//! Above them: [`dcr`], the DCR bridge (an OAuth authorization server towards MCP hosts, one
+//! confidential client towards A3); `dev_issuer`, a development stand-in for A3; `testing`, a
+//! loopback issuer for tests.
+//!
+//! # Cargo features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `testing` | `testing::TestIssuer`: a loopback issuer that serves discovery and a JWKS and mints tokens, for your tests |
+//! | `dev-issuer` | `dev_issuer::DevIssuer`: the embedded development issuer of the example server (implies `testing`) |
+//! | `redis` | `dcr::store::RedisStore`, the shared store for several replicas (`STORE_URL=redis://…`) |
+//!
 //! [rmcp]: https://docs.rs/rmcp
 
 #![warn(missing_docs)]
 
-mod bearer;
-mod challenge;
-mod claims;
-mod config;
-mod discovery;
-mod fetch;
-mod jwks;
-mod jwt;
-mod metadata;
-mod scope;
-mod verifier;
+pub mod bearer_auth;
+pub mod challenge;
+pub mod claims;
+pub mod config;
+pub mod context;
+pub mod dcr;
+pub mod discovery;
+pub mod fetch;
+pub mod filtered;
+pub mod jwks;
+pub mod jwt;
+pub mod metadata;
+pub mod origin_check;
+pub mod require_scope;
+pub mod session_binding;
+pub mod tool_context;
+pub mod verifier;
 
+#[cfg(feature = "dev-issuer")]
+pub mod dev_issuer;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-// dcr (issue 4)
-pub mod dcr;
+mod headers;
+mod oauth;
+mod refusal;
 
-// dev issuer (issue 4)
-#[cfg(feature = "dev-issuer")]
-pub mod dev_issuer;
-
-// contexts (issue 3)
-mod context;
-mod session;
-mod tools;
-mod transport;
-pub use context::{
-    Context, ContextSet, InvalidContext, MAX_CONTEXT_LEN, MAX_CONTEXTS, PolicyError, ToolAccess, ToolContext,
-    ToolContextLayer, ToolPolicy, ToolRule, VisibleTools,
-};
-pub use session::{MCP_SESSION_ID, SessionBinding, SessionBindingLayer};
-pub use tools::{Caller, ContextFiltered, request_claims, tool_not_found, visible_tools};
-pub use transport::{OriginCheck, OriginCheckLayer};
-
-/// [`ToolContext`]'s response future (the same type as [`OriginCheck`]'s).
-pub mod tool_context {
-    pub use crate::transport::ResponseFuture;
-}
-
-/// [`SessionBinding`]'s response future.
-pub mod session_binding {
-    pub use crate::session::ResponseFuture;
-}
-
-/// [`OriginCheck`]'s response future.
-pub mod origin_check {
-    pub use crate::transport::ResponseFuture;
-}
-// end contexts (issue 3)
-
-pub use bearer::{AuthBody, BearerAuth, BearerAuthLayer, MAX_TOKEN_LEN, ResponseFuture, bearer_token};
-pub use challenge::{AuthError, Challenge};
-pub use claims::{Claims, NotAnObject, Principal};
-pub use config::{
-    A3_BASE, A3Config, A3ConfigBuilder, ConfigError, DEFAULT_CONTEXT_CLAIM, DEFAULT_RESOURCE_URI,
-};
-pub use discovery::{DiscoveryError, ProviderMetadata};
-pub use fetch::{FetchError, is_loopback_host};
-pub use jwks::{JwksKeyStore, JwksPolicy, KeyLookupError, VerificationKey};
-pub use jwt::{JwtVerifier, JwtVerifierBuilder, JwtVerifierError};
+pub use bearer_auth::BearerAuthLayer;
+pub use claims::Claims;
+pub use config::A3Config;
+pub use context::policy::{ToolPolicy, ToolRule};
+pub use filtered::{Caller, ContextFiltered};
+pub use jwt::JwtVerifier;
 pub use metadata::ProtectedResourceMetadata;
-pub use scope::{RequireScope, RequireScopeLayer};
-pub use verifier::{Either, TokenVerifier, VerifyError};
-
-/// [`RequireScope`]'s response future (the same type as [`OriginCheck`]'s).
-pub mod require_scope {
-    pub use crate::transport::ResponseFuture;
-}
-
-/// Installs jsonwebtoken's aws-lc-rs provider for this process.
-///
-/// jsonwebtoken panics on first use when no provider (or both) is selected; installing ours
-/// explicitly turns a wrong feature set into a compile error instead (`crypto::aws_lc` only
-/// exists with the `aws_lc_rs` feature). Calling it again is harmless.
-///
-/// Returns `false` when another provider was installed first (by another crate in the process);
-/// verifiers refuse to build then, rather than panic or run on another backend later.
-pub fn install_crypto_provider() -> bool {
-    use jsonwebtoken::crypto::{CryptoProvider, aws_lc::DEFAULT_PROVIDER};
-    match CryptoProvider::install_default(&DEFAULT_PROVIDER) {
-        Ok(()) => true,
-        Err(installed) => std::ptr::eq(installed, &DEFAULT_PROVIDER),
-    }
-}
+pub use origin_check::OriginCheckLayer;
+pub use refusal::AuthBody;
+pub use require_scope::RequireScopeLayer;
+pub use session_binding::SessionBindingLayer;
+pub use tool_context::ToolContextLayer;
+pub use verifier::TokenVerifier;
 
 /// Compiles the README's examples as doctests.
 #[cfg(doctest)]

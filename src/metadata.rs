@@ -7,14 +7,16 @@ use http::{HeaderValue, header};
 use serde::Serialize;
 use url::Url;
 
-use crate::{Challenge, ConfigError};
+use crate::challenge::Challenge;
+use crate::config::ConfigError;
 
 /// The RFC 9728 document describing this MCP server as a protected resource.
 ///
 /// `resource` is the resource URI byte for byte (clients compare it with the URL they were
 /// given). The document is served at the path-suffixed well-known URL
 /// (`/.well-known/oauth-protected-resource/mcp` for `…/mcp`, RFC 9728 §3.1) and at the root
-/// well-known URL, which MCP clients try next (R4).
+/// well-known URL, which MCP clients try next ([MCP authorization, "Protected Resource Metadata
+/// Discovery Requirements"](https://modelcontextprotocol.io/specification/2025-11-25/basic/authorization#protected-resource-metadata-discovery-requirements)).
 ///
 /// ```
 /// use a3_mcp_auth::ProtectedResourceMetadata;
@@ -80,13 +82,15 @@ impl ProtectedResourceMetadata {
         })
     }
 
-    /// Adds an authorization server issuer (R3). With the DCR bridge this is our own issuer.
+    /// Adds an authorization server issuer (RFC 9728 §2; the MCP spec requires at least one).
+    /// With the DCR bridge this is our own issuer.
     pub fn with_authorization_server(mut self, issuer: impl Into<String>) -> Self {
         self.authorization_servers.push(issuer.into());
         self
     }
 
-    /// The scopes clients may request. Leave `offline_access` out (MCP R13).
+    /// The scopes clients may request. Leave `offline_access` out: it is the authorization
+    /// server's business, and the 2026-07-28 MCP revision says resource servers should not list it.
     pub fn with_scopes_supported<I, T>(mut self, scopes: I) -> Self
     where
         I: IntoIterator<Item = T>,
@@ -196,7 +200,7 @@ mod tests {
         );
         let h = m
             .challenge()
-            .header_value(&crate::AuthError::MissingToken)
+            .header_value(&crate::challenge::AuthError::MissingToken)
             .unwrap();
         assert_eq!(
             h,

@@ -1,7 +1,7 @@
 //! A loopback issuer for tests: RSA keys, discovery, JWKS, and tokens with any claims.
 //!
 //! Enabled by the `testing` feature. It is what this crate's own tests run against, and it is
-//! meant for yours: start it, point a [`JwtVerifier`](crate::JwtVerifier) (or the whole server)
+//! meant for yours: start it, point a [`JwtVerifier`] (or the whole server)
 //! at [`TestIssuer::url`], mint tokens, rotate keys, take it down.
 //!
 //! ```
@@ -56,7 +56,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
-use crate::{JwksPolicy, JwtVerifier};
+use crate::jwks::JwksPolicy;
+use crate::jwt::JwtVerifier;
 
 /// An RSA signing key of the test issuer.
 #[derive(Clone)]

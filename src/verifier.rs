@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Claims;
+use crate::claims::Claims;
 
 /// Resolves a bearer token to the verified [`Claims`] it stands for.
 ///
@@ -14,7 +14,8 @@ use crate::Claims;
 /// with either, or with both through [`TokenVerifier::or`].
 ///
 /// ```
-/// use a3_mcp_auth::{Claims, TokenVerifier, VerifyError};
+/// use a3_mcp_auth::{Claims, TokenVerifier};
+/// use a3_mcp_auth::verifier::VerifyError;
 /// use serde_json::json;
 ///
 /// /// Accepts one fixed token: for a test double, never for production.
@@ -47,11 +48,11 @@ pub trait TokenVerifier: Send + Sync + 'static {
     /// Tries `self`, then `other` when `self` does not recognise the token
     /// ([`VerifyError::Unrecognized`]). Any other error from `self` is final, so a token one
     /// verifier rejects is never handed to the other.
-    fn or<V: TokenVerifier>(self, other: V) -> Either<Self, V>
+    fn or<V: TokenVerifier>(self, other: V) -> Or<Self, V>
     where
         Self: Sized,
     {
-        Either {
+        Or {
             first: self,
             second: other,
         }
@@ -64,14 +65,37 @@ impl<V: TokenVerifier> TokenVerifier for Arc<V> {
     }
 }
 
-/// Two verifiers, tried in order. Built by [`TokenVerifier::or`].
+/// Two verifiers, tried in order: the second only when the first does not recognise the token.
+/// Built by [`TokenVerifier::or`].
+///
+/// ```
+/// use a3_mcp_auth::TokenVerifier;
+/// use a3_mcp_auth::claims::Claims;
+/// use a3_mcp_auth::verifier::{Or, VerifyError};
+///
+/// struct Prefixed(&'static str);
+/// impl TokenVerifier for Prefixed {
+///     async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+///         match token.strip_prefix(self.0) {
+///             Some(sub) => Ok(Claims::from_value(serde_json::json!({"sub": sub})).unwrap()),
+///             None => Err(VerifyError::Unrecognized),
+///         }
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let both: Or<Prefixed, Prefixed> = Prefixed("a:").or(Prefixed("b:"));
+/// assert_eq!(both.verify("b:bob").await.unwrap().subject(), Some("bob"));
+/// assert!(both.verify("c:carol").await.is_err());
+/// # });
+/// ```
 #[derive(Clone, Debug)]
-pub struct Either<A, B> {
+pub struct Or<A, B> {
     first: A,
     second: B,
 }
 
-impl<A: TokenVerifier, B: TokenVerifier> TokenVerifier for Either<A, B> {
+impl<A: TokenVerifier, B: TokenVerifier> TokenVerifier for Or<A, B> {
     async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
         match self.first.verify(token).await {
             Err(VerifyError::Unrecognized) => self.second.verify(token).await,

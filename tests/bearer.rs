@@ -6,8 +6,10 @@ mod common;
 
 use std::time::Duration;
 
+use a3_mcp_auth::TokenVerifier;
+use a3_mcp_auth::jwks::JwksPolicy;
 use a3_mcp_auth::testing::{SigningKey, TestIssuer, b64_json};
-use a3_mcp_auth::{JwksPolicy, TokenVerifier, VerifyError};
+use a3_mcp_auth::verifier::VerifyError;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine;
@@ -630,7 +632,7 @@ async fn discovery_must_name_the_configured_issuer() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, a3_mcp_auth::JwtVerifierError::Discovery(a3_mcp_auth::DiscoveryError::IssuerMismatch { found, .. }) if found.contains("someone-else")),
+        matches!(&e, a3_mcp_auth::jwt::JwtVerifierError::Discovery(a3_mcp_auth::discovery::DiscoveryError::IssuerMismatch { found, .. }) if found.contains("someone-else")),
         "{e}"
     );
     // A3's own validator strips one trailing slash; so do we, and only that.

@@ -496,7 +496,7 @@ async fn killing_a_replica_mid_flow_loses_nothing() {
     assert_eq!(r.status(), 303);
     let callback = sign_in_upstream(&b, &location(&r), "johndoe@test.com").await;
     let r = b.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), 302, "the transaction survived");
+    assert_eq!(r.status(), 303, "the transaction survived");
     let code = query_param(&location(&r), "code").unwrap();
     let r = redeem(&public, &id, &code, &verifier, REDIRECT).await;
     assert_eq!(r.status(), 200);
@@ -692,7 +692,7 @@ async fn example_server_processes_configured_by_environment() {
     processes[lb.last("POST", "/authorize")] = None;
     let callback = sign_in_upstream(&b, &location(&r), "johndoe@test.com").await;
     let r = b.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), 302);
+    assert_eq!(r.status(), 303);
     let code = query_param(&location(&r), "code").unwrap();
     let r = redeem(&public, &id, &code, &verifier, REDIRECT).await;
     assert_eq!(r.status(), 200);

@@ -12,17 +12,17 @@ use std::time::Duration;
 use axum::Form;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{
-    Inner, Namespace, RegisteredClient, crypto, error_page, escape_html, html_response, page,
-    redirect_to_client,
-};
-use crate::dcr::store::unix_now;
-use crate::is_loopback_host;
+use super::{Inner, Namespace, RegisteredClient};
+use crate::fetch::is_loopback_host;
+use crate::oauth::html::{error_page, escape_html, html_response, page};
+use crate::oauth::pkce;
+use crate::oauth::response::{redirect_with, see_other};
+use crate::oauth::unix_now;
 
 pub(crate) const CSRF_COOKIE: &str = "a3mcp_csrf";
 const TX_COOKIE: &str = "a3mcp_tx";
@@ -76,7 +76,7 @@ impl Validated {
             self.scope,
             self.resource
         ]);
-        crypto::hash(&canonical.to_string())
+        crate::oauth::sha256_b64url(&canonical.to_string())
     }
 }
 
@@ -131,14 +131,7 @@ pub(crate) fn error_redirect(
         params.push(("state", state));
     }
     params.push(("iss", issuer));
-    redirect_to_client(redirect_uri, &params)
-}
-
-/// A PKCE code verifier's syntax (RFC 7636 §4.1): 43 to 128 unreserved characters.
-pub(crate) fn is_pkce_value(s: &str) -> bool {
-    (43..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    redirect_with(redirect_uri, &params)
 }
 
 async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failure> {
@@ -201,8 +194,7 @@ async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failu
     if p.code_challenge_method.as_deref() != Some("S256") {
         return Err(fail("invalid_request", "code_challenge_method must be S256"));
     }
-    // An S256 challenge is the base64url SHA-256 of the verifier: exactly 43 characters.
-    if challenge.len() != 43 || !is_pkce_value(challenge) {
+    if !pkce::is_s256_challenge(challenge) {
         return Err(fail("invalid_request", "code_challenge is malformed"));
     }
     let resource = match p.resource.as_deref() {
@@ -263,14 +255,14 @@ pub(crate) async fn show(
     let (csrf, set_cookie) = match inner.read_cookie(&headers, CSRF_COOKIE).filter(|c| c.len() == 43) {
         Some(c) => (c, None),
         None => {
-            let c = crypto::random_token();
+            let c = crate::oauth::random_token();
             let cookie = inner.set_cookie(CSRF_COOKIE, &c, Duration::from_secs(24 * 3600));
             (c, Some(cookie))
         }
     };
-    let exp = crate::dcr::store::expiry_after(inner.limits.consent_ttl);
+    let exp = crate::oauth::expiry_after(inner.limits.consent_ttl);
     // A random part makes every consent page's token distinct (each approves once).
-    let nonce = crypto::random_token();
+    let nonce = crate::oauth::random_token();
     let token = format!(
         "{exp}.{nonce}.{}",
         inner
@@ -455,7 +447,7 @@ pub(crate) async fn decide(
         _ => return error_page(StatusCode::BAD_REQUEST, "No decision was made."),
     }
     // A consent form approves once: replaying the post cannot make us write transactions.
-    let consent = crypto::hash(p.csrf_token.as_deref().unwrap_or_default());
+    let consent = crate::oauth::sha256_b64url(p.csrf_token.as_deref().unwrap_or_default());
     if !inner.used_consents.entry(consent).or_insert(()).is_fresh() {
         return error_page(
             StatusCode::BAD_REQUEST,
@@ -463,7 +455,7 @@ pub(crate) async fn decide(
         );
     }
     // Approved: only now is anything stored.
-    let tx_id = crypto::random_token();
+    let tx_id = crate::oauth::random_token();
     let (upstream_url, verifier) = inner.upstream.authorize_url(&tx_id, &v.scope, &v.resource);
     let tx = Transaction {
         client_id: v.client.client_id.clone(),
@@ -499,19 +491,11 @@ pub(crate) async fn decide(
         )
         .await;
     let binding = format!("{tx_id}.{}", inner.keys.sign(&format!("tx|{tx_id}")));
-    let mut response = StatusCode::SEE_OTHER.into_response();
+    let mut response = see_other(&upstream_url);
+    if response.status() != StatusCode::SEE_OTHER {
+        return response;
+    }
     let h = response.headers_mut();
-    match HeaderValue::from_str(&upstream_url) {
-        Ok(v) => h.insert(header::LOCATION, v),
-        Err(_) => {
-            return error_page(
-                StatusCode::BAD_GATEWAY,
-                "The authorization server's URL is unusable.",
-            );
-        }
-    };
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.append(
         header::SET_COOKIE,
         inner.set_cookie(&tx_cookie(&tx_id), &binding, inner.limits.transaction_ttl),
@@ -522,16 +506,6 @@ pub(crate) async fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pkce_values() {
-        assert!(is_pkce_value("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
-        assert!(!is_pkce_value("short"));
-        assert!(!is_pkce_value(&"a".repeat(129)));
-        assert!(!is_pkce_value("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM"));
-        assert!(!is_pkce_value(&"a".repeat(42)));
-        assert!(is_pkce_value(&"a".repeat(128)));
-    }
 
     #[test]
     fn resource_comparison() {

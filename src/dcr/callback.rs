@@ -11,8 +11,10 @@ use serde::Deserialize;
 use super::authorize::{Transaction, error_redirect, tx_cookie};
 use super::token::CodeEntry;
 use super::upstream::UpstreamError;
-use super::{Grant, Inner, Namespace, crypto, error_page, redirect_to_client};
-use crate::TokenVerifier;
+use super::{Grant, Inner, Namespace, crypto};
+use crate::oauth::html::error_page;
+use crate::oauth::response::redirect_with;
+use crate::verifier::TokenVerifier;
 
 #[derive(Deserialize)]
 pub(crate) struct CallbackParams {
@@ -47,7 +49,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
     // The browser that consented holds a cookie naming this transaction, signed by us.
     let bound = inner.read_cookie(headers, &tx_cookie(state)).and_then(|c| {
         let (tx_id, sig) = c.split_once('.')?;
-        (crypto::ct_eq(tx_id, state) && inner.keys.verify(&format!("tx|{tx_id}"), sig)).then_some(())
+        (crate::oauth::ct_eq(tx_id, state) && inner.keys.verify(&format!("tx|{tx_id}"), sig)).then_some(())
     });
     if bound.is_none() {
         return error_page(
@@ -137,7 +139,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
         tokens.expires_at = tokens.expires_at.min(exp);
     }
     let mut grant = Grant {
-        id: crypto::random_token(),
+        id: crate::oauth::random_token(),
         client_id: tx.client_id.clone(),
         subject: claims.subject().map(str::to_owned),
         scope: tx.scope.clone(),
@@ -163,7 +165,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
         inner
             .put_json(
                 Namespace::Code,
-                &crypto::hash(&code),
+                &crate::oauth::sha256_b64url(&code),
                 &entry,
                 Some(inner.limits.code_ttl),
             )
@@ -179,5 +181,5 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
         params.push(("state", state));
     }
     params.push(("iss", inner.issuer.as_str()));
-    redirect_to_client(&tx.redirect_uri, &params)
+    redirect_with(&tx.redirect_uri, &params)
 }

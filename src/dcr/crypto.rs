@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use aws_lc_rs::{constant_time, digest, hmac, rand};
+use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
@@ -31,36 +31,9 @@ pub const CODE_PREFIX: &str = "a3mcp_code_";
 /// Length in bytes of the key that seals upstream tokens and signs cookies.
 pub const KEY_LEN: usize = 32;
 
-/// `n` random bytes from the system CSPRNG.
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut buf = [0u8; N];
-    rand::fill(&mut buf).expect("the system random number generator works");
-    buf
-}
-
-/// A random URL-safe value with 256 bits of entropy.
-pub(crate) fn random_token() -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes::<32>())
-}
-
 /// A fresh opaque token with a type prefix, e.g. `a3mcp_at_…`.
 pub(crate) fn new_token(prefix: &str) -> String {
-    format!("{prefix}{}", random_token())
-}
-
-/// The SHA-256 of `value`, base64url: what the store keeps instead of a token or code.
-pub(crate) fn hash(value: &str) -> String {
-    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, value.as_bytes()))
-}
-
-/// The PKCE S256 challenge of `verifier` (RFC 7636 §4.2).
-pub(crate) fn s256(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, verifier.as_bytes()))
-}
-
-/// Constant-time string comparison.
-pub(crate) fn ct_eq(a: &str, b: &str) -> bool {
-    constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+    format!("{prefix}{}", crate::oauth::random_token())
 }
 
 /// The bridge's secret key material: an AEAD key for upstream tokens at rest and an HMAC key for
@@ -103,7 +76,7 @@ impl Keys {
 
     /// A random key that lives as long as the process.
     pub(crate) fn ephemeral() -> Self {
-        Self::from_master(&random_bytes::<KEY_LEN>())
+        Self::from_master(&crate::oauth::random_bytes::<KEY_LEN>())
     }
 
     /// Parses a base64 (standard or URL-safe) 32-byte key.
@@ -126,7 +99,7 @@ impl Keys {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::from_base64(&text).map_err(|e| err(e.to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let master = random_bytes::<KEY_LEN>();
+                let master = crate::oauth::random_bytes::<KEY_LEN>();
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
                 }
@@ -146,7 +119,7 @@ impl Keys {
 
     /// Encrypts `plaintext` with AES-256-GCM under a random nonce; `aad` binds it to its owner.
     pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let nonce = random_bytes::<NONCE_LEN>();
+        let nonce = crate::oauth::random_bytes::<NONCE_LEN>();
         let mut out = plaintext.to_vec();
         self.aead
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out)
@@ -208,16 +181,7 @@ mod tests {
         let a = new_token(ACCESS_TOKEN_PREFIX);
         assert!(a.starts_with("a3mcp_at_") && a.len() == 9 + 43);
         assert_ne!(a, new_token(ACCESS_TOKEN_PREFIX));
-        assert_eq!(hash(&a), hash(&a));
-        assert!(!hash(&a).contains(&a[9..]));
-    }
-
-    #[test]
-    fn pkce_s256_matches_rfc7636_appendix_b() {
-        assert_eq!(
-            s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
-        );
+        assert!(!crate::oauth::sha256_b64url(&a).contains(&a[9..]));
     }
 
     #[test]

@@ -59,12 +59,15 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, header};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::{A3Config, ConfigError, JwtVerifier, ProtectedResourceMetadata, ProviderMetadata};
+use crate::config::{A3Config, ConfigError};
+use crate::discovery::ProviderMetadata;
+use crate::jwt::JwtVerifier;
+use crate::metadata::ProtectedResourceMetadata;
 
 pub use crypto::{ACCESS_TOKEN_PREFIX, CODE_PREFIX, REFRESH_TOKEN_PREFIX};
 #[cfg(feature = "redis")]
@@ -113,10 +116,10 @@ pub enum DcrError {
     Config(#[from] ConfigError),
     /// A3 could not be discovered.
     #[error(transparent)]
-    Discovery(#[from] crate::DiscoveryError),
+    Discovery(#[from] crate::discovery::DiscoveryError),
     /// The verifier of A3's tokens could not be built.
     #[error(transparent)]
-    Jwt(#[from] crate::JwtVerifierError),
+    Jwt(#[from] crate::jwt::JwtVerifierError),
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -210,7 +213,9 @@ impl Inner {
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| StoreError(e.to_string()))?;
-        self.store.put(ns, key, bytes, ttl.map(store::expiry_after)).await
+        self.store
+            .put(ns, key, bytes, ttl.map(crate::oauth::expiry_after))
+            .await
     }
 
     /// Serialises everything that rewrites or deletes one grant (upstream refresh, our token
@@ -419,8 +424,8 @@ impl DcrBridge {
 
     /// The verifier for [`BearerAuthLayer`](crate::BearerAuthLayer): our access tokens first
     /// ([`ProxyTokenVerifier`]), then A3's JWTs issued for this resource.
-    pub fn token_verifier(&self) -> crate::Either<ProxyTokenVerifier, JwtVerifier> {
-        use crate::TokenVerifier;
+    pub fn token_verifier(&self) -> crate::verifier::Or<ProxyTokenVerifier, JwtVerifier> {
+        use crate::verifier::TokenVerifier;
         self.proxy_verifier().or(self.inner.jwt.clone())
     }
 
@@ -528,7 +533,7 @@ impl DcrBridgeBuilder {
     }
 
     /// A shared store for several replicas: `redis://host:port/db` selects a
-    /// [`RedisStore`](crate::dcr::RedisStore) (feature `redis`) instead of the embedded redb file.
+    /// `RedisStore` (feature `redis`) instead of the embedded redb file.
     /// The replicas must then share one [`encryption_key`](Self::encryption_key), which becomes
     /// required. An explicit [`store`](Self::store) wins over it.
     ///
@@ -875,119 +880,6 @@ async fn metadata(axum::extract::State(inner): axum::extract::State<Arc<Inner>>)
         .into_response()
 }
 
-/// An RFC 6749 §5.2 / RFC 7591 §3.2.2 JSON error, never cached.
-pub(crate) fn oauth_error(status: StatusCode, error: &'static str, description: &str) -> Response {
-    (
-        status,
-        [
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (header::PRAGMA, HeaderValue::from_static("no-cache")),
-        ],
-        axum::Json(serde_json::json!({"error": error, "error_description": description})),
-    )
-        .into_response()
-}
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub(crate) fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Security headers of every HTML page: no framing, no caching, no referrer to other origins,
-/// nothing loaded.
-///
-/// The referrer policy is `same-origin`, not `no-referrer`: under `no-referrer` browsers send
-/// `Origin: null` with the page's own form POST (Fetch, "append a request Origin header"), and
-/// the consent decision, which requires our own `Origin`, was refused with 403 in every real
-/// browser.
-pub(crate) fn html_response(status: StatusCode, body: String, form_action: &str) -> Response {
-    // `'none'` must stand alone in a source list (browsers ignore it beside other sources).
-    let form_action = if form_action == "'none'" {
-        "'none'".to_owned()
-    } else {
-        format!("'self' {form_action}").trim_end().to_owned()
-    };
-    let csp = format!(
-        "default-src 'none'; style-src 'unsafe-inline'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
-    );
-    let mut response = (status, body).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(
-            "default-src 'none'; frame-ancestors 'none'",
-        )),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    response
-}
-
-const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}\
-code{background:#f3f3f3;padding:0 .2rem}button{font-size:1rem;padding:.5rem 1.2rem;margin-right:.5rem}";
-
-pub(crate) fn page(title: &str, body_html: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-<title>{}</title><style>{PAGE_STYLE}</style></head><body>{body_html}</body></html>",
-        escape_html(title)
-    )
-}
-
-/// An HTML error page for errors that cannot be sent to a validated redirect URI.
-pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
-    let body = page(
-        "Authorization error",
-        &format!(
-            "<h1>Authorization error</h1><p>{}</p><p>Close this window and try again from your application.</p>",
-            escape_html(message)
-        ),
-    );
-    html_response(status, body, "'none'")
-}
-
-/// The redirect to a validated client redirect URI with extra query parameters (and our `iss`).
-pub(crate) fn redirect_to_client(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
-    let Ok(mut url) = Url::parse(redirect_uri) else {
-        return error_page(StatusCode::BAD_REQUEST, "The redirect URI is invalid.");
-    };
-    {
-        let mut q = url.query_pairs_mut();
-        for (k, v) in params {
-            q.append_pair(k, v);
-        }
-    }
-    let mut response = StatusCode::FOUND.into_response();
-    let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(url.as_str()) {
-        h.insert(header::LOCATION, v);
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    response
-}
-
 /// How long a grant's lock in a shared store lives at most: longer than one upstream refresh
 /// (whose HTTP timeout is 15 s), so that a slow refresh is not duplicated by another replica.
 const GRANT_LOCK_TTL: Duration = Duration::from_secs(30);
@@ -1026,29 +918,6 @@ impl Drop for GrantLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escaping() {
-        assert_eq!(
-            escape_html("<a href=\"x\">'&'</a>\u{7}"),
-            "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;"
-        );
-    }
-
-    #[test]
-    fn page_headers() {
-        let csp = |r: &Response| {
-            r.headers()[header::CONTENT_SECURITY_POLICY]
-                .to_str()
-                .unwrap()
-                .to_owned()
-        };
-        let error = error_page(StatusCode::FORBIDDEN, "no");
-        assert!(csp(&error).contains("form-action 'none';"), "{}", csp(&error));
-        let consent = html_response(StatusCode::OK, String::new(), "http://a3.test");
-        assert!(csp(&consent).contains("form-action 'self' http://a3.test;"));
-        assert_eq!(consent.headers()[header::REFERRER_POLICY], "same-origin");
-    }
 
     #[test]
     fn public_url_must_be_an_origin() {

@@ -231,7 +231,7 @@ impl Store for RedisStore {
 
     fn lock<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
         let key = format!("{}lock:{name}", self.prefix);
-        let token = super::crypto::random_token();
+        let token = crate::oauth::random_token();
         Box::pin(async move {
             let ttl_ms = ttl.as_millis().max(1) as u64;
             let taken: Option<String> = self
@@ -355,7 +355,7 @@ pub(crate) mod tests {
         assert_eq!(other.count(Namespace::Client).await.unwrap(), 0);
 
         // Expiry is Redis's own.
-        let soon = crate::dcr::store::unix_now() + 1;
+        let soon = crate::oauth::unix_now() + 1;
         store
             .put(Namespace::Transaction, "t", b"x".to_vec(), Some(soon))
             .await

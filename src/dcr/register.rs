@@ -11,9 +11,10 @@ use http::{Extensions, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use url::{Host, Url};
 
-use super::{Inner, Namespace, crypto, oauth_error};
-use crate::dcr::store::unix_now;
-use crate::is_loopback_host;
+use super::{Inner, Namespace};
+use crate::fetch::is_loopback_host;
+use crate::oauth::response::oauth_error;
+use crate::oauth::unix_now;
 
 /// Most redirect URIs one client may register.
 const MAX_REDIRECT_URIS: usize = 10;
@@ -253,7 +254,7 @@ pub(crate) async fn register(
         Err(e) => return store_failure(e),
     }
     let client = RegisteredClient {
-        client_id: crypto::random_token(),
+        client_id: crate::oauth::random_token(),
         client_id_issued_at: unix_now(),
         client_name,
         client_uri,

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::oauth::unix_now;
 
 use moka::sync::Cache;
 
@@ -185,19 +187,6 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn unlock<'a>(&'a self, name: &'a str, token: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         (**self).unlock(name, token)
     }
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// The Unix time `ttl` from now, saturating (a huge `expires_in` from A3 or a huge configured
-/// lifetime means "never", not an overflow).
-pub(crate) fn expiry_after(ttl: Duration) -> u64 {
-    unix_now().saturating_add(ttl.as_secs())
 }
 
 fn live(expires_at: Option<u64>) -> bool {
@@ -565,13 +554,6 @@ pub(crate) mod tests {
         assert_eq!(store.get(Namespace::Client, "a").await.unwrap(), None);
         store.purge_expired().await.unwrap();
         assert_eq!(store.count(Namespace::Code).await.unwrap(), 0);
-    }
-
-    #[test]
-    fn expiry_saturates() {
-        assert_eq!(expiry_after(Duration::MAX), u64::MAX);
-        assert_eq!(expiry_after(Duration::from_secs(u64::MAX - 1)), u64::MAX);
-        assert!(expiry_after(Duration::from_secs(10)) >= unix_now() + 10);
     }
 
     #[tokio::test]

@@ -1,20 +1,22 @@
 //! `POST /token` (authorization_code with PKCE, refresh_token with rotation) and `POST /revoke`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 use super::authorize::same_resource;
 use super::register::store_failure;
-use super::store::unix_now;
 use super::verifier::{FreshError, fresh_upstream_locked};
-use super::{Grant, Inner, Namespace, RegisteredClient, TokenEntry, crypto, oauth_error};
+use super::{Grant, Inner, Namespace, RegisteredClient, TokenEntry, crypto};
+use crate::oauth::form::Params;
+use crate::oauth::pkce;
+use crate::oauth::response::oauth_error;
+use crate::oauth::unix_now;
 
 /// What an authorization code's hash maps to (single use, short TTL).
 #[derive(Clone, Serialize, Deserialize)]
@@ -30,31 +32,27 @@ pub(crate) struct CodeEntry {
 /// How long a redeemed code is remembered, to revoke the grant when it is replayed.
 const USED_CODE_TTL: Duration = Duration::from_secs(3600);
 
-/// Parses a form body; a parameter sent twice is an error (RFC 6749 §3.2).
-fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Box<Response>> {
-    let mut map = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(body) {
-        if map.insert(k.into_owned(), v.into_owned()).is_some() {
-            return Err(Box::new(oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "a parameter was sent more than once",
-            )));
-        }
-    }
-    Ok(map)
+/// The form of a token or revocation request, or the `invalid_request` answer.
+fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Params, Box<Response>> {
+    Params::from_request(headers, body).map_err(|e| {
+        Box::new(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &e.to_string(),
+        ))
+    })
 }
 
 fn invalid_grant(description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
 }
 
-pub(crate) async fn token(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
-    let form = match parse_form(&body) {
+pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = match parse_form(&headers, &body) {
         Ok(f) => f,
         Err(r) => return *r,
     };
-    let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let field = |name: &str| form.get(name);
     if field("client_secret").is_some() {
         return oauth_error(
             StatusCode::UNAUTHORIZED,
@@ -118,14 +116,14 @@ async fn authorization_code<'a>(
             "code and code_verifier are required",
         );
     };
-    if !super::authorize::is_pkce_value(verifier) {
+    if !pkce::is_verifier(verifier) {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "code_verifier must be 43 to 128 unreserved characters",
         );
     }
-    let key = crypto::hash(code);
+    let key = crate::oauth::sha256_b64url(code);
     let entry: CodeEntry = match inner.get_json(Namespace::Code, &key).await {
         Ok(Some(e)) => e,
         Ok(None) => {
@@ -166,7 +164,7 @@ async fn authorization_code<'a>(
         None if client.redirect_uris.len() == 1 => {}
         _ => return invalid_grant("redirect_uri does not match the authorization request"),
     }
-    if !crypto::ct_eq(&crypto::s256(verifier), &entry.code_challenge) {
+    if !pkce::verify_s256(verifier, &entry.code_challenge) {
         return invalid_grant("the code_verifier does not match the code_challenge");
     }
     // Serialised with A3 refreshes and revocation of this grant (at any replica); `issue`
@@ -205,7 +203,7 @@ async fn refresh<'a>(
     if !refresh_token.starts_with(crypto::REFRESH_TOKEN_PREFIX) {
         return invalid_grant("the refresh token is invalid, expired or revoked");
     }
-    let key = crypto::hash(refresh_token);
+    let key = crate::oauth::sha256_b64url(refresh_token);
     let entry: TokenEntry = match inner.get_json(Namespace::RefreshToken, &key).await {
         Ok(Some(e)) => e,
         Ok(None) => return invalid_grant("the refresh token is invalid, expired or revoked"),
@@ -318,7 +316,7 @@ async fn reused(
         .and_then(|s| String::from_utf8(s).ok());
     if let Some(successor) = successor {
         match inner
-            .get_json::<TokenEntry>(Namespace::RefreshToken, &crypto::hash(&successor))
+            .get_json::<TokenEntry>(Namespace::RefreshToken, &crate::oauth::sha256_b64url(&successor))
             .await
         {
             Ok(Some(next)) if !next.rotated && next.rotated_at.is_none() => {
@@ -384,7 +382,7 @@ async fn issue(
     {
         let left = upstream
             .expires_at
-            .saturating_sub(super::store::unix_now())
+            .saturating_sub(crate::oauth::unix_now())
             .max(1);
         access_ttl = access_ttl.min(Duration::from_secs(left));
     }
@@ -393,7 +391,7 @@ async fn issue(
         inner
             .put_json(
                 Namespace::AccessToken,
-                &crypto::hash(&access_token),
+                &crate::oauth::sha256_b64url(&access_token),
                 &entry,
                 Some(access_ttl),
             )
@@ -406,7 +404,7 @@ async fn issue(
             inner
                 .put_json(
                     Namespace::RefreshToken,
-                    &crypto::hash(rt),
+                    &crate::oauth::sha256_b64url(rt),
                     &entry,
                     Some(limits.refresh_token_ttl),
                 )
@@ -461,12 +459,12 @@ pub(crate) async fn revoke_grant_locked(inner: &Inner, grant_id: &str) {
 }
 
 /// RFC 7009: always 200 for well-formed requests, whether or not the token was known.
-pub(crate) async fn revoke(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
-    let form = match parse_form(&body) {
+pub(crate) async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = match parse_form(&headers, &body) {
         Ok(f) => f,
         Err(r) => return *r,
     };
-    let Some(token) = form.get("token").filter(|t| !t.is_empty()) else {
+    let Some(token) = form.get("token") else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required");
     };
     let ns = if token.starts_with(crypto::ACCESS_TOKEN_PREFIX) {
@@ -477,9 +475,9 @@ pub(crate) async fn revoke(State(inner): State<Arc<Inner>>, body: Bytes) -> Resp
         None
     };
     if let Some(ns) = ns {
-        let key = crypto::hash(token);
+        let key = crate::oauth::sha256_b64url(token);
         match inner.get_json::<TokenEntry>(ns, &key).await {
-            Ok(Some(entry)) if form.get("client_id").is_none_or(|c| *c == entry.client_id) => {
+            Ok(Some(entry)) if form.get("client_id").is_none_or(|c| c == entry.client_id) => {
                 let _ = inner.store.delete(ns, &key).await;
                 revoke_grant(&inner, &entry.grant_id).await;
                 tracing::info!(client_id = %entry.client_id, "revoked a grant");

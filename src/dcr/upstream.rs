@@ -11,8 +11,8 @@ use oauth2::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::ProviderMetadata;
-use crate::dcr::store::unix_now;
+use crate::discovery::ProviderMetadata;
+use crate::oauth::unix_now;
 
 /// Largest token-endpoint response read from A3.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -246,7 +246,7 @@ async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpRespons
 fn tokens(response: &oauth2::basic::BasicTokenResponse, previous_refresh: Option<&str>) -> UpstreamTokens {
     let access_token = response.access_token().secret().clone();
     let expires_at = match response.expires_in() {
-        Some(d) => crate::dcr::store::expiry_after(d),
+        Some(d) => crate::oauth::expiry_after(d),
         None => jwt_exp(&access_token).unwrap_or(unix_now() + 300),
     };
     UpstreamTokens {

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use super::upstream::{UpstreamError, UpstreamTokens};
 use super::{Grant, Inner, Namespace, TokenEntry, crypto};
-use crate::dcr::store::unix_now;
-use crate::{Claims, TokenVerifier, VerifyError};
+use crate::claims::Claims;
+use crate::oauth::unix_now;
+use crate::verifier::{TokenVerifier, VerifyError};
 
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -23,7 +24,8 @@ const RETRY: Duration = Duration::from_secs(5);
 /// the JWT verifier) or [`DcrBridge::proxy_verifier`](super::DcrBridge::proxy_verifier).
 ///
 /// ```
-/// use a3_mcp_auth::{A3Config, TokenVerifier, VerifyError};
+/// use a3_mcp_auth::{A3Config, TokenVerifier};
+/// use a3_mcp_auth::verifier::VerifyError;
 /// use a3_mcp_auth::dcr::{DcrBridge, MemoryStore};
 /// use a3_mcp_auth::testing::TestIssuer;
 ///
@@ -71,7 +73,7 @@ impl TokenVerifier for ProxyTokenVerifier {
             VerifyError::Unavailable { retry_after: RETRY }
         };
         let entry: TokenEntry = inner
-            .get_json(Namespace::AccessToken, &crypto::hash(token))
+            .get_json(Namespace::AccessToken, &crate::oauth::sha256_b64url(token))
             .await
             .map_err(unavailable)?
             .ok_or_else(|| VerifyError::invalid("unknown, expired or revoked token"))?;
@@ -138,7 +140,7 @@ pub(crate) async fn fresh_upstream_locked(
     };
     match inner.upstream.refresh(refresh_token, &grant.resource).await {
         Ok(mut fresh) => {
-            match crate::TokenVerifier::verify(&inner.jwt, &fresh.access_token).await {
+            match TokenVerifier::verify(&inner.jwt, &fresh.access_token).await {
                 Ok(claims) if claims.subject() == grant.subject.as_deref() => {
                     if let Some(exp) = claims.expires_at() {
                         fresh.expires_at = fresh.expires_at.min(exp);

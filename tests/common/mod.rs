@@ -3,10 +3,9 @@
 
 use std::net::SocketAddr;
 
+use a3_mcp_auth::jwks::JwksPolicy;
 use a3_mcp_auth::testing::TestIssuer;
-use a3_mcp_auth::{
-    BearerAuthLayer, Claims, JwksPolicy, JwtVerifier, ProtectedResourceMetadata, RequireScopeLayer,
-};
+use a3_mcp_auth::{BearerAuthLayer, Claims, JwtVerifier, ProtectedResourceMetadata, RequireScopeLayer};
 use axum::routing::get;
 use axum::{Extension, Router};
 use tower::ServiceBuilder;

@@ -521,7 +521,7 @@ pub async fn authorize(browser: &reqwest::Client, server: &str, auth_url: &str, 
     assert_eq!(r.status(), 303, "approval redirects to A3");
     let callback = sign_in_upstream(browser, &location(&r), user).await;
     let r = browser.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), 302, "the callback redirects to the host");
+    assert_eq!(r.status(), 303, "the callback redirects to the host");
     location(&r)
 }
 

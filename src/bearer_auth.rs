@@ -5,15 +5,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
 use http::{HeaderMap, Request, Response, header};
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use tower::{Layer, Service};
 
-use crate::{AuthError, Challenge, TokenVerifier};
-
-/// The response body of the auth layers: the inner service's body, or the layer's own error body.
-pub type AuthBody<B> = Either<B, Full<Bytes>>;
+use crate::challenge::{AuthError, Challenge};
+use crate::refusal::{AuthBody, error_response};
+use crate::verifier::TokenVerifier;
 
 /// Longest token accepted for verification. A3 tokens are a few KiB at most; anything larger is
 /// refused before any parsing or crypto is spent on it.
@@ -205,17 +203,6 @@ impl<B, E> Future for ResponseFuture<B, E> {
     }
 }
 
-pub(crate) fn error_response<B>(challenge: &Challenge, error: &AuthError) -> Response<AuthBody<B>> {
-    if let AuthError::Unavailable { .. } = error {
-        // Debug, not warn: an unknown-kid flood during an outage must not flood the logs; the
-        // key store warns once per failed fetch.
-        tracing::debug!("refused a request: token keys unavailable");
-    } else {
-        tracing::debug!(status = %error.status(), reason = %error.description(), "refused a request");
-    }
-    challenge.response(error).map(Either::Right)
-}
-
 /// Extracts the bearer token from the `Authorization` header (RFC 6750 §2.1).
 ///
 /// The scheme is matched case-insensitively (RFC 9110 §11.1). More than one `Authorization`
@@ -223,7 +210,8 @@ pub(crate) fn error_response<B>(challenge: &Challenge, error: &AuthError) -> Res
 /// another scheme (e.g. `Basic`) counts as no bearer credentials at all.
 ///
 /// ```
-/// use a3_mcp_auth::{AuthError, bearer_token};
+/// use a3_mcp_auth::bearer_auth::bearer_token;
+/// use a3_mcp_auth::challenge::AuthError;
 /// use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 ///
 /// let mut headers = HeaderMap::new();
@@ -240,11 +228,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
 
 /// Everything [`bearer_token`] checks except the token's character set.
 fn credentials(headers: &HeaderMap) -> Result<&str, AuthError> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let value = values.next().ok_or(AuthError::MissingToken)?;
-    if values.next().is_some() {
-        return Err(AuthError::InvalidRequest("more than one Authorization header"));
-    }
+    let value = crate::headers::single(headers, header::AUTHORIZATION)
+        .map_err(|_| AuthError::InvalidRequest("more than one Authorization header"))?
+        .ok_or(AuthError::MissingToken)?;
     // Valid UTF-8 is enough here; anything outside visible ASCII fails `b64token` later.
     let value = std::str::from_utf8(value.as_bytes())
         .map_err(|_| AuthError::InvalidRequest("the Authorization header is not visible ASCII"))?;

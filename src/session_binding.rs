@@ -3,7 +3,7 @@
 //!
 //! rmcp's stateful Streamable HTTP sessions accept any valid token that presents a known
 //! `Mcp-Session-Id`. This layer remembers who opened each session and refuses everybody else
-//! (MCP R22).
+//! ([MCP security best practices, "Session Hijacking"](https://modelcontextprotocol.io/specification/2025-11-25/basic/security_best_practices#session-hijacking)).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,14 +17,13 @@ use moka::sync::Cache;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::bearer::AuthBody;
-use crate::transport::json_refusal;
-use crate::{Claims, Principal};
+use crate::claims::{Claims, Principal};
+use crate::refusal::{AuthBody, json_refusal};
 
 /// The header that carries the MCP session id.
 ///
 /// ```
-/// let name = http::HeaderName::from_static(a3_mcp_auth::MCP_SESSION_ID);
+/// let name = http::HeaderName::from_static(a3_mcp_auth::session_binding::MCP_SESSION_ID);
 /// assert_eq!(name, "mcp-session-id");
 /// ```
 pub const MCP_SESSION_ID: &str = "mcp-session-id";
@@ -142,7 +141,8 @@ impl<S> Layer<S> for SessionBindingLayer {
 /// Middleware that binds sessions to principals. See [`SessionBindingLayer`].
 ///
 /// ```
-/// use a3_mcp_auth::{SessionBinding, SessionBindingLayer};
+/// use a3_mcp_auth::SessionBindingLayer;
+/// use a3_mcp_auth::session_binding::SessionBinding;
 /// use tower::{Layer, service_fn};
 ///
 /// let service: SessionBinding<_> = SessionBindingLayer::new().layer(service_fn(|_: http::Request<()>| async {
@@ -178,14 +178,13 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let principal = req.extensions().get::<Claims>().map(|c| Arc::new(c.principal()));
-        let mut ids = req.headers().get_all(MCP_SESSION_ID).iter();
-        let presented = match (ids.next(), ids.next()) {
-            (None, _) => None,
-            (Some(id), None) => match id.to_str() {
+        let presented = match crate::headers::single(req.headers(), MCP_SESSION_ID) {
+            Ok(None) => None,
+            Ok(Some(id)) => match id.to_str() {
                 Ok(id) => Some(id.to_owned()),
                 Err(_) => return ResponseFuture::refused(),
             },
-            (Some(_), Some(_)) => return ResponseFuture::refused(),
+            Err(_) => return ResponseFuture::refused(),
         };
         let after = match presented {
             Some(id) => {

@@ -1,4 +1,5 @@
-//! Scope enforcement: [`RequireScopeLayer`], [`RequireScope`] and its [`ResponseFuture`].
+//! Scope enforcement: [`RequireScopeLayer`], [`RequireScope`] and its [`ResponseFuture`] (the
+//! refusal-or-inner future shared with [`OriginCheck`](crate::origin_check::OriginCheck)).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -6,20 +7,23 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use crate::bearer::{AuthBody, error_response};
-use crate::transport::ResponseFuture;
-use crate::{AuthError, Challenge, Claims};
+use crate::challenge::{AuthError, Challenge};
+use crate::claims::Claims;
+use crate::refusal::{AuthBody, error_response};
+
+pub use crate::refusal::ResponseFuture;
 
 /// Layer that requires every listed scope on the verified token (all-of).
 ///
 /// It reads the [`Claims`] that [`BearerAuthLayer`](crate::BearerAuthLayer) inserted, so it
 /// goes inside that layer. A token without one of the scopes gets 403 with
-/// `error="insufficient_scope"` and **all** the scopes the operation needs in `scope` (MCP R10,
-/// R11), which hosts use to step up. A request with no claims at all (the layer was mounted
+/// `error="insufficient_scope"` and **all** the scopes the operation needs in `scope`, which
+/// hosts use to step up ([MCP authorization, "Scope Challenge Handling"](https://modelcontextprotocol.io/specification/2025-11-25/basic/authorization#scope-challenge-handling)). A request with no claims at all (the layer was mounted
 /// without the bearer layer) is refused with 401, never let through.
 ///
 /// ```
-/// use a3_mcp_auth::{Challenge, RequireScopeLayer};
+/// use a3_mcp_auth::RequireScopeLayer;
+/// use a3_mcp_auth::challenge::Challenge;
 /// use axum::{Router, routing::post};
 ///
 /// let challenge = Challenge::new("http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp");

@@ -1,20 +1,21 @@
 //! DNS-rebinding and cross-origin protection before authentication: [`OriginCheckLayer`],
-//! [`OriginCheck`] and its [`ResponseFuture`].
+//! [`OriginCheck`] and its [`ResponseFuture`] (shared with the other layers that decide
+//! without waiting).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{Either, Full};
-use pin_project_lite::pin_project;
+use http::{HeaderMap, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
-use crate::bearer::AuthBody;
+use crate::headers::{Repeated, single};
+use crate::refusal::{AuthBody, json_refusal};
 
-/// Layer that checks `Host` and `Origin` before anything else (MCP R20).
+pub use crate::refusal::ResponseFuture;
+
+/// Layer that checks `Host` and `Origin` before anything else ([MCP transports, "Security
+/// Warning"](https://modelcontextprotocol.io/specification/2025-11-25/basic/transports#security-warning):
+/// servers must validate `Origin` against DNS rebinding).
 ///
 /// Mount it **outside** [`BearerAuthLayer`](crate::BearerAuthLayer): a request from a
 /// disallowed origin gets `403 Forbidden` whether or not it carries a token, and a request whose
@@ -112,13 +113,12 @@ impl OriginCheckLayer {
         headers: &HeaderMap,
         authority: Option<&str>,
     ) -> Result<(), (StatusCode, &'static str)> {
-        let mut hosts = headers.get_all(header::HOST).iter();
-        let host = match (hosts.next(), hosts.next()) {
-            (Some(h), None) => h
+        let host = match single(headers, header::HOST) {
+            Ok(Some(h)) => h
                 .to_str()
                 .map_err(|_| (StatusCode::BAD_REQUEST, "malformed Host header"))?,
-            (None, _) => authority.ok_or((StatusCode::BAD_REQUEST, "missing Host header"))?,
-            (Some(_), Some(_)) => return Err((StatusCode::BAD_REQUEST, "more than one Host header")),
+            Ok(None) => authority.ok_or((StatusCode::BAD_REQUEST, "missing Host header"))?,
+            Err(Repeated) => return Err((StatusCode::BAD_REQUEST, "more than one Host header")),
         };
         let host = host.to_ascii_lowercase();
         let name = host_name(&host).ok_or((StatusCode::BAD_REQUEST, "malformed Host header"))?;
@@ -129,10 +129,9 @@ impl OriginCheckLayer {
         {
             return Err((StatusCode::FORBIDDEN, "Host not allowed"));
         }
-        let mut origins = headers.get_all(header::ORIGIN).iter();
-        match (origins.next(), origins.next()) {
-            (None, _) => Ok(()),
-            (Some(origin), None) => {
+        match single(headers, header::ORIGIN) {
+            Ok(None) => Ok(()),
+            Ok(Some(origin)) => {
                 let origin = origin
                     .to_str()
                     .map_err(|_| (StatusCode::FORBIDDEN, "Origin not allowed"))?;
@@ -143,7 +142,7 @@ impl OriginCheckLayer {
                     Err((StatusCode::FORBIDDEN, "Origin not allowed"))
                 }
             }
-            (Some(_), Some(_)) => Err((StatusCode::FORBIDDEN, "more than one Origin header")),
+            Err(Repeated) => Err((StatusCode::FORBIDDEN, "more than one Origin header")),
         }
     }
 }
@@ -174,17 +173,6 @@ fn host_name(host: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
-/// A refusal of the layers that carry no challenge: `status` and `{"error", "error_description"}`.
-pub(crate) fn json_refusal<B>(status: StatusCode, error: &str, description: &str) -> Response<AuthBody<B>> {
-    let body = serde_json::json!({"error": error, "error_description": description}).to_string();
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
 impl<S> Layer<S> for OriginCheckLayer {
     type Service = OriginCheck<S>;
 
@@ -199,7 +187,8 @@ impl<S> Layer<S> for OriginCheckLayer {
 /// Middleware that checks `Host` and `Origin`. See [`OriginCheckLayer`].
 ///
 /// ```
-/// use a3_mcp_auth::{OriginCheck, OriginCheckLayer};
+/// use a3_mcp_auth::OriginCheckLayer;
+/// use a3_mcp_auth::origin_check::OriginCheck;
 /// use tower::{Layer, service_fn};
 ///
 /// let service: OriginCheck<_> = OriginCheckLayer::new().layer(service_fn(|_: http::Request<()>| async {
@@ -239,68 +228,10 @@ where
     }
 }
 
-pin_project! {
-    /// Response future of [`OriginCheck`], [`ToolContext`](crate::ToolContext) and
-    /// [`RequireScope`](crate::RequireScope): a refusal ready at once, or the inner service's
-    /// future.
-    ///
-    /// ```
-    /// use a3_mcp_auth::origin_check::ResponseFuture;
-    /// use std::convert::Infallible;
-    /// use std::future::Ready;
-    ///
-    /// type Fut = ResponseFuture<Ready<Result<http::Response<()>, Infallible>>, ()>;
-    /// # let _: Option<Fut> = None;
-    /// ```
-    pub struct ResponseFuture<F, B> {
-        #[pin]
-        kind: Kind<F, B>,
-    }
-}
-
-pin_project! {
-    #[project = Projection]
-    enum Kind<F, B> {
-        Refused { response: Option<Response<AuthBody<B>>> },
-        Inner { #[pin] fut: F },
-    }
-}
-
-impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn refused(response: Response<AuthBody<B>>) -> Self {
-        ResponseFuture {
-            kind: Kind::Refused {
-                response: Some(response),
-            },
-        }
-    }
-
-    pub(crate) fn inner(fut: F) -> Self {
-        ResponseFuture {
-            kind: Kind::Inner { fut },
-        }
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<AuthBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            Projection::Refused { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            Projection::Inner { fut } => fut.poll(cx).map_ok(|r| r.map(Either::Left)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn check(layer: &OriginCheckLayer, host: Option<&str>, origins: &[&str]) -> Result<(), StatusCode> {
         let mut h = HeaderMap::new();

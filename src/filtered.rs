@@ -11,13 +11,15 @@ use rmcp::model::*;
 use rmcp::service::{MaybeSendFuture, NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData as McpError, ServerHandler};
 
-use crate::{Claims, ContextSet, ToolAccess, VisibleTools};
+use crate::claims::Claims;
+use crate::context::ContextSet;
+use crate::context::policy::{ToolAccess, VisibleTools};
 
 /// The error a call of a hidden tool gets: exactly what rmcp's `ToolRouter` answers for a tool
 /// it does not know (`-32602`, "tool not found"), so hidden tools cannot be found by probing.
 ///
 /// ```
-/// let e = a3_mcp_auth::tool_not_found();
+/// let e = a3_mcp_auth::filtered::tool_not_found();
 /// assert_eq!((e.code.0, e.message.as_ref()), (-32602, "tool not found"));
 /// ```
 pub fn tool_not_found() -> McpError {
@@ -28,7 +30,7 @@ pub fn tool_not_found() -> McpError {
 /// the context; `None` outside an HTTP request that went through [`ToolContextLayer`](crate::ToolContextLayer).
 ///
 /// ```
-/// use a3_mcp_auth::visible_tools;
+/// use a3_mcp_auth::filtered::visible_tools;
 /// use rmcp::{ErrorData, RoleServer, model::*, service::RequestContext};
 ///
 /// // In a hand-written ServerHandler method:
@@ -54,7 +56,7 @@ fn http_extension<T: Send + Sync + 'static>(context: &RequestContext<RoleServer>
 /// The verified [`Claims`] of the request being handled (see [`visible_tools`]).
 ///
 /// ```
-/// use a3_mcp_auth::request_claims;
+/// use a3_mcp_auth::filtered::request_claims;
 /// use rmcp::{RoleServer, service::RequestContext};
 ///
 /// fn subject(ctx: &RequestContext<RoleServer>) -> Option<&str> {
