@@ -1,5 +1,10 @@
-//! `GET /authorize`: the authorization request (RFC 6749 §4.1.1) checked, then the sign-in form,
-//! or a code at once when the browser has a session.
+//! `GET /authorize`: the authorization request checked, then the sign-in form, or a code at once
+//! when the browser already has a session.
+//!
+//! Until the client and the redirect URI are known good, an error is a page here; after that it
+//! goes back to the client's redirect URI with `state` and `iss`
+//! ([RFC 6749 §4.1.2.1](https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1),
+//! [RFC 9207](https://www.rfc-editor.org/rfc/rfc9207#section-2)).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,18 +14,20 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::helpers::{Params, hash, is_base64url, random_token, redirect_to};
-use super::login::{PENDING_TTL, session_user};
-use super::pages::{error_page, login_page};
-use super::state::{AuthRequest, CodeEntry, Pending, Shared};
+use super::login::{session_user, sign_in_form};
+use super::pages::error_page;
+use super::state::{AuthRequest, CodeEntry, Shared};
+use crate::oauth::form::Params;
+use crate::oauth::response::redirect_with;
+use crate::oauth::{pkce, random_token, sha256_b64url};
 
 /// Scopes that clients commonly send and that this issuer accepts and ignores.
 pub(super) const IGNORED_SCOPES: [&str; 2] = ["openid", "offline_access"];
 
 impl Shared {
-    /// Issues a code for `request` and redirects the browser with it.
+    /// Issues a code for `request` and redirects the browser with it, `state` and `iss`.
     pub(super) fn approve(&self, request: AuthRequest, email: String) -> Response {
-        let code = random_token(32);
+        let code = random_token();
         let now = Instant::now();
         {
             let mut store = self.store();
@@ -34,7 +41,7 @@ impl Shared {
                 expires: now + self.config.code_ttl,
                 used: false,
             };
-            store.codes.insert(hash(&code), entry);
+            store.codes.insert(sha256_b64url(&code), entry);
         }
         self.counters.codes.fetch_add(1, Ordering::SeqCst);
         let mut params = vec![("code", code.as_str())];
@@ -42,10 +49,11 @@ impl Shared {
             params.push(("state", state));
         }
         params.push(("iss", self.handle.url()));
-        redirect_to(&request.redirect_uri, &params)
+        redirect_with(&request.redirect_uri, &params)
     }
 }
 
+/// `GET /authorize`.
 pub(super) async fn authorize(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -54,9 +62,9 @@ pub(super) async fn authorize(
     s.counters.authorize.fetch_add(1, Ordering::SeqCst);
     let params = match Params::parse(query.as_deref().unwrap_or("").as_bytes()) {
         Ok(p) => p,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    // Until the client and redirect URI are known good, errors stay on this page (RFC 6749 §4.1.2.1).
+    // Until the client and redirect URI are known good, errors stay on this page.
     let Some(client_id) = params.get("client_id") else {
         return error_page(StatusCode::BAD_REQUEST, "client_id is missing");
     };
@@ -81,7 +89,7 @@ pub(super) async fn authorize(
             p.push(("state", state));
         }
         p.push(("iss", s.handle.url()));
-        redirect_to(&redirect_uri, &p)
+        redirect_with(&redirect_uri, &p)
     };
     match params.get("response_type") {
         Some("code") => {}
@@ -99,7 +107,7 @@ pub(super) async fn authorize(
     if params.get("code_challenge_method") != Some("S256") {
         return fail("invalid_request", "code_challenge_method must be S256");
     }
-    if code_challenge.len() != 43 || !code_challenge.bytes().all(is_base64url) {
+    if !pkce::is_s256_challenge(code_challenge) {
         return fail(
             "invalid_request",
             "code_challenge is not a base64url SHA-256 digest",
@@ -144,21 +152,7 @@ pub(super) async fn authorize(
     if prompts.contains(&"none") {
         return fail("login_required", "the user is not signed in");
     }
-    let id = random_token(24);
-    let now = Instant::now();
-    {
-        let mut store = s.store();
-        store.prune(now);
-        store.pending.insert(
-            id.clone(),
-            Pending {
-                request: request.clone(),
-                expires: now + PENDING_TTL,
-                failures: 0,
-            },
-        );
-    }
-    login_page(StatusCode::OK, &id, &request, "", None)
+    sign_in_form(&s, request)
 }
 
 /// The scopes granted for a requested `scope` parameter: a subset of `supported`, all of them
@@ -184,7 +178,51 @@ pub(super) fn granted_scope(supported: &[String], requested: Option<&str>) -> Re
 
 #[cfg(test)]
 mod tests {
+    use super::super::DevIssuer;
+    use super::super::test_support::{get, send};
     use super::*;
+
+    /// The issuer's own query parser dropped empty values before it looked for repeats, so
+    /// `state=&state=x` was read as `state=x`; the shared one refuses a parameter sent twice
+    /// ([RFC 6749 §3.1](https://www.rfc-editor.org/rfc/rfc6749#section-3.1)), and before the
+    /// redirect URI is trusted that is an error page.
+    #[tokio::test]
+    async fn a_parameter_sent_twice_is_refused_even_when_one_value_is_empty() {
+        let dev = DevIssuer::start().await.unwrap();
+        let url = dev.authorization_url("st", &DevIssuer::pkce_challenge(&"v".repeat(43)));
+        let path = url.strip_prefix(dev.url()).unwrap();
+        assert_eq!(send(&dev, get(path)).await.status, 200);
+        let reply = send(&dev, get(&format!("{path}&state="))).await;
+        assert_eq!(reply.status, 400);
+        assert!(!reply.headers.contains_key("location"));
+        assert!(reply.body.contains("more than once"), "{}", reply.body);
+    }
+
+    /// The issuer's own redirects to the client (with a code, or with an error) set no
+    /// referrer policy; the shared ones say `no-referrer`, like the bridge's, so that the URL of
+    /// the page that redirects is not sent on.
+    #[tokio::test]
+    async fn redirects_to_the_client_send_no_referrer() {
+        let dev = DevIssuer::start().await.unwrap();
+        let url = dev.authorization_url("st", "not-a-challenge");
+        let with_error = send(&dev, get(url.strip_prefix(dev.url()).unwrap())).await;
+        assert_eq!(with_error.status, 303);
+        assert_eq!(with_error.location_query()["error"], "invalid_request");
+        assert_eq!(with_error.headers["referrer-policy"], "no-referrer");
+
+        let request = AuthRequest {
+            client_id: dev.client_id().to_owned(),
+            redirect_uri: dev.redirect_uri().to_owned(),
+            redirect_explicit: false,
+            state: Some("st".into()),
+            code_challenge: DevIssuer::pkce_challenge(&"v".repeat(43)),
+            resource: dev.resource().to_owned(),
+            scope: dev.scopes().to_vec(),
+        };
+        let with_code = dev.shared.approve(request, "johndoe@test.com".into());
+        assert_eq!(with_code.status(), 303);
+        assert_eq!(with_code.headers()["referrer-policy"], "no-referrer");
+    }
 
     #[test]
     fn grants_a_subset_of_scopes_or_all() {

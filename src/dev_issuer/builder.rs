@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::helpers::random_token;
 use super::state::{Config, Counters, Shared, Store};
 use super::{
     DEFAULT_CLIENT_ID, DEFAULT_REDIRECT_URI, DEFAULT_SCOPE, DEFAULT_USER_EMAIL, DEFAULT_USER_PASSWORD,
     DevIssuer, DevIssuerError,
 };
 use crate::config::{DEFAULT_CONTEXT_CLAIM, DEFAULT_RESOURCE_URI};
+use crate::oauth::random_token;
 use crate::testing::TestIssuer;
 
 #[derive(Clone)]
@@ -360,7 +360,7 @@ impl DevIssuerBuilder {
         let clients = self.clients.clone().unwrap_or_else(|| {
             vec![ClientConfig {
                 id: DEFAULT_CLIENT_ID.to_owned(),
-                secret: random_token(24),
+                secret: random_token(),
                 redirect_uris: vec![DEFAULT_REDIRECT_URI.to_owned()],
             }]
         });
@@ -501,6 +501,14 @@ mod tests {
         assert!(check_absolute_uri("urn:resource1").is_ok());
         assert!(check_absolute_uri("/mcp").is_err());
         assert!(check_absolute_uri("http://127.0.0.1/cb#frag").is_err());
+    }
+
+    /// The issuer's own `random_token` took a length, and the default client's secret had 192
+    /// bits; it now has the shared 256.
+    #[tokio::test]
+    async fn the_default_client_secret_has_256_bits() {
+        let dev = DevIssuer::start().await.unwrap();
+        assert_eq!(dev.client_secret().len(), 43);
     }
 
     #[tokio::test]

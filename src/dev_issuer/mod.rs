@@ -86,7 +86,6 @@
 
 mod authorize;
 mod builder;
-mod helpers;
 mod login;
 mod pages;
 mod revoke;
@@ -98,11 +97,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use aws_lc_rs::digest::{SHA256, digest};
 use axum::Router;
 use axum::routing::{get, post};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use url::Url;
 
 pub use builder::DevIssuerBuilder;
@@ -393,7 +389,7 @@ impl DevIssuer {
     /// );
     /// ```
     pub fn pkce_challenge(verifier: &str) -> String {
-        URL_SAFE_NO_PAD.encode(digest(&SHA256, verifier.as_bytes()))
+        crate::oauth::pkce::s256(verifier)
     }
 
     /// `GET /authorize` requests received.
@@ -602,4 +598,92 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/token", post(token::token))
         .route("/revoke", post(revoke::revoke))
         .with_state(shared)
+}
+
+/// In-process requests to a started issuer's routes, for the unit tests of its endpoints.
+#[cfg(test)]
+mod test_support {
+    use std::collections::HashMap;
+
+    use axum::body::Body;
+    use http::{HeaderMap, Request, StatusCode, header};
+    use tower::ServiceExt;
+
+    use super::DevIssuer;
+    use super::state::AuthRequest;
+
+    /// The verifier of RFC 7636 appendix B.
+    pub(super) const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+    /// A response, read.
+    pub(super) struct Reply {
+        pub(super) status: StatusCode,
+        pub(super) headers: HeaderMap,
+        pub(super) body: String,
+    }
+
+    impl Reply {
+        pub(super) fn json(&self) -> serde_json::Value {
+            serde_json::from_str(&self.body).expect("a JSON body")
+        }
+
+        /// The query of the `Location` header.
+        pub(super) fn location_query(&self) -> HashMap<String, String> {
+            let location = self.headers[header::LOCATION].to_str().unwrap();
+            url::Url::parse(location)
+                .unwrap()
+                .query_pairs()
+                .into_owned()
+                .collect()
+        }
+    }
+
+    pub(super) async fn send(dev: &DevIssuer, request: Request<Body>) -> Reply {
+        let response = super::routes(dev.shared.clone()).oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+
+    pub(super) fn get(uri: &str) -> Request<Body> {
+        Request::get(uri).body(Body::empty()).unwrap()
+    }
+
+    /// A POST of `body` as `content_type`.
+    pub(super) fn post(path: &str, content_type: &str, body: String) -> Request<Body> {
+        Request::post(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    /// `pairs`, form-encoded.
+    pub(super) fn encode(pairs: &[(&str, &str)]) -> String {
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish()
+    }
+
+    /// An authorization code for the default client and user and [`VERIFIER`], as a sign-in
+    /// issues it.
+    pub(super) fn code(dev: &DevIssuer) -> String {
+        let request = AuthRequest {
+            client_id: dev.client_id().to_owned(),
+            redirect_uri: dev.redirect_uri().to_owned(),
+            redirect_explicit: true,
+            state: None,
+            code_challenge: DevIssuer::pkce_challenge(VERIFIER),
+            resource: dev.resource().to_owned(),
+            scope: dev.scopes().to_vec(),
+        };
+        let response = dev.shared.approve(request, super::DEFAULT_USER_EMAIL.to_owned());
+        let location = response.headers()[header::LOCATION].to_str().unwrap();
+        let url = url::Url::parse(location).unwrap();
+        let code = url.query_pairs().find(|(k, _)| k == "code").unwrap().1;
+        code.into_owned()
+    }
 }

@@ -1,5 +1,7 @@
-//! `POST /token`: the `authorization_code` and `refresh_token` grants, and client
-//! authentication (`client_secret_post`).
+//! `POST /token`: the `authorization_code` grant with PKCE and the `refresh_token` grant with
+//! rotation ([RFC 6749 §4.1.3](https://www.rfc-editor.org/rfc/rfc6749#section-4.1.3),
+//! [§6](https://www.rfc-editor.org/rfc/rfc6749#section-6)), and the client authentication that
+//! it and `POST /revoke` share (`client_secret_post` only, like A3's "MCP Host" client).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,11 +13,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::DevIssuer;
 use super::authorize::IGNORED_SCOPES;
 use super::builder::ClientConfig;
-use super::helpers::{Params, hash, is_code_verifier, no_store, oauth_error, random_token, secrets_equal};
 use super::state::{RefreshEntry, Shared};
+use crate::oauth::form::Params;
+use crate::oauth::response::{no_store, oauth_error};
+use crate::oauth::{ct_eq, pkce, random_token, sha256_b64url};
 
 impl Shared {
     /// Mints an access token and a refresh token for the grant; the token response.
@@ -45,7 +48,7 @@ impl Shared {
             .claim(&self.config.context_claim, json!(user.contexts))
             .expires_in(ttl as i64)
             .sign();
-        let refresh_token = random_token(32);
+        let refresh_token = random_token();
         let now = Instant::now();
         {
             let mut store = self.store();
@@ -58,7 +61,7 @@ impl Shared {
                 grant,
                 expires: now + self.config.refresh_ttl,
             };
-            store.refresh.insert(hash(&refresh_token), entry);
+            store.refresh.insert(sha256_b64url(&refresh_token), entry);
         }
         no_store(
             axum::Json(json!({
@@ -73,6 +76,7 @@ impl Shared {
     }
 }
 
+/// `POST /token`.
 pub(super) async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     s.counters.token.fetch_add(1, Ordering::SeqCst);
     let params = match form_body(&headers, &body) {
@@ -113,7 +117,7 @@ pub(super) fn code_grant(s: &Shared, client: &ClientConfig, params: &Params) -> 
     let (request, email, grant) = {
         let mut store = s.store();
         store.prune(Instant::now());
-        let Some(entry) = store.codes.get_mut(&hash(code)) else {
+        let Some(entry) = store.codes.get_mut(&sha256_b64url(code)) else {
             return bad("invalid_grant", "the authorization code is invalid or expired");
         };
         if entry.request.client_id != client.id {
@@ -123,7 +127,7 @@ pub(super) fn code_grant(s: &Shared, client: &ClientConfig, params: &Params) -> 
             );
         }
         if entry.used {
-            // RFC 6749 §4.1.2: a replayed code revokes what was issued from it.
+            // A replayed code revokes what was issued from it (RFC 6749 §4.1.2).
             let grant = entry.grant;
             store.revoke_grant(grant);
             return bad("invalid_grant", "the authorization code was already used");
@@ -142,9 +146,7 @@ pub(super) fn code_grant(s: &Shared, client: &ClientConfig, params: &Params) -> 
         None if request.redirect_explicit => return bad("invalid_grant", "redirect_uri is missing"),
         None => {}
     }
-    if !is_code_verifier(verifier)
-        || !secrets_equal(&DevIssuer::pkce_challenge(verifier), &request.code_challenge)
-    {
+    if !pkce::verify_s256(verifier, &request.code_challenge) {
         return bad("invalid_grant", "PKCE verification failed");
     }
     if let Some(resource) = params.get("resource")
@@ -163,7 +165,7 @@ pub(super) fn refresh_grant(s: &Shared, client: &ClientConfig, params: &Params) 
     let Some(token) = params.get("refresh_token") else {
         return bad("invalid_request", "refresh_token is missing");
     };
-    let key = hash(token);
+    let key = sha256_b64url(token);
     let entry = {
         let mut store = s.store();
         let now = Instant::now();
@@ -217,21 +219,15 @@ pub(super) fn refresh_grant(s: &Shared, client: &ClientConfig, params: &Params) 
     s.issue_tokens(&client.id, &entry.email, scope, &entry.resource, entry.grant)
 }
 
-/// The form parameters of a token or revocation request.
+/// The form of a token or revocation request, or the `invalid_request` answer.
 pub(super) fn form_body(headers: &HeaderMap, body: &[u8]) -> Result<Params, Box<Response>> {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-    if !is_form && !body.is_empty() {
-        return Err(Box::new(oauth_error(
+    Params::from_request(headers, body).map_err(|e| {
+        Box::new(oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "the body must be application/x-www-form-urlencoded",
-        )));
-    }
-    Params::parse(body).map_err(|e| Box::new(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e)))
+            &e.to_string(),
+        ))
+    })
 }
 
 /// `client_secret_post` only: `client_id` and `client_secret` in the body.
@@ -279,8 +275,41 @@ pub(super) fn authenticate_client<'a>(
         )));
     };
     let client = s.client(client_id).ok_or_else(|| Box::new(failed()))?;
-    if !secrets_equal(&client.secret, secret) {
+    if !ct_eq(&client.secret, secret) {
         return Err(Box::new(failed()));
     }
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::DevIssuer;
+    use super::super::test_support::{VERIFIER, code, encode, post, send};
+
+    const FORM: &str = "application/x-www-form-urlencoded";
+
+    /// The issuer's own form parser dropped empty values before it looked for repeats, so
+    /// `code=&code=…` redeemed the code. The shared one refuses a parameter sent twice whatever
+    /// its values ([RFC 6749 §3.2](https://www.rfc-editor.org/rfc/rfc6749#section-3.2)).
+    #[tokio::test]
+    async fn a_parameter_sent_twice_is_refused_even_when_one_value_is_empty() {
+        let dev = DevIssuer::start().await.unwrap();
+        let code = code(&dev);
+        let request = |codes: &str| {
+            let rest = encode(&[
+                ("grant_type", "authorization_code"),
+                ("code_verifier", VERIFIER),
+                ("redirect_uri", dev.redirect_uri()),
+                ("client_id", dev.client_id()),
+                ("client_secret", dev.client_secret()),
+            ]);
+            post("/token", FORM, format!("{codes}&{rest}"))
+        };
+        let reply = send(&dev, request(&format!("code=&code={code}"))).await;
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.json()["error"], "invalid_request");
+        // The refused request did not spend the code.
+        let reply = send(&dev, request(&format!("code={code}"))).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
 }
