@@ -6,16 +6,17 @@
 //! | route | what it does |
 //! |---|---|
 //! | `GET /.well-known/openid-configuration`, `GET /jwks` | discovery and keys, served by [`TestIssuer`] |
-//! | `GET /authorize` | checks the request (client, exact redirect URI, PKCE S256, `resource`, `scope`), then shows a login form, or approves at once when the browser already has a session |
-//! | `POST /login` | checks the e-mail and password, sets the session cookie, redirects with `code`, `state`, `iss` |
-//! | `POST /token` | `authorization_code` and `refresh_token` grants, `client_secret_post` only; RS256 access tokens with `aud` = resource, `scope` and the context claim; refresh tokens rotate |
-//! | `POST /revoke` | RFC 7009 revocation of refresh tokens |
+//! | `GET /authorize` | checks the request ([RFC 6749 §4.1.1]): client, exact redirect URI, PKCE S256 ([RFC 7636 §4.3]), `resource` ([RFC 8707 §2]), `scope`; then shows the sign-in form, or approves at once when the browser already has a session |
+//! | `POST /login` | checks the e-mail and password, sets the session cookie, redirects with `code`, `state` and `iss` ([RFC 9207 §2]) |
+//! | `POST /token` | `authorization_code` and `refresh_token` grants ([RFC 6749 §4.1.3], [§6]), `client_secret_post` only; RS256 access tokens with `aud` = resource, `scope` and the context claim; refresh tokens rotate, and a rotated or replayed one revokes its grant |
+//! | `POST /revoke` | revocation of refresh tokens ([RFC 7009 §2]) |
 //!
 //! Users, clients, the resource and its scopes come from the [builder](DevIssuerBuilder); by
-//! default they are the quickstart's: user `johndoe@test.com` / `secret` holding
-//! `operation=addition`, one confidential client `dev-proxy-client` (random secret) redirecting
-//! to `http://127.0.0.1:8000/auth/callback`, resource `http://127.0.0.1:8000/mcp`, scope
-//! `mcp:call`. It only ever listens on a loopback address.
+//! default they are the quickstart's: user [`DEFAULT_USER_EMAIL`] / [`DEFAULT_USER_PASSWORD`]
+//! holding `operation=addition`, one confidential client [`DEFAULT_CLIENT_ID`] (random secret)
+//! redirecting to [`DEFAULT_REDIRECT_URI`], resource `http://127.0.0.1:8000/mcp`, scope
+//! [`DEFAULT_SCOPE`]. It only ever listens on a loopback address, and every page it shows says
+//! in a banner that it is not Mekarge A3.
 //!
 //! It is a development tool: everything lives in memory and disappears with the [`DevIssuer`].
 //!
@@ -83,7 +84,18 @@
 //! assert_eq!(claims.get("contexts").unwrap()["operation"], serde_json::json!(["addition", "multiplication"]));
 //! # }
 //! ```
+//!
+//! [RFC 6749 §4.1.1]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.1
+//! [RFC 6749 §4.1.3]: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.3
+//! [§6]: https://www.rfc-editor.org/rfc/rfc6749#section-6
+//! [RFC 7636 §4.3]: https://www.rfc-editor.org/rfc/rfc7636#section-4.3
+//! [RFC 8707 §2]: https://www.rfc-editor.org/rfc/rfc8707#section-2
+//! [RFC 9207 §2]: https://www.rfc-editor.org/rfc/rfc9207#section-2
+//! [RFC 7009 §2]: https://www.rfc-editor.org/rfc/rfc7009#section-2
 
+// One module per endpoint, as in the table above; `builder` configures and starts the issuer,
+// `state` is what the endpoints share, `pages` the HTML they show. The OAuth helpers they have
+// in common with the DCR bridge are in `crate::oauth`.
 mod authorize;
 mod builder;
 mod login;
@@ -107,38 +119,113 @@ use crate::testing::TestIssuer;
 use builder::contexts_from;
 use state::Shared;
 
-/// The id of the client a default [`DevIssuer`] knows (its secret is random).
+/// The id of the client a default [`DevIssuer`] knows (its secret is random): what the server's
+/// `CLIENT_ID` becomes.
 ///
 /// ```
-/// assert_eq!(a3_mcp_auth::dev_issuer::DEFAULT_CLIENT_ID, "dev-proxy-client");
+/// use a3_mcp_auth::config::A3Config;
+/// use a3_mcp_auth::dev_issuer::{DEFAULT_CLIENT_ID, DevIssuer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // The example server keeps the default id, with a secret and a callback of its own.
+/// let dev = DevIssuer::builder()
+///     .client(DEFAULT_CLIENT_ID, "a-secret-of-its-own", ["http://127.0.0.1:8000/auth/callback"])
+///     .start()
+///     .await
+///     .unwrap();
+/// let config = A3Config::builder()
+///     .issuer_url(dev.url())
+///     .client(DEFAULT_CLIENT_ID, dev.client_secret())
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.client_id(), Some(dev.client_id()));
+/// # }
 /// ```
 pub const DEFAULT_CLIENT_ID: &str = "dev-proxy-client";
 
 /// The redirect URI of the default client: the quickstart's loopback callback.
 ///
 /// ```
-/// assert_eq!(a3_mcp_auth::dev_issuer::DEFAULT_REDIRECT_URI, "http://127.0.0.1:8000/auth/callback");
+/// use a3_mcp_auth::dev_issuer::{DEFAULT_REDIRECT_URI, DevIssuer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // A client that accepts the IPv6 loopback callback too.
+/// let dev = DevIssuer::builder()
+///     .client("proxy", "s3cret", [DEFAULT_REDIRECT_URI, "http://[::1]:8000/auth/callback"])
+///     .start()
+///     .await
+///     .unwrap();
+/// assert_eq!(dev.redirect_uri(), DEFAULT_REDIRECT_URI);
+/// # }
 /// ```
 pub const DEFAULT_REDIRECT_URI: &str = "http://127.0.0.1:8000/auth/callback";
 
 /// The quickstart's user, known to a default [`DevIssuer`] (with the context `operation=addition`).
 ///
 /// ```
-/// assert_eq!(a3_mcp_auth::dev_issuer::DEFAULT_USER_EMAIL, "johndoe@test.com");
+/// use a3_mcp_auth::dev_issuer::{DEFAULT_USER_EMAIL, DevIssuer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let dev = DevIssuer::start().await.unwrap();
+/// // An A3 admin grants the quickstart user a second context ("Next Explorations").
+/// assert!(dev.set_user_contexts(
+///     DEFAULT_USER_EMAIL,
+///     [("operation", "addition"), ("operation", "multiplication")],
+/// ));
+/// # }
 /// ```
 pub const DEFAULT_USER_EMAIL: &str = "johndoe@test.com";
 
 /// The quickstart user's password.
 ///
 /// ```
-/// assert_eq!(a3_mcp_auth::dev_issuer::DEFAULT_USER_PASSWORD, "secret");
+/// use a3_mcp_auth::dev_issuer::{DEFAULT_USER_EMAIL, DEFAULT_USER_PASSWORD, DevIssuer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let dev = DevIssuer::start().await.unwrap();
+/// let browser = reqwest::Client::builder()
+///     .cookie_store(true)
+///     .redirect(reqwest::redirect::Policy::none())
+///     .build()
+///     .unwrap();
+/// let challenge = DevIssuer::pkce_challenge("a-code-verifier-of-at-least-43-characters-0123456789");
+/// let form = browser.get(dev.authorization_url("xyz", &challenge)).send().await.unwrap();
+/// let form = form.text().await.unwrap();
+/// let request = form.split("name=\"request\" value=\"").nth(1).unwrap().split('"').next().unwrap();
+///
+/// // The quickstart user signs in on the form; the browser goes back to the client with a code.
+/// let signed_in = browser
+///     .post(format!("{}/login", dev.url()))
+///     .form(&[("request", request), ("email", DEFAULT_USER_EMAIL), ("password", DEFAULT_USER_PASSWORD)])
+///     .send()
+///     .await
+///     .unwrap();
+/// assert_eq!(signed_in.status(), 303);
+/// assert!(signed_in.headers()["location"].to_str().unwrap().contains("code="));
+/// # }
 /// ```
 pub const DEFAULT_USER_PASSWORD: &str = "secret";
 
-/// The scope a default [`DevIssuer`] grants.
+/// The scope a default [`DevIssuer`] grants: the one the MCP server requires.
 ///
 /// ```
-/// assert_eq!(a3_mcp_auth::dev_issuer::DEFAULT_SCOPE, "mcp:call");
+/// use a3_mcp_auth::dev_issuer::{DEFAULT_SCOPE, DevIssuer};
+/// use a3_mcp_auth::{ProtectedResourceMetadata, RequireScopeLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let dev = DevIssuer::builder().scopes([DEFAULT_SCOPE, "mcp:admin"]).start().await.unwrap();
+/// let metadata = ProtectedResourceMetadata::new(dev.resource())
+///     .unwrap()
+///     .with_authorization_server(dev.url())
+///     .with_scopes_supported(dev.scopes().to_vec());
+/// let require_call = RequireScopeLayer::new([DEFAULT_SCOPE], metadata.challenge());
+/// # let _ = require_call;
+/// # }
 /// ```
 pub const DEFAULT_SCOPE: &str = "mcp:call";
 
@@ -243,20 +330,24 @@ impl DevIssuer {
         DevIssuerBuilder::default().start().await
     }
 
-    /// The issuer URL, `http://127.0.0.1:{port}`: what `ISSUER_URL` would be set to.
+    /// The issuer URL, `http://127.0.0.1:{port}`: what `ISSUER_URL` is set to.
     ///
     /// ```
+    /// use a3_mcp_auth::config::A3Config;
+    /// use a3_mcp_auth::dev_issuer::DevIssuer;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert!(dev.url().starts_with("http://127.0.0.1:"));
+    /// let dev = DevIssuer::start().await.unwrap();
+    /// let config = A3Config::builder().issuer_url(dev.url()).build().unwrap();
+    /// assert_eq!(config.issuer(), dev.url());
     /// # }
     /// ```
     pub fn url(&self) -> &str {
         self.issuer.url()
     }
 
-    /// The underlying [`TestIssuer`]: keys, rotation, a [`JwtVerifier`](crate::JwtVerifier) for
+    /// The underlying [`TestIssuer`]: keys, rotation, a [`JwtVerifier`](crate::jwt::JwtVerifier) for
     /// its tokens, or hand-made tokens.
     ///
     /// ```
@@ -271,13 +362,22 @@ impl DevIssuer {
         &self.issuer
     }
 
-    /// The first configured client's id (`dev-proxy-client` by default): `CLIENT_ID`.
+    /// The first configured client's id ([`DEFAULT_CLIENT_ID`] by default): `CLIENT_ID`.
     ///
     /// ```
+    /// use a3_mcp_auth::config::A3Config;
+    /// use a3_mcp_auth::dev_issuer::DevIssuer;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert_eq!(dev.client_id(), a3_mcp_auth::dev_issuer::DEFAULT_CLIENT_ID);
+    /// let dev = DevIssuer::start().await.unwrap();
+    /// // The server signs in at the development issuer as its predefined client.
+    /// let config = A3Config::builder()
+    ///     .issuer_url(dev.url())
+    ///     .client(dev.client_id(), dev.client_secret())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.client_id(), Some("dev-proxy-client"));
     /// # }
     /// ```
     pub fn client_id(&self) -> &str {
@@ -287,23 +387,38 @@ impl DevIssuer {
     /// The first configured client's secret (random by default): `CLIENT_SECRET`.
     ///
     /// ```
+    /// use a3_mcp_auth::config::A3Config;
+    /// use a3_mcp_auth::dev_issuer::DevIssuer;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert!(dev.client_secret().len() >= 32);
+    /// let dev = DevIssuer::start().await.unwrap();
+    /// let config = A3Config::builder()
+    ///     .issuer_url(dev.url())
+    ///     .client(dev.client_id(), dev.client_secret())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.client_secret(), Some(dev.client_secret()));
     /// # }
     /// ```
     pub fn client_secret(&self) -> &str {
         &self.shared.config.clients[0].secret
     }
 
-    /// The first configured client's first redirect URI.
+    /// The first configured client's first redirect URI: where [`authorization_url`](Self::authorization_url)
+    /// sends the browser back, and what the token request repeats.
     ///
     /// ```
+    /// use a3_mcp_auth::dev_issuer::DevIssuer;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert_eq!(dev.redirect_uri(), "http://127.0.0.1:8000/auth/callback");
+    /// let dev = DevIssuer::builder()
+    ///     .client("proxy", "s3cret", ["http://127.0.0.1:9000/callback"])
+    ///     .start()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(dev.redirect_uri(), "http://127.0.0.1:9000/callback");
     /// # }
     /// ```
     pub fn redirect_uri(&self) -> &str {
@@ -313,10 +428,16 @@ impl DevIssuer {
     /// The resource URI: the `aud` of the access tokens (`RESOURCE_URI`).
     ///
     /// ```
+    /// use a3_mcp_auth::TokenVerifier;
+    /// use a3_mcp_auth::dev_issuer::DevIssuer;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert_eq!(dev.resource(), a3_mcp_auth::config::DEFAULT_RESOURCE_URI);
+    /// let dev = DevIssuer::start().await.unwrap();
+    /// // The MCP server verifies tokens for its own resource only.
+    /// let verifier = dev.issuer().verifier(dev.resource()).await;
+    /// let token = dev.issuer().token(dev.resource()).subject("johndoe@test.com").sign();
+    /// assert!(verifier.verify(&token).await.is_ok());
     /// # }
     /// ```
     pub fn resource(&self) -> &str {
@@ -326,23 +447,39 @@ impl DevIssuer {
     /// The resource's scopes.
     ///
     /// ```
+    /// use a3_mcp_auth::ProtectedResourceMetadata;
+    /// use a3_mcp_auth::dev_issuer::DevIssuer;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert_eq!(dev.scopes(), ["mcp:call"]);
+    /// let dev = DevIssuer::start().await.unwrap();
+    /// // The resource advertises what its authorization server grants.
+    /// let metadata = ProtectedResourceMetadata::new(dev.resource())
+    ///     .unwrap()
+    ///     .with_authorization_server(dev.url())
+    ///     .with_scopes_supported(dev.scopes().to_vec());
+    /// assert_eq!(metadata.scopes_supported(), ["mcp:call"]);
     /// # }
     /// ```
     pub fn scopes(&self) -> &[String] {
         &self.shared.config.scopes
     }
 
-    /// The name of the access-token claim holding the contexts.
+    /// The name of the access-token claim holding the contexts: `CONTEXT_CLAIM`.
     ///
     /// ```
+    /// use a3_mcp_auth::config::A3Config;
+    /// use a3_mcp_auth::dev_issuer::DevIssuer;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert_eq!(dev.context_claim(), a3_mcp_auth::config::DEFAULT_CONTEXT_CLAIM);
+    /// let dev = DevIssuer::builder().context_claim("a3_contexts").start().await.unwrap();
+    /// let config = A3Config::builder()
+    ///     .issuer_url(dev.url())
+    ///     .context_claim(dev.context_claim())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.context_claim(), "a3_contexts");
     /// # }
     /// ```
     pub fn context_claim(&self) -> &str {
@@ -377,7 +514,8 @@ impl DevIssuer {
         url.into()
     }
 
-    /// The PKCE S256 challenge of `verifier`: `BASE64URL(SHA256(verifier))`.
+    /// The PKCE S256 challenge of `verifier`: `BASE64URL(SHA256(verifier))`
+    /// ([RFC 7636 §4.2](https://www.rfc-editor.org/rfc/rfc7636#section-4.2)).
     ///
     /// ```
     /// use a3_mcp_auth::dev_issuer::DevIssuer;
@@ -410,17 +548,37 @@ impl DevIssuer {
     /// not count).
     ///
     /// ```
+    /// use a3_mcp_auth::dev_issuer::DevIssuer;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert_eq!(dev.logins(), 0);
+    /// let dev = DevIssuer::start().await.unwrap();
+    /// let browser = reqwest::Client::builder()
+    ///     .cookie_store(true)
+    ///     .redirect(reqwest::redirect::Policy::none())
+    ///     .build()
+    ///     .unwrap();
+    /// let url = dev.authorization_url("xyz", &DevIssuer::pkce_challenge(&"v".repeat(43)));
+    /// let form = browser.get(&url).send().await.unwrap().text().await.unwrap();
+    /// let request = form.split("name=\"request\" value=\"").nth(1).unwrap().split('"').next().unwrap();
+    /// browser
+    ///     .post(format!("{}/login", dev.url()))
+    ///     .form(&[("request", request), ("email", "johndoe@test.com"), ("password", "secret")])
+    ///     .send()
+    ///     .await
+    ///     .unwrap();
+    ///
+    /// // The second authorization in the same browser goes through the session.
+    /// assert_eq!(browser.get(&url).send().await.unwrap().status(), 303);
+    /// assert_eq!((dev.logins(), dev.codes_issued()), (1, 2));
     /// # }
     /// ```
     pub fn logins(&self) -> u64 {
         self.shared.counters.logins.load(Ordering::SeqCst)
     }
 
-    /// Authorization codes issued (after a login or through an existing session).
+    /// Authorization codes issued (after a login or through an existing session; see
+    /// [`logins`](Self::logins)).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -473,7 +631,14 @@ impl DevIssuer {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert_eq!(dev.revocation_requests(), 0);
+    /// let response = reqwest::Client::new()
+    ///     .post(format!("{}/revoke", dev.url()))
+    ///     .form(&[("token", "unknown"), ("client_id", dev.client_id()), ("client_secret", dev.client_secret())])
+    ///     .send()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(response.status(), 200); // unknown tokens too (RFC 7009 §2.2)
+    /// assert_eq!(dev.revocation_requests(), 1);
     /// # }
     /// ```
     pub fn revocation_requests(&self) -> u64 {
