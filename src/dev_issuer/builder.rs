@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::state::{Config, Counters, Shared, Store};
+use super::counters::Counters;
+use super::state::{Config, Shared, Store};
 use super::{
     DEFAULT_CLIENT_ID, DEFAULT_REDIRECT_URI, DEFAULT_SCOPE, DEFAULT_USER_EMAIL, DEFAULT_USER_PASSWORD,
     DevIssuer, DevIssuerError,

@@ -93,11 +93,14 @@
 //! [RFC 9207 §2]: https://www.rfc-editor.org/rfc/rfc9207#section-2
 //! [RFC 7009 §2]: https://www.rfc-editor.org/rfc/rfc7009#section-2
 
-// One module per endpoint, as in the table above; `builder` configures and starts the issuer,
-// `state` is what the endpoints share, `pages` the HTML they show. The OAuth helpers they have
-// in common with the DCR bridge are in `crate::oauth`.
+// One module per endpoint, as in the table above. `builder` configures and starts the issuer,
+// `state` is what the endpoints share, `pages` the HTML they show; `counters` and `admin` are
+// the `DevIssuer` methods that tests use to watch and steer a running issuer. The OAuth helpers
+// the endpoints have in common with the DCR bridge are in `crate::oauth`.
+mod admin;
 mod authorize;
 mod builder;
+mod counters;
 mod login;
 mod pages;
 mod revoke;
@@ -107,7 +110,6 @@ mod token;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -116,7 +118,6 @@ use url::Url;
 pub use builder::DevIssuerBuilder;
 
 use crate::testing::TestIssuer;
-use builder::contexts_from;
 use state::Shared;
 
 /// The id of the client a default [`DevIssuer`] knows (its secret is random): what the server's
@@ -528,177 +529,6 @@ impl DevIssuer {
     /// ```
     pub fn pkce_challenge(verifier: &str) -> String {
         crate::oauth::pkce::s256(verifier)
-    }
-
-    /// `GET /authorize` requests received.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// reqwest::get(format!("{}/authorize", dev.url())).await.unwrap();
-    /// assert_eq!(dev.authorize_requests(), 1);
-    /// # }
-    /// ```
-    pub fn authorize_requests(&self) -> u64 {
-        self.shared.counters.authorize.load(Ordering::SeqCst)
-    }
-
-    /// Successful password logins (an authorization approved through an existing session does
-    /// not count).
-    ///
-    /// ```
-    /// use a3_mcp_auth::dev_issuer::DevIssuer;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let dev = DevIssuer::start().await.unwrap();
-    /// let browser = reqwest::Client::builder()
-    ///     .cookie_store(true)
-    ///     .redirect(reqwest::redirect::Policy::none())
-    ///     .build()
-    ///     .unwrap();
-    /// let url = dev.authorization_url("xyz", &DevIssuer::pkce_challenge(&"v".repeat(43)));
-    /// let form = browser.get(&url).send().await.unwrap().text().await.unwrap();
-    /// let request = form.split("name=\"request\" value=\"").nth(1).unwrap().split('"').next().unwrap();
-    /// browser
-    ///     .post(format!("{}/login", dev.url()))
-    ///     .form(&[("request", request), ("email", "johndoe@test.com"), ("password", "secret")])
-    ///     .send()
-    ///     .await
-    ///     .unwrap();
-    ///
-    /// // The second authorization in the same browser goes through the session.
-    /// assert_eq!(browser.get(&url).send().await.unwrap().status(), 303);
-    /// assert_eq!((dev.logins(), dev.codes_issued()), (1, 2));
-    /// # }
-    /// ```
-    pub fn logins(&self) -> u64 {
-        self.shared.counters.logins.load(Ordering::SeqCst)
-    }
-
-    /// Authorization codes issued (after a login or through an existing session; see
-    /// [`logins`](Self::logins)).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert_eq!(dev.codes_issued(), 0);
-    /// # }
-    /// ```
-    pub fn codes_issued(&self) -> u64 {
-        self.shared.counters.codes.load(Ordering::SeqCst)
-    }
-
-    /// `POST /token` requests received, whatever the grant and outcome.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// reqwest::Client::new().post(format!("{}/token", dev.url())).send().await.unwrap();
-    /// assert_eq!(dev.token_requests(), 1);
-    /// # }
-    /// ```
-    pub fn token_requests(&self) -> u64 {
-        self.shared.counters.token.load(Ordering::SeqCst)
-    }
-
-    /// `POST /token` requests with `grant_type=refresh_token`, whatever the outcome.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// let response = reqwest::Client::new()
-    ///     .post(format!("{}/token", dev.url()))
-    ///     .form(&[("grant_type", "refresh_token"), ("refresh_token", "nope")])
-    ///     .send()
-    ///     .await
-    ///     .unwrap();
-    /// assert_eq!(response.status(), 401); // no client authentication
-    /// assert_eq!(dev.refresh_requests(), 1);
-    /// # }
-    /// ```
-    pub fn refresh_requests(&self) -> u64 {
-        self.shared.counters.refresh.load(Ordering::SeqCst)
-    }
-
-    /// `POST /revoke` requests received.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// let response = reqwest::Client::new()
-    ///     .post(format!("{}/revoke", dev.url()))
-    ///     .form(&[("token", "unknown"), ("client_id", dev.client_id()), ("client_secret", dev.client_secret())])
-    ///     .send()
-    ///     .await
-    ///     .unwrap();
-    /// assert_eq!(response.status(), 200); // unknown tokens too (RFC 7009 §2.2)
-    /// assert_eq!(dev.revocation_requests(), 1);
-    /// # }
-    /// ```
-    pub fn revocation_requests(&self) -> u64 {
-        self.shared.counters.revoke.load(Ordering::SeqCst)
-    }
-
-    /// Revokes every refresh token issued so far; returns how many were live.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert_eq!(dev.revoke_all_refresh_tokens(), 0);
-    /// # }
-    /// ```
-    pub fn revoke_all_refresh_tokens(&self) -> usize {
-        let mut store = self.shared.store();
-        let live = store.refresh.len();
-        store.refresh.clear();
-        live
-    }
-
-    /// Ends every browser session, so that the next authorization shows the login form again
-    /// (as does a request with `prompt=login`).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// dev.end_all_sessions();
-    /// # }
-    /// ```
-    pub fn end_all_sessions(&self) {
-        self.shared.store().sessions.clear();
-    }
-
-    /// Replaces the contexts of the user `email`, as an A3 admin granting a new Context would;
-    /// tokens issued from then on (refreshes included) carry them. Returns whether the user exists.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let dev = a3_mcp_auth::dev_issuer::DevIssuer::start().await.unwrap();
-    /// assert!(dev.set_user_contexts("johndoe@test.com", [("operation", "addition"), ("operation", "multiplication")]));
-    /// assert!(!dev.set_user_contexts("nobody@test.com", [("operation", "addition")]));
-    /// # }
-    /// ```
-    pub fn set_user_contexts<K: Into<String>, V: Into<String>>(
-        &self,
-        email: &str,
-        contexts: impl IntoIterator<Item = (K, V)>,
-    ) -> bool {
-        let mut users = self.shared.users.lock().unwrap_or_else(|e| e.into_inner());
-        match users.iter_mut().find(|u| u.email.eq_ignore_ascii_case(email)) {
-            Some(user) => {
-                user.contexts = contexts_from(contexts);
-                true
-            }
-            None => false,
-        }
     }
 
     /// A loud multi-line notice saying that this is a development issuer and how to use it

@@ -6,11 +6,11 @@
 //! clock, so that lifetimes below a second (as tests use) work.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::builder::{ClientConfig, UserConfig};
+use super::counters::Counters;
 use crate::testing::IssuerHandle;
 
 /// The settings of a started issuer (see [`DevIssuerBuilder`](super::DevIssuerBuilder)).
@@ -22,17 +22,6 @@ pub(super) struct Config {
     pub(super) refresh_ttl: Duration,
     pub(super) code_ttl: Duration,
     pub(super) clients: Vec<ClientConfig>,
-}
-
-/// What [`DevIssuer`](super::DevIssuer)'s counters report.
-#[derive(Default)]
-pub(super) struct Counters {
-    pub(super) authorize: AtomicU64,
-    pub(super) logins: AtomicU64,
-    pub(super) codes: AtomicU64,
-    pub(super) token: AtomicU64,
-    pub(super) refresh: AtomicU64,
-    pub(super) revoke: AtomicU64,
 }
 
 /// The state every endpoint shares.
