@@ -42,11 +42,15 @@
 
 mod authorize;
 mod callback;
+mod cookies;
 mod crypto;
-#[cfg(feature = "redis")]
-mod redis_store;
+mod errors;
+mod grant;
+mod metadata;
+mod rate_limit;
 mod register;
-mod store;
+mod revoke;
+pub mod store;
 mod token;
 mod upstream;
 mod verifier;
@@ -57,11 +61,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderMap, HeaderValue, header};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use http::header;
 use url::Url;
 
 use crate::config::{A3Config, ConfigError};
@@ -70,13 +71,13 @@ use crate::jwt::JwtVerifier;
 use crate::metadata::ProtectedResourceMetadata;
 
 pub use crypto::{ACCESS_TOKEN_PREFIX, CODE_PREFIX, REFRESH_TOKEN_PREFIX};
-#[cfg(feature = "redis")]
-pub use redis_store::{DEFAULT_STORE_PREFIX, RedisStore};
 pub use register::RegisteredClient;
-pub use store::{BoxFuture, MemoryStore, Namespace, RedbStore, Store, StoreError};
 pub use verifier::ProxyTokenVerifier;
 
+use cookies::Cookies;
 use crypto::Keys;
+use rate_limit::RateLimiter;
+use store::{RedbStore, Store, StoreError};
 use upstream::Upstream;
 
 /// Where A3 sends the browser back; registered at A3 as the predefined client's redirect URI.
@@ -98,7 +99,8 @@ pub const DEFAULT_STORE_PATH: &str = "./data/a3-mcp-auth.redb";
 ///
 /// ```
 /// use a3_mcp_auth::A3Config;
-/// use a3_mcp_auth::dcr::{DcrBridge, DcrError, MemoryStore};
+/// use a3_mcp_auth::dcr::store::MemoryStore;
+/// use a3_mcp_auth::dcr::{DcrBridge, DcrError};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -170,172 +172,14 @@ pub(crate) struct Inner {
     pub upstream: Upstream,
     pub jwt: JwtVerifier,
     pub limits: Limits,
-    /// `__Host-` + `Secure` cookies (https public URL) or plain names (http loopback).
-    pub secure_cookies: bool,
-    pub register_limiter: register::RateLimiter,
-    /// One lock per grant, so concurrent requests refresh A3's tokens once.
-    pub refresh_locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+    pub cookies: Cookies,
+    pub register_limiter: RateLimiter,
+    /// One mutex per grant, so concurrent requests refresh A3's tokens once (see
+    /// [`grant::lock_grant`]).
+    pub grant_locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
     /// Hashes of consent tokens already approved: each approval (which writes a transaction)
     /// is single use, within this process.
     pub used_consents: moka::sync::Cache<String, ()>,
-}
-
-impl Inner {
-    pub(crate) async fn get_json<T: DeserializeOwned>(
-        &self,
-        ns: Namespace,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        Ok(self
-            .store
-            .get(ns, key)
-            .await?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
-    }
-
-    pub(crate) async fn take_json<T: DeserializeOwned>(
-        &self,
-        ns: Namespace,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        Ok(self
-            .store
-            .take(ns, key)
-            .await?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
-    }
-
-    pub(crate) async fn put_json<T: Serialize>(
-        &self,
-        ns: Namespace,
-        key: &str,
-        value: &T,
-        ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError(e.to_string()))?;
-        self.store
-            .put(ns, key, bytes, ttl.map(crate::oauth::expiry_after))
-            .await
-    }
-
-    /// Serialises everything that rewrites or deletes one grant (upstream refresh, our token
-    /// issuance and rotation, revocation): within this process by a mutex, across replicas by the
-    /// store's lock ([`Store::lock`]), waiting up to [`GRANT_LOCK_WAIT`] for another holder.
-    pub(crate) async fn lock_grant(&self, grant_id: &str) -> Result<GrantLock, StoreError> {
-        let local = self
-            .refresh_locks
-            .get_with(grant_id.to_owned(), || Arc::new(tokio::sync::Mutex::new(())))
-            .lock_owned()
-            .await;
-        let name = format!("grant:{grant_id}");
-        let deadline = tokio::time::Instant::now() + GRANT_LOCK_WAIT;
-        let mut pause = Duration::from_millis(20);
-        loop {
-            if let Some(token) = self.store.lock(&name, GRANT_LOCK_TTL).await? {
-                return Ok(GrantLock {
-                    store: self.store.clone(),
-                    name,
-                    token,
-                    _local: local,
-                });
-            }
-            if tokio::time::Instant::now() + pause > deadline {
-                return Err(StoreError("another replica holds the grant's lock".into()));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(250));
-        }
-    }
-
-    pub(crate) fn cookie_name(&self, base: &str) -> String {
-        if self.secure_cookies {
-            format!("__Host-{base}")
-        } else {
-            base.to_owned()
-        }
-    }
-
-    /// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Path=/, Secure on https.
-    pub(crate) fn set_cookie(&self, base: &str, value: &str, max_age: Duration) -> HeaderValue {
-        let secure = if self.secure_cookies { "; Secure" } else { "" };
-        HeaderValue::from_str(&format!(
-            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-            self.cookie_name(base),
-            max_age.as_secs()
-        ))
-        .expect("cookie values are base64url")
-    }
-
-    pub(crate) fn read_cookie(&self, headers: &HeaderMap, base: &str) -> Option<String> {
-        let name = self.cookie_name(base);
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_owned())
-    }
-}
-
-/// A grant: one user's authorization of one registered client, holding A3's tokens sealed.
-#[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct Grant {
-    pub id: String,
-    pub client_id: String,
-    pub subject: Option<String>,
-    pub scope: String,
-    pub resource: String,
-    /// `UpstreamTokens` as JSON, sealed with the grant id as associated data.
-    pub upstream: Vec<u8>,
-}
-
-impl Grant {
-    pub(crate) fn open(&self, keys: &Keys) -> Option<upstream::UpstreamTokens> {
-        serde_json::from_slice(&keys.open(self.id.as_bytes(), &self.upstream)?).ok()
-    }
-
-    pub(crate) fn seal(&mut self, keys: &Keys, tokens: &upstream::UpstreamTokens) {
-        self.upstream = keys.seal(
-            self.id.as_bytes(),
-            &serde_json::to_vec(tokens).expect("tokens serialize"),
-        );
-    }
-}
-
-/// What our access and refresh token hashes map to.
-#[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct TokenEntry {
-    pub grant_id: String,
-    pub client_id: String,
-    /// Written by earlier versions for a rotated refresh token (without a successor).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub rotated: bool,
-    /// Refresh tokens: when the token itself expires (Unix seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<u64>,
-    /// Refresh tokens: when it was rotated. A rotated token is kept until its own expiry, so
-    /// that a use after the grace period is recognised as reuse and ends the grant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotated_at: Option<u64>,
-    /// Refresh tokens: the successor issued at rotation, sealed (associated data: this
-    /// token's hash), returned again to a retry within the grace period.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub successor: Option<Vec<u8>>,
-}
-
-impl TokenEntry {
-    pub(crate) fn new(grant_id: &str, client_id: &str) -> Self {
-        TokenEntry {
-            grant_id: grant_id.to_owned(),
-            client_id: client_id.to_owned(),
-            rotated: false,
-            expires_at: None,
-            rotated_at: None,
-            successor: None,
-        }
-    }
 }
 
 /// The bridge. Build it with [`DcrBridge::builder`], serve [`DcrBridge::router`] beside the
@@ -343,7 +187,8 @@ impl TokenEntry {
 ///
 /// ```
 /// use a3_mcp_auth::A3Config;
-/// use a3_mcp_auth::dcr::{DcrBridge, MemoryStore};
+/// use a3_mcp_auth::dcr::DcrBridge;
+/// use a3_mcp_auth::dcr::store::MemoryStore;
 /// use a3_mcp_auth::testing::TestIssuer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -409,10 +254,10 @@ impl DcrBridge {
             .allow_methods([http::Method::GET, http::Method::POST])
             .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]);
         let api = Router::new()
-            .route("/.well-known/oauth-authorization-server", get(metadata))
+            .route("/.well-known/oauth-authorization-server", get(metadata::handler))
             .route("/register", post(register::register))
             .route("/token", post(token::token))
-            .route("/revoke", post(token::revoke))
+            .route("/revoke", post(revoke::revoke))
             .layer(cors);
         let browser = Router::new()
             .route("/authorize", get(authorize::show).post(authorize::decide))
@@ -446,7 +291,7 @@ impl DcrBridge {
 
     /// The RFC 8414 metadata document served at `/.well-known/oauth-authorization-server`.
     pub fn authorization_server_metadata(&self) -> serde_json::Value {
-        metadata_document(&self.inner)
+        metadata::document(&self.inner)
     }
 }
 
@@ -455,7 +300,8 @@ impl DcrBridge {
 /// ```
 /// use std::time::Duration;
 /// use a3_mcp_auth::A3Config;
-/// use a3_mcp_auth::dcr::{DcrBridge, RedbStore};
+/// use a3_mcp_auth::dcr::DcrBridge;
+/// use a3_mcp_auth::dcr::store::RedbStore;
 /// use a3_mcp_auth::testing::TestIssuer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -713,11 +559,10 @@ impl DcrBridgeBuilder {
                 }
                 .into());
             }
-            self.store = Some(open_shared_store(url, self.store_prefix.as_deref()).await?);
+            self.store = Some(store::open_url(url, self.store_prefix.as_deref()).await?);
         }
         let config = &self.config;
         let issuer = self.public_url_or_default()?;
-        let secure_cookies = issuer.starts_with("https://");
         let metadata = ProviderMetadata::discover(config.issuer()).await?;
         let jwt = match self.jwt {
             Some(jwt) => jwt,
@@ -764,6 +609,7 @@ impl DcrBridgeBuilder {
             .into());
         }
         let limits = self.limits;
+        let cookies = Cookies::for_public_url(&issuer);
         let inner = Arc::new(Inner {
             issuer,
             resource: config.resource_uri().to_owned(),
@@ -772,62 +618,20 @@ impl DcrBridgeBuilder {
             keys,
             upstream,
             jwt,
-            register_limiter: register::RateLimiter::new(limits.register_burst, limits.register_refill),
-            secure_cookies,
+            register_limiter: RateLimiter::new(limits.register_burst, limits.register_refill),
+            cookies,
             used_consents: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(limits.consent_ttl.max(Duration::from_secs(1)))
                 .build(),
-            refresh_locks: moka::sync::Cache::builder()
+            grant_locks: moka::sync::Cache::builder()
                 .time_to_idle(Duration::from_secs(60))
                 .build(),
             limits,
         });
-        spawn_purger(Arc::downgrade(&inner));
+        store::spawn_purger(Arc::downgrade(&inner.store));
         Ok(DcrBridge { inner })
     }
-}
-
-/// Opens the store named by `STORE_URL`.
-async fn open_shared_store(url: &str, prefix: Option<&str>) -> Result<Arc<dyn Store>, DcrError> {
-    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
-    match scheme {
-        #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+unix" | "unix" => {
-            let prefix = prefix.unwrap_or(DEFAULT_STORE_PREFIX);
-            Ok(Arc::new(RedisStore::connect(url, prefix).await?))
-        }
-        _ => {
-            let _ = prefix;
-            let reason = if cfg!(feature = "redis") {
-                "expected redis://host:port/db"
-            } else {
-                "this build has no shared store: enable the cargo feature `redis`"
-            };
-            Err(ConfigError::Invalid {
-                name: "STORE_URL",
-                reason: reason.into(),
-            }
-            .into())
-        }
-    }
-}
-
-/// Purges expired entries every five minutes while the bridge lives.
-fn spawn_purger(inner: std::sync::Weak<Inner>) {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return;
-    }
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(300));
-        loop {
-            tick.tick().await;
-            let Some(inner) = inner.upgrade() else { return };
-            if let Err(e) = inner.store.purge_expired().await {
-                tracing::warn!(error = %e, "purging expired DCR entries failed");
-            }
-        }
-    });
 }
 
 fn check_public_url(url: &str) -> Result<String, ConfigError> {
@@ -848,71 +652,6 @@ fn check_public_url(url: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(parsed.origin().ascii_serialization())
-}
-
-fn metadata_document(inner: &Inner) -> serde_json::Value {
-    let i = &inner.issuer;
-    serde_json::json!({
-        "issuer": i,
-        "authorization_endpoint": format!("{i}/authorize"),
-        "token_endpoint": format!("{i}/token"),
-        "registration_endpoint": format!("{i}/register"),
-        "revocation_endpoint": format!("{i}/revoke"),
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
-        "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "revocation_endpoint_auth_methods_supported": ["none"],
-        "scopes_supported": inner.scopes,
-        "authorization_response_iss_parameter_supported": true,
-    })
-}
-
-async fn metadata(axum::extract::State(inner): axum::extract::State<Arc<Inner>>) -> Response {
-    (
-        [(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=3600"),
-        )],
-        axum::Json(metadata_document(&inner)),
-    )
-        .into_response()
-}
-
-/// How long a grant's lock in a shared store lives at most: longer than one upstream refresh
-/// (whose HTTP timeout is 15 s), so that a slow refresh is not duplicated by another replica.
-const GRANT_LOCK_TTL: Duration = Duration::from_secs(30);
-/// How long to wait for another replica's refresh or revocation of the same grant.
-const GRANT_LOCK_WAIT: Duration = Duration::from_secs(20);
-
-/// Held while one grant is refreshed, rewritten or revoked: the per-process mutex and the store's
-/// lock ([`Store::lock`], across replicas). Released on drop.
-pub(crate) struct GrantLock {
-    store: Arc<dyn Store>,
-    name: String,
-    token: String,
-    _local: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl Drop for GrantLock {
-    fn drop(&mut self) {
-        if self.token.is_empty() {
-            return; // a single-process store: the mutex was the lock
-        }
-        let (store, name, token) = (
-            self.store.clone(),
-            std::mem::take(&mut self.name),
-            std::mem::take(&mut self.token),
-        );
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = store.unlock(&name, &token).await {
-                    tracing::warn!(error = %e, "releasing a grant lock failed; it expires by itself");
-                }
-            });
-        }
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 mod server;
 
 use a3_mcp_auth::A3Config;
-use a3_mcp_auth::dcr::{DcrBridge, DcrBridgeBuilder, Store};
+use a3_mcp_auth::dcr::store::Store;
+use a3_mcp_auth::dcr::{DcrBridge, DcrBridgeBuilder};
 use a3_mcp_auth::testing::TestIssuer;
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
