@@ -122,7 +122,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
             );
         }
     };
-    let claims = match inner.jwt.verify(&tokens.access_token).await {
+    let claims = match inner.a3_verifier.verify(&tokens.access_token).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "A3 returned an access token this resource does not accept");

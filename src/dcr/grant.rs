@@ -187,7 +187,7 @@ pub(crate) async fn fresh_upstream_locked(
     };
     match inner.upstream.refresh(refresh_token, &grant.resource).await {
         Ok(mut fresh) => {
-            match TokenVerifier::verify(&inner.jwt, &fresh.access_token).await {
+            match inner.a3_verifier.verify(&fresh.access_token).await {
                 Ok(claims) if claims.subject() == grant.subject.as_deref() => {
                     if let Some(exp) = claims.expires_at() {
                         fresh.expires_at = fresh.expires_at.min(exp);

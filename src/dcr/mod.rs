@@ -69,6 +69,7 @@ use crate::config::{A3Config, ConfigError};
 use crate::discovery::ProviderMetadata;
 use crate::jwt::JwtVerifier;
 use crate::metadata::ProtectedResourceMetadata;
+use crate::verifier::{DynVerifier, Or, TokenVerifier};
 
 pub use crypto::{ACCESS_TOKEN_PREFIX, CODE_PREFIX, REFRESH_TOKEN_PREFIX};
 pub use register::RegisteredClient;
@@ -170,7 +171,8 @@ pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
     pub keys: Keys,
     pub upstream: Upstream,
-    pub jwt: JwtVerifier,
+    /// Verifies A3's access tokens.
+    pub a3_verifier: DynVerifier,
     pub limits: Limits,
     pub cookies: Cookies,
     pub register_limiter: RateLimiter,
@@ -235,7 +237,7 @@ impl DcrBridge {
             key_file: None,
             scopes: vec!["mcp:call".to_owned()],
             limits: Limits::default(),
-            jwt: None,
+            a3_verifier: None,
         }
     }
 
@@ -269,9 +271,8 @@ impl DcrBridge {
 
     /// The verifier for [`BearerAuthLayer`](crate::BearerAuthLayer): our access tokens first
     /// ([`ProxyTokenVerifier`]), then A3's JWTs issued for this resource.
-    pub fn token_verifier(&self) -> crate::verifier::Or<ProxyTokenVerifier, JwtVerifier> {
-        use crate::verifier::TokenVerifier;
-        self.proxy_verifier().or(self.inner.jwt.clone())
+    pub fn token_verifier(&self) -> Or<ProxyTokenVerifier, DynVerifier> {
+        self.proxy_verifier().or(self.inner.a3_verifier.clone())
     }
 
     /// The verifier of our own access tokens only.
@@ -333,7 +334,7 @@ pub struct DcrBridgeBuilder {
     key_file: Option<PathBuf>,
     scopes: Vec<String>,
     limits: Limits,
-    jwt: Option<JwtVerifier>,
+    a3_verifier: Option<DynVerifier>,
 }
 
 impl std::fmt::Debug for DcrBridgeBuilder {
@@ -510,9 +511,13 @@ impl DcrBridgeBuilder {
         self
     }
 
-    /// Reuse an existing verifier of A3's tokens (default: one built by discovery).
-    pub fn jwt_verifier(mut self, verifier: JwtVerifier) -> Self {
-        self.jwt = Some(verifier);
+    /// The verifier of A3's access tokens (default: a [`JwtVerifier`] for the configured issuer
+    /// and resource, with the keys A3's discovery names). It checks the tokens A3 issues at the
+    /// callback and on refresh, the A3 token behind each of ours on every request, and A3 tokens
+    /// presented directly to [`DcrBridge::token_verifier`]. Give one to share its key store and
+    /// cache with other routes, or to use a verifier of your own.
+    pub fn a3_verifier(mut self, verifier: impl TokenVerifier) -> Self {
+        self.a3_verifier = Some(DynVerifier::new(verifier));
         self
     }
 
@@ -564,13 +569,13 @@ impl DcrBridgeBuilder {
         let config = &self.config;
         let issuer = self.public_url_or_default()?;
         let metadata = ProviderMetadata::discover(config.issuer()).await?;
-        let jwt = match self.jwt {
-            Some(jwt) => jwt,
-            None => {
+        let a3_verifier = match self.a3_verifier {
+            Some(verifier) => verifier,
+            None => DynVerifier::new(
                 JwtVerifier::builder(config.issuer(), config.resource_uri())
                     .jwks_uri(&metadata.jwks_uri)
-                    .await?
-            }
+                    .await?,
+            ),
         };
         let upstream = Upstream::new(
             metadata,
@@ -617,7 +622,7 @@ impl DcrBridgeBuilder {
             store,
             keys,
             upstream,
-            jwt,
+            a3_verifier,
             register_limiter: RateLimiter::new(limits.register_burst, limits.register_refill),
             cookies,
             used_consents: moka::sync::Cache::builder()

@@ -14,14 +14,14 @@ const RETRY: Duration = Duration::from_secs(5);
 /// Verifies the access tokens the bridge issued to MCP hosts.
 ///
 /// A token not shaped like ours (`a3mcp_at_…`) is [`VerifyError::Unrecognized`], so
-/// `proxy.or(jwt_verifier)` hands A3's JWTs to the JWT verifier; a token shaped like ours is
-/// never passed on. Our refresh tokens (`a3mcp_rt_…`) are not access tokens and are refused.
-/// A known token resolves to its grant; A3's access token behind it is refreshed when it has
-/// expired (once, for all concurrent requests) and verified with the
-/// [`JwtVerifier`](crate::JwtVerifier); its claims are the result.
+/// `proxy.or(a3_verifier)` hands A3's JWTs to the verifier of A3's tokens; a token shaped like
+/// ours is never passed on. Our refresh tokens (`a3mcp_rt_…`) and codes are not access tokens and
+/// are refused. A known token resolves to its grant; A3's access token behind it is refreshed when
+/// it has expired (once, for all concurrent requests) and verified with the bridge's verifier of
+/// A3's tokens (by default a [`JwtVerifier`](crate::jwt::JwtVerifier)); its claims are the result.
 ///
 /// Get it from [`DcrBridge::token_verifier`](super::DcrBridge::token_verifier) (combined with
-/// the JWT verifier) or [`DcrBridge::proxy_verifier`](super::DcrBridge::proxy_verifier).
+/// the verifier of A3's tokens) or [`DcrBridge::proxy_verifier`](super::DcrBridge::proxy_verifier).
 ///
 /// ```
 /// use a3_mcp_auth::{A3Config, TokenVerifier};
@@ -89,6 +89,6 @@ impl TokenVerifier for ProxyTokenVerifier {
             FreshError::Gone => VerifyError::invalid("the authorization expired; sign in again"),
             FreshError::Unavailable => VerifyError::Unavailable { retry_after: RETRY },
         })?;
-        inner.jwt.verify(&tokens.access_token).await
+        inner.a3_verifier.verify(&tokens.access_token).await
     }
 }
