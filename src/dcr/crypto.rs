@@ -7,6 +7,8 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
+use crate::config::decode_encryption_key;
+
 /// Prefix of the access tokens the bridge issues to MCP hosts. Only tokens with this prefix are
 /// looked up by [`ProxyTokenVerifier`](super::ProxyTokenVerifier); A3's JWTs never start with it.
 ///
@@ -29,7 +31,7 @@ pub const REFRESH_TOKEN_PREFIX: &str = "a3mcp_rt_";
 pub const CODE_PREFIX: &str = "a3mcp_code_";
 
 /// Length in bytes of the key that seals upstream tokens and signs cookies.
-pub const KEY_LEN: usize = 32;
+const KEY_LEN: usize = 32;
 
 /// A fresh opaque token with a type prefix, e.g. `a3mcp_at_…`.
 pub(crate) fn new_token(prefix: &str) -> String {
@@ -81,12 +83,7 @@ impl Keys {
 
     /// Parses a base64 (standard or URL-safe) 32-byte key.
     pub(crate) fn from_base64(value: &str) -> Result<Self, KeyError> {
-        let value = value.trim();
-        let bytes = STANDARD
-            .decode(value)
-            .or_else(|_| URL_SAFE_NO_PAD.decode(value.trim_end_matches('=')))
-            .map_err(|_| KeyError::Malformed)?;
-        let master: [u8; KEY_LEN] = bytes.try_into().map_err(|_| KeyError::Malformed)?;
+        let master = decode_encryption_key(value).ok_or(KeyError::Malformed)?;
         Ok(Self::from_master(&master))
     }
 

@@ -26,8 +26,8 @@
 //! use axum::{Router, routing::post};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = A3Config::from_env()?; // ISSUER_PATH, CLIENT_ID, CLIENT_SECRET, ...
-//! let bridge = DcrBridge::builder(&config).from_env()?.build().await?; // STORE_PATH, PUBLIC_URL, ...
+//! let config = A3Config::from_env()?; // ISSUER_PATH, CLIENT_ID, CLIENT_SECRET, PUBLIC_URL, STORE_PATH, ...
+//! let bridge = DcrBridge::builder(&config).build().await?; // discovers A3, opens the store
 //! let metadata = bridge.protected_resource_metadata();
 //! let app = Router::new()
 //!     .route("/mcp", post(|| async { "your MCP service here" }))
@@ -63,9 +63,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use http::header;
-use url::Url;
 
-use crate::config::{A3Config, ConfigError};
+use crate::config::{A3Config, ConfigError, check_public_url};
 use crate::discovery::ProviderMetadata;
 use crate::jwt::JwtVerifier;
 use crate::metadata::ProtectedResourceMetadata;
@@ -228,12 +227,12 @@ impl DcrBridge {
     pub fn builder(config: &A3Config) -> DcrBridgeBuilder {
         DcrBridgeBuilder {
             config: config.clone(),
-            public_url: None,
+            public_url: config.public_url().to_owned(),
             store: None,
-            store_path: None,
-            store_url: None,
-            store_prefix: None,
-            key: None,
+            store_path: config.store_path().map(Into::into),
+            store_url: config.store_url().map(Into::into),
+            store_prefix: config.store_prefix().map(Into::into),
+            key: config.token_encryption_key().map(Into::into),
             key_file: None,
             scopes: vec!["mcp:call".to_owned()],
             limits: Limits::default(),
@@ -325,7 +324,7 @@ impl DcrBridge {
 /// ```
 pub struct DcrBridgeBuilder {
     config: A3Config,
-    public_url: Option<String>,
+    public_url: String,
     store: Option<Arc<dyn Store>>,
     store_path: Option<PathBuf>,
     store_url: Option<String>,
@@ -343,7 +342,7 @@ impl std::fmt::Debug for DcrBridgeBuilder {
             .field("config", &self.config)
             .field("public_url", &self.public_url)
             .field("store_path", &self.store_path)
-            .field("store_url", &self.store_url.as_ref().map(|_| "(set)"))
+            .field("store_url", &self.store_url.as_ref().map(|_| "<redacted>"))
             .field("store_prefix", &self.store_prefix)
             .field("scopes", &self.scopes)
             .finish_non_exhaustive()
@@ -351,34 +350,6 @@ impl std::fmt::Debug for DcrBridgeBuilder {
 }
 
 impl DcrBridgeBuilder {
-    /// Reads `PUBLIC_URL`, `STORE_PATH`, `STORE_URL`, `STORE_PREFIX` and `TOKEN_ENCRYPTION_KEY`
-    /// from the environment (and `.env`).
-    pub fn from_env(self) -> Result<Self, ConfigError> {
-        let _ = dotenvy::dotenv();
-        Ok(self.from_vars(|name| std::env::var(name).ok()))
-    }
-
-    /// Like [`DcrBridgeBuilder::from_env`], reading from `vars`.
-    pub fn from_vars(mut self, vars: impl Fn(&str) -> Option<String>) -> Self {
-        let var = |name: &str| vars(name).filter(|v| !v.trim().is_empty());
-        if let Some(url) = var("PUBLIC_URL") {
-            self.public_url = Some(url);
-        }
-        if let Some(path) = var("STORE_PATH") {
-            self.store_path = Some(path.into());
-        }
-        if let Some(url) = var("STORE_URL") {
-            self.store_url = Some(url);
-        }
-        if let Some(prefix) = var("STORE_PREFIX") {
-            self.store_prefix = Some(prefix);
-        }
-        if let Some(key) = var("TOKEN_ENCRYPTION_KEY") {
-            self.key = Some(key);
-        }
-        self
-    }
-
     /// A shared store for several replicas: `redis://host:port/db` selects a
     /// `RedisStore` (feature `redis`) instead of the embedded redb file.
     /// The replicas must then share one [`encryption_key`](Self::encryption_key), which becomes
@@ -408,10 +379,11 @@ impl DcrBridgeBuilder {
         self
     }
 
-    /// Our public base URL and issuer (default: the origin of the resource URI), e.g.
-    /// `http://127.0.0.1:8000`. Must be https, or http on loopback, without a path.
+    /// Our public base URL and issuer, e.g. `http://127.0.0.1:8000`, instead of the
+    /// configuration's [`A3Config::public_url`]. Must be https, or http on loopback, without a
+    /// path. A3's client must have `{public URL}/auth/callback` ([`CALLBACK_PATH`]) registered.
     pub fn public_url(mut self, url: impl Into<String>) -> Self {
-        self.public_url = Some(url.into());
+        self.public_url = url.into();
         self
     }
 
@@ -521,30 +493,6 @@ impl DcrBridgeBuilder {
         self
     }
 
-    /// The bridge's public URL (its issuer): [`public_url`](Self::public_url) if set, else the
-    /// origin of the resource URI. A3's client must have `{public URL}/auth/callback` registered.
-    ///
-    /// ```
-    /// use a3_mcp_auth::A3Config;
-    /// use a3_mcp_auth::dcr::DcrBridge;
-    ///
-    /// let config = A3Config::builder().issuer_path("env-1").build().unwrap();
-    /// let builder = DcrBridge::builder(&config);
-    /// assert_eq!(builder.public_url_or_default().unwrap(), "http://127.0.0.1:8000");
-    /// ```
-    pub fn public_url_or_default(&self) -> Result<String, ConfigError> {
-        match &self.public_url {
-            Some(url) => check_public_url(url),
-            None => Ok(Url::parse(self.config.resource_uri())
-                .map_err(|e| ConfigError::Invalid {
-                    name: "RESOURCE_URI",
-                    reason: e.to_string(),
-                })?
-                .origin()
-                .ascii_serialization()),
-        }
-    }
-
     /// Discovers A3, opens the store and builds the bridge.
     pub async fn build(mut self) -> Result<DcrBridge, DcrError> {
         let config = &self.config;
@@ -567,7 +515,7 @@ impl DcrBridgeBuilder {
             self.store = Some(store::open_url(url, self.store_prefix.as_deref()).await?);
         }
         let config = &self.config;
-        let issuer = self.public_url_or_default()?;
+        let issuer = check_public_url(&self.public_url)?;
         let metadata = ProviderMetadata::discover(config.issuer()).await?;
         let a3_verifier = match self.a3_verifier {
             Some(verifier) => verifier,
@@ -636,44 +584,5 @@ impl DcrBridgeBuilder {
         });
         store::spawn_purger(Arc::downgrade(&inner.store));
         Ok(DcrBridge { inner })
-    }
-}
-
-fn check_public_url(url: &str) -> Result<String, ConfigError> {
-    let invalid = |reason: &str| ConfigError::Invalid {
-        name: "PUBLIC_URL",
-        reason: reason.into(),
-    };
-    let trimmed = url.trim().trim_end_matches('/');
-    let parsed = Url::parse(trimmed).map_err(|e| invalid(&e.to_string()))?;
-    crate::fetch::check_secure(&parsed).map_err(|_| invalid("must be https (http only on loopback)"))?;
-    if parsed.path() != "/"
-        || parsed.query().is_some()
-        || parsed.fragment().is_some()
-        || !parsed.username().is_empty()
-    {
-        return Err(invalid(
-            "must be an origin such as http://127.0.0.1:8000, without path",
-        ));
-    }
-    Ok(parsed.origin().ascii_serialization())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn public_url_must_be_an_origin() {
-        assert_eq!(
-            check_public_url("http://127.0.0.1:8000/").unwrap(),
-            "http://127.0.0.1:8000"
-        );
-        assert_eq!(
-            check_public_url("https://mcp.example.com").unwrap(),
-            "https://mcp.example.com"
-        );
-        assert!(check_public_url("http://mcp.example.com").is_err());
-        assert!(check_public_url("https://mcp.example.com/base").is_err());
     }
 }
