@@ -1,24 +1,35 @@
 //! The DCR bridge: an OAuth 2.1 authorization server towards MCP hosts (dynamic registration,
 //! consent, codes, tokens) that is one predefined confidential client towards A3.
 //!
-//! A3 only knows predefined clients; MCP hosts such as VS Code register themselves (RFC 7591).
+//! A3 only knows predefined clients; MCP hosts such as VS Code register themselves
+//! ([RFC 7591](https://www.rfc-editor.org/rfc/rfc7591), as the [MCP authorization
+//! spec](https://modelcontextprotocol.io/specification/2025-11-25/basic/authorization) allows).
 //! The bridge gives each host its own client id, shows a consent page naming that client,
 //! sends the user to A3 with the one configured client (`CLIENT_ID`/`CLIENT_SECRET`,
-//! `client_secret_post`, PKCE, callback `{public url}/auth/callback`), keeps A3's tokens
+//! `client_secret_post`, PKCE, callback `{public url}`[`CALLBACK_PATH`]), keeps A3's tokens
 //! server-side (encrypted, bound to the host's grant) and gives the host opaque tokens of its own.
 //! [`DcrBridge::token_verifier`] resolves those tokens back to the A3 access token's verified claims,
 //! so [`BearerAuthLayer`](crate::BearerAuthLayer) and the scope and context layers work unchanged;
 //! A3 JWTs presented directly (e.g. by machine-to-machine clients) keep working too.
 //!
-//! | route | what it does |
-//! |---|---|
-//! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata; `issuer` = the public URL |
-//! | `POST /register` | RFC 7591 registration of public clients (rate-limited, capped) |
-//! | `GET /authorize` | validates the request, shows the consent page |
-//! | `POST /authorize` | the consent decision (CSRF-checked); on approval redirects to A3 |
-//! | `GET /auth/callback` | A3 returns here; exchanges A3's code and redirects to the host with ours |
-//! | `POST /token` | `authorization_code` (PKCE) and `refresh_token` (rotation) grants |
-//! | `POST /revoke` | RFC 7009 revocation of our tokens (and A3's) |
+//! The consent page is asked on every authorization, before anything is stored or the browser is
+//! sent to A3, and the callback only completes in the browser that consented: A3 may sign a user
+//! in silently, so these are what stop a [confused
+//! deputy](https://modelcontextprotocol.io/specification/2025-11-25/basic/security_best_practices#confused-deputy-problem).
+//!
+//! | route | module | what it does |
+//! |---|---|---|
+//! | `GET /.well-known/oauth-authorization-server` | `metadata` | [RFC 8414 §2](https://www.rfc-editor.org/rfc/rfc8414#section-2) metadata; `issuer` = the public URL |
+//! | `POST /register` | `register` | [RFC 7591 §3](https://www.rfc-editor.org/rfc/rfc7591#section-3) registration of public clients (rate-limited per address, capped) |
+//! | `GET /authorize` | `authorize` | validates the request ([RFC 6749 §4.1.1](https://www.rfc-editor.org/rfc/rfc6749#section-4.1.1), PKCE S256 required), shows the consent page |
+//! | `POST /authorize` | `authorize` | the consent decision (CSRF-checked); on approval redirects to A3 |
+//! | `GET /auth/callback` | `callback` | A3 returns here; exchanges A3's code and redirects to the host with ours ([RFC 9207](https://www.rfc-editor.org/rfc/rfc9207) `iss` both ways) |
+//! | `POST /token` | `token` | `authorization_code` ([RFC 7636 §4.6](https://www.rfc-editor.org/rfc/rfc7636#section-4.6)) and `refresh_token` grants, with rotation and reuse detection ([OAuth 2.1 §4.3.1](https://datatracker.ietf.org/doc/html/draft-ietf-oauth-v2-1#section-4.3.1)) |
+//! | `POST /revoke` | `revoke` | [RFC 7009](https://www.rfc-editor.org/rfc/rfc7009) revocation of our tokens (and A3's) |
+//!
+//! Registered clients, grants, codes and token hashes live in a [`store::Store`]: an embedded
+//! [`store::RedbStore`] by default, or a `store::RedisStore` (cargo feature `redis`) shared by
+//! several replicas.
 //!
 //! ```no_run
 //! use a3_mcp_auth::dcr::DcrBridge;
@@ -80,18 +91,36 @@ use rate_limit::RateLimiter;
 use store::{RedbStore, Store, StoreError};
 use upstream::Upstream;
 
-/// Where A3 sends the browser back; registered at A3 as the predefined client's redirect URI.
+/// Where A3 sends the browser back, below the public URL: `{public URL}/auth/callback` must be
+/// registered at A3 as the predefined client's redirect URI.
 ///
 /// ```
-/// assert_eq!(a3_mcp_auth::dcr::CALLBACK_PATH, "/auth/callback"); // the quickstart's loopback redirect
+/// use a3_mcp_auth::A3Config;
+/// use a3_mcp_auth::dcr::CALLBACK_PATH;
+///
+/// let config = A3Config::builder()
+///     .issuer_path("alias-0123456789abcdef0123456789abcdef")
+///     .public_url("https://mcp.example.com")
+///     .build()
+///     .unwrap();
+/// // What to enter as the redirect URI of the "MCP Host" client in the A3 console:
+/// println!("redirect URI: {}{CALLBACK_PATH}", config.public_url());
 /// ```
 pub const CALLBACK_PATH: &str = "/auth/callback";
 
-/// The default location of the persistent store (`STORE_PATH`); the generated encryption key goes
-/// beside it, in `./data/a3-mcp-auth.redb.key`.
+/// Where the persistent store lives unless `STORE_PATH` says otherwise; the generated encryption
+/// key goes beside it (`.key` appended). Both must survive restarts and upgrades (a volume, in a
+/// container), or hosts have to register and sign in again.
 ///
 /// ```
-/// assert!(a3_mcp_auth::dcr::DEFAULT_STORE_PATH.ends_with(".redb"));
+/// use std::path::Path;
+/// use a3_mcp_auth::A3Config;
+/// use a3_mcp_auth::dcr::DEFAULT_STORE_PATH;
+///
+/// let config = A3Config::builder().issuer_path("env-1").build().unwrap();
+/// // A deployment check: the directory the bridge writes to.
+/// let store = config.store_path().unwrap_or(Path::new(DEFAULT_STORE_PATH));
+/// println!("mount a volume at {}", store.parent().unwrap().display());
 /// ```
 pub const DEFAULT_STORE_PATH: &str = "./data/a3-mcp-auth.redb";
 
@@ -113,7 +142,7 @@ pub const DEFAULT_STORE_PATH: &str = "./data/a3-mcp-auth.redb";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DcrError {
-    /// A configuration value is missing or invalid.
+    /// A configuration value is missing or invalid (the message names it).
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A3 could not be discovered.
@@ -223,7 +252,8 @@ impl std::fmt::Debug for DcrBridge {
 }
 
 impl DcrBridge {
-    /// A builder for the bridge of `config` (issuer, resource URI, predefined client).
+    /// A builder for the bridge of `config`: A3's issuer, the resource URI, the predefined client,
+    /// the public URL and the store settings. The builder's setters override the latter from code.
     pub fn builder(config: &A3Config) -> DcrBridgeBuilder {
         DcrBridgeBuilder {
             config: config.clone(),
@@ -240,7 +270,8 @@ impl DcrBridge {
         }
     }
 
-    /// Our issuer identifier (the public URL), as metadata, `iss` and the PRM carry it.
+    /// Our issuer identifier (the public URL), as our metadata, our `iss` parameter and the
+    /// protected-resource metadata carry it.
     pub fn issuer(&self) -> &str {
         &self.inner.issuer
     }
@@ -289,13 +320,15 @@ impl DcrBridge {
             .with_scopes_supported(self.inner.scopes.clone())
     }
 
-    /// The RFC 8414 metadata document served at `/.well-known/oauth-authorization-server`.
+    /// The [RFC 8414 §2](https://www.rfc-editor.org/rfc/rfc8414#section-2) metadata document
+    /// served at `/.well-known/oauth-authorization-server`.
     pub fn authorization_server_metadata(&self) -> serde_json::Value {
         metadata::document(&self.inner)
     }
 }
 
-/// Builder for [`DcrBridge`].
+/// Builder for [`DcrBridge`]: what [`A3Config`] does not hold (scopes, lifetimes, limits, your own
+/// store or verifier), and code overrides of what it does.
 ///
 /// ```
 /// use std::time::Duration;
@@ -350,10 +383,11 @@ impl std::fmt::Debug for DcrBridgeBuilder {
 }
 
 impl DcrBridgeBuilder {
-    /// A shared store for several replicas: `redis://host:port/db` selects a
-    /// `RedisStore` (feature `redis`) instead of the embedded redb file.
-    /// The replicas must then share one [`encryption_key`](Self::encryption_key), which becomes
-    /// required. An explicit [`store`](Self::store) wins over it.
+    /// A shared store for several replicas, instead of the configuration's `STORE_URL`:
+    /// `redis://host:port/db` selects a `RedisStore` (feature `redis`)
+    /// instead of the embedded redb file. The replicas must then share one
+    /// [`encryption_key`](Self::encryption_key), which becomes required. An explicit
+    /// [`store`](Self::store) wins over it.
     ///
     /// ```
     /// use a3_mcp_auth::A3Config;
@@ -372,8 +406,9 @@ impl DcrBridgeBuilder {
         self
     }
 
-    /// The prefix of every key in a shared store (default `a3mcp:`), so several servers can share
-    /// one Redis.
+    /// The prefix of every key in a shared store, instead of the configuration's `STORE_PREFIX`
+    /// (default [`DEFAULT_STORE_PREFIX`](store::DEFAULT_STORE_PREFIX)), so several servers can
+    /// share one Redis.
     pub fn store_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.store_prefix = Some(prefix.into());
         self
@@ -387,7 +422,8 @@ impl DcrBridgeBuilder {
         self
     }
 
-    /// The store (default: a [`RedbStore`] at `STORE_PATH` or [`DEFAULT_STORE_PATH`]).
+    /// The store (default: a [`RedbStore`] at the configuration's `STORE_PATH`, else
+    /// [`DEFAULT_STORE_PATH`]).
     ///
     /// With a persistent store of your own, also give a key ([`DcrBridgeBuilder::encryption_key`]
     /// or [`DcrBridgeBuilder::key_file`]): under the default per-process key, the A3 tokens sealed
@@ -397,15 +433,16 @@ impl DcrBridgeBuilder {
         self
     }
 
-    /// The path of the default [`RedbStore`]; the generated key file goes beside it (`.key`).
+    /// The path of the default [`RedbStore`], instead of the configuration's `STORE_PATH`; the
+    /// generated key file goes beside it (`.key`).
     pub fn store_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.store_path = Some(path.into());
         self
     }
 
-    /// The 32-byte key (base64) sealing A3 tokens at rest and signing cookies. Default: the key
-    /// file beside the redb store, generated on first start; with another store, a random key
-    /// per process.
+    /// The 32-byte key (base64) sealing A3 tokens at rest and signing cookies, instead of the
+    /// configuration's `TOKEN_ENCRYPTION_KEY`. Default: the key file beside the redb store,
+    /// generated on first start; with another store, a random key per process.
     pub fn encryption_key(mut self, base64_key: impl Into<String>) -> Self {
         self.key = Some(base64_key.into());
         self
@@ -488,6 +525,30 @@ impl DcrBridgeBuilder {
     /// callback and on refresh, the A3 token behind each of ours on every request, and A3 tokens
     /// presented directly to [`DcrBridge::token_verifier`]. Give one to share its key store and
     /// cache with other routes, or to use a verifier of your own.
+    ///
+    /// ```
+    /// use a3_mcp_auth::{A3Config, JwtVerifier, TokenVerifier};
+    /// use a3_mcp_auth::dcr::DcrBridge;
+    /// use a3_mcp_auth::dcr::store::MemoryStore;
+    /// use a3_mcp_auth::testing::TestIssuer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let issuer = TestIssuer::start().await;
+    /// let config = A3Config::builder().issuer_url(issuer.url()).client("proxy", "secret").build().unwrap();
+    /// // One JWKS key store and one cache of validated tokens, for the bridge and a route of its own.
+    /// let jwt = JwtVerifier::from_config(&config).await.unwrap();
+    /// let bridge = DcrBridge::builder(&config)
+    ///     .store(MemoryStore::new())
+    ///     .a3_verifier(jwt.clone())
+    ///     .build()
+    ///     .await
+    ///     .unwrap();
+    /// let a3_token = issuer.token(config.resource_uri()).subject("m2m").sign();
+    /// assert!(bridge.token_verifier().verify(&a3_token).await.is_ok());
+    /// assert!(jwt.verify(&a3_token).await.is_ok());
+    /// # }
+    /// ```
     pub fn a3_verifier(mut self, verifier: impl TokenVerifier) -> Self {
         self.a3_verifier = Some(DynVerifier::new(verifier));
         self

@@ -36,8 +36,19 @@ impl moka::Expiry<String, MemEntry> for MemExpiry {
 /// hosts must register again, so prefer [`RedbStore`](super::RedbStore) outside tests.
 ///
 /// ```
-/// let store = a3_mcp_auth::dcr::store::MemoryStore::new();
-/// # let _ = store;
+/// use a3_mcp_auth::A3Config;
+/// use a3_mcp_auth::dcr::DcrBridge;
+/// use a3_mcp_auth::dcr::store::MemoryStore;
+/// use a3_mcp_auth::testing::TestIssuer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let issuer = TestIssuer::start().await;
+/// let config = A3Config::builder().issuer_url(issuer.url()).client("proxy", "secret").build().unwrap();
+/// // A bridge for a test: nothing written to disk, nothing left behind.
+/// let bridge = DcrBridge::builder(&config).store(MemoryStore::new()).build().await.unwrap();
+/// # let _ = bridge;
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {

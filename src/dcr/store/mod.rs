@@ -4,6 +4,13 @@
 //! [`Store::take`] (get-and-delete), narrow enough for Redis (`SET … EXAT`, `GET`, `GETDEL`, `DEL`).
 //! Values are opaque bytes (JSON written by the bridge; upstream tokens inside are already
 //! encrypted); keys of tokens and codes are SHA-256 hashes, never the values themselves.
+//!
+//! | store | for | chosen by |
+//! |---|---|---|
+//! | [`RedbStore`] | one process (the default): one embedded file, survives restarts | `STORE_PATH` (default [`DEFAULT_STORE_PATH`](super::DEFAULT_STORE_PATH)) |
+//! | `RedisStore` (cargo feature `redis`) | several replicas sharing one Redis | `STORE_URL`, `STORE_PREFIX` |
+//! | [`MemoryStore`] | tests | [`DcrBridgeBuilder::store`](super::DcrBridgeBuilder::store) |
+//! | your own [`Store`] | anything else | [`DcrBridgeBuilder::store`](super::DcrBridgeBuilder::store) |
 
 mod memory;
 mod redb;
@@ -27,21 +34,36 @@ pub use self::redb::RedbStore;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
 
-/// A boxed future, as [`Store`] methods return (so that `Arc<dyn Store>` works).
+/// A boxed future, as [`Store`] methods return (so that `Arc<dyn Store>` works). An
+/// implementation writes its method bodies as `Box::pin(async move { … })`; see [`Store`].
 ///
 /// ```
-/// use a3_mcp_auth::dcr::store::BoxFuture;
-/// let f: BoxFuture<'static, u8> = Box::pin(async { 1 });
-/// # let _ = f;
+/// use a3_mcp_auth::dcr::store::{BoxFuture, MemoryStore, Namespace, Store, StoreError};
+///
+/// /// Whether anything at all is registered, whatever the store.
+/// fn has_clients(store: &dyn Store) -> BoxFuture<'_, Result<bool, StoreError>> {
+///     Box::pin(async move { Ok(store.count(Namespace::Client).await? > 0) })
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert!(!has_clients(&MemoryStore::new()).await.unwrap());
+/// # }
 /// ```
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The kinds of entries the bridge stores. Each is a separate keyspace.
 ///
 /// ```
-/// use a3_mcp_auth::dcr::store::Namespace;
-/// assert_eq!(Namespace::Client.name(), "client");
-/// assert_eq!(Namespace::ALL.len(), 7);
+/// use a3_mcp_auth::dcr::store::{MemoryStore, Namespace, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let store = MemoryStore::new();
+/// // A status page: how many entries of each kind the bridge holds.
+/// for ns in Namespace::ALL {
+///     println!("{:>13}: {}", ns.name(), store.count(ns).await.unwrap());
+/// }
+/// # }
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -88,11 +110,19 @@ impl Namespace {
     }
 }
 
-/// A storage failure. The message never contains stored values.
+/// A storage failure. The message never contains stored values or keys (keys of tokens are
+/// hashes, but client ids and grant ids are not). The bridge answers it with
+/// `503 temporarily_unavailable`.
 ///
 /// ```
-/// let e = a3_mcp_auth::dcr::store::StoreError("disk full".into());
-/// assert_eq!(e.to_string(), "store error: disk full");
+/// use a3_mcp_auth::dcr::store::StoreError;
+///
+/// /// How a store of your own reports its backend's failures: what failed, not what was stored.
+/// fn backend_error(e: std::io::Error) -> StoreError {
+///     StoreError(format!("state file: {}", e.kind()))
+/// }
+/// let e = backend_error(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+/// assert_eq!(e.to_string(), "store error: state file: permission denied");
 /// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store error: {0}")]
@@ -104,15 +134,50 @@ pub struct StoreError(pub String);
 /// even before it is purged. [`Store::take`] must be atomic: of two concurrent takes of one key, at
 /// most one gets the value (single-use codes and transactions rely on it).
 ///
+/// A store of your own, here one that counts the bridge's writes and keeps the entries in a
+/// [`MemoryStore`]:
+///
 /// ```
-/// use a3_mcp_auth::dcr::store::{MemoryStore, Namespace, Store};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use a3_mcp_auth::dcr::store::{BoxFuture, MemoryStore, Namespace, Store, StoreError};
+///
+/// #[derive(Default)]
+/// struct Counted {
+///     inner: MemoryStore,
+///     writes: AtomicU64,
+/// }
+///
+/// impl Store for Counted {
+///     fn put<'a>(&'a self, ns: Namespace, key: &'a str, value: Vec<u8>, expires_at: Option<u64>)
+///         -> BoxFuture<'a, Result<(), StoreError>> {
+///         self.writes.fetch_add(1, Ordering::Relaxed);
+///         self.inner.put(ns, key, value, expires_at)
+///     }
+///     fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+///         self.inner.get(ns, key)
+///     }
+///     fn take<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+///         self.inner.take(ns, key)
+///     }
+///     fn delete<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+///         self.inner.delete(ns, key)
+///     }
+///     fn count(&self, ns: Namespace) -> BoxFuture<'_, Result<u64, StoreError>> {
+///         self.inner.count(ns)
+///     }
+///     fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+///         self.inner.purge_expired()
+///     }
+/// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let store = MemoryStore::new();
+/// let store = Counted::default();
 /// store.put(Namespace::Code, "k", b"v".to_vec(), None).await.unwrap();
 /// assert_eq!(store.take(Namespace::Code, "k").await.unwrap(), Some(b"v".to_vec()));
-/// assert_eq!(store.take(Namespace::Code, "k").await.unwrap(), None);
+/// assert_eq!(store.take(Namespace::Code, "k").await.unwrap(), None, "take is single use");
+/// assert_eq!(store.writes.load(Ordering::Relaxed), 1);
+/// // DcrBridge::builder(&config).store(store) puts the bridge on it.
 /// # }
 /// ```
 pub trait Store: Send + Sync + 'static {
@@ -205,8 +270,18 @@ fn live(expires_at: Option<u64>) -> bool {
     expires_at.is_none_or(|t| t > unix_now())
 }
 
-/// The prefix of every key in a shared store (`STORE_PREFIX`), so several servers can share one
-/// Redis.
+/// The prefix of every key in a shared store unless `STORE_PREFIX` says otherwise. Servers that
+/// share one Redis need one prefix each.
+///
+/// ```
+/// use a3_mcp_auth::A3Config;
+/// use a3_mcp_auth::dcr::store::{DEFAULT_STORE_PREFIX, Namespace};
+///
+/// let config = A3Config::builder().issuer_path("env-1").build().unwrap();
+/// let prefix = config.store_prefix().unwrap_or(DEFAULT_STORE_PREFIX);
+/// // For an operator: list the registered clients of this server.
+/// println!("redis-cli --scan --pattern '{prefix}{}:*'", Namespace::Client.name());
+/// ```
 pub const DEFAULT_STORE_PREFIX: &str = "a3mcp:";
 
 /// The bridge's entries are JSON; these read and write them typed, over any store.
