@@ -80,7 +80,7 @@ async fn metadata_and_registration() {
         .unwrap();
     assert_eq!(
         m["issuer"], prm["authorization_servers"][0],
-        "A15: byte-identical issuer"
+        "RFC 8414 §3.3: byte-identical issuer"
     );
     assert_eq!(m["issuer"], server.url);
     assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
