@@ -72,6 +72,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
     println!("listening on http://127.0.0.1:8000 (GET /api/hello needs a token with mcp:call)");
-    axum::serve(listener, app).await?;
+    a3_mcp_auth::serve(listener, app).await?;
     Ok(())
 }

@@ -10,8 +10,6 @@
 //! echoes the caller; `cargo run --example server` is the full quickstart (rmcp, contexts,
 //! sessions).
 
-use std::net::SocketAddr;
-
 use a3_mcp_auth::config::A3ConfigBuilder;
 use a3_mcp_auth::dcr::DcrBridge;
 use a3_mcp_auth::dev_issuer::{DEFAULT_CLIENT_ID, DevIssuer};
@@ -78,7 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bridge.issuer(),
         config.resource_uri()
     );
-    // The client address feeds /register's rate limit.
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+    // Connection bounds, and the client address that /register's rate limit reads.
+    a3_mcp_auth::serve(listener, app).await?;
     Ok(())
 }

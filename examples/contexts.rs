@@ -121,6 +121,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
     println!("MCP server on {RESOURCE}");
-    axum::serve(listener, app).await?;
+    a3_mcp_auth::serve(listener, app).await?;
     Ok(())
 }

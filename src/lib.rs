@@ -25,7 +25,7 @@
 //!     )
 //!     .merge(metadata.router());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
-//! axum::serve(listener, app).await?;
+//! a3_mcp_auth::serve(listener, app).await?; // axum::serve with connection bounds
 //! # Ok(()) }
 //! ```
 //!
@@ -88,6 +88,7 @@ pub mod jwt;
 pub mod metadata;
 pub mod origin_check;
 pub mod require_scope;
+pub mod serve;
 pub mod session_binding;
 pub mod tool_context;
 pub mod verifier;
@@ -111,6 +112,7 @@ pub use metadata::ProtectedResourceMetadata;
 pub use origin_check::OriginCheckLayer;
 pub use refusal::AuthBody;
 pub use require_scope::RequireScopeLayer;
+pub use serve::serve;
 pub use session_binding::SessionBindingLayer;
 pub use tool_context::ToolContextLayer;
 pub use verifier::TokenVerifier;

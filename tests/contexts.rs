@@ -49,7 +49,7 @@ async fn start_with(mode: Mode, policy: ToolPolicy) -> Server {
     };
     let app = mcp_app(issuer.verifier(&url).await, &settings).unwrap();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+        a3_mcp_auth::serve(listener, app).await.unwrap();
     });
     Server { issuer, url, task }
 }

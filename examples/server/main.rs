@@ -136,8 +136,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         resource.path(),
         summary(&settings)
     );
-    // ConnectInfo lets /register rate-limit per client address.
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+    // Cuts incomplete headers and caps connections; ConnectInfo lets /register limit per address.
+    a3_mcp_auth::serve(listener, app).await?;
     Ok(())
 }
 

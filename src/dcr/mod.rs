@@ -46,8 +46,8 @@
 //!     .merge(metadata.router())
 //!     .merge(bridge.router());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
-//! // `ConnectInfo` feeds the per-address rate limit of /register.
-//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
+//! // Connection bounds, and the peer address that /register's rate limit reads.
+//! a3_mcp_auth::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
 

@@ -110,7 +110,7 @@ pub async fn serve_bridge_with_policy(
         .unwrap()
         .merge(bridge.router());
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+        let _ = a3_mcp_auth::serve(listener, app).await;
     });
     Server {
         url,
@@ -148,7 +148,7 @@ pub async fn serve_replica(
         .unwrap()
         .merge(bridge.router());
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+        let _ = a3_mcp_auth::serve(listener, app).await;
     });
     Server {
         url: public_url.to_owned(),
