@@ -461,6 +461,75 @@ async fn session_hijack_is_refused_and_the_owner_keeps_working() {
     assert_eq!(s.post(Some(&alice), &sid, list).await.0, 404);
 }
 
+/// The issue's attack: one signed-in user opens sessions in a loop (11 000 of them evicted another
+/// user's live session from a shared 10 000-entry cache).
+#[tokio::test]
+async fn one_users_session_flood_is_refused_and_cannot_end_another_users_session() {
+    let s = start(Mode::Stateful).await;
+    let alice = s.token("alice", json!(["operation=addition"]));
+    let bob = s.token("bob", json!(["operation=addition"]));
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let open = |token: String| {
+        let s = &s;
+        async move {
+            let (status, headers, msgs) = s.post(Some(&token), &[], init).await;
+            let id = headers
+                .get("mcp-session-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            if let Some(id) = &id {
+                assert_eq!(
+                    s.post(Some(&token), &[("mcp-session-id", id)], initialized)
+                        .await
+                        .0,
+                    202
+                );
+            }
+            (status, id, msgs)
+        }
+    };
+    let (_, bob_session, _) = open(bob.clone()).await;
+    let bob_session = bob_session.expect("bob's session");
+
+    let mut opened = Vec::new();
+    let refusal = loop {
+        let (status, id, msgs) = open(alice.clone()).await;
+        match id {
+            Some(id) if opened.len() < 1000 => opened.push(id),
+            _ => break (status, msgs),
+        }
+    };
+    assert!(
+        (1..=100).contains(&opened.len()),
+        "one user's sessions are bounded (opened {})",
+        opened.len()
+    );
+    let (status, body) = refusal;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body[0]["error"], "too_many_sessions");
+    let description = body[0]["error_description"].as_str().unwrap();
+    assert!(description.contains(&opened.len().to_string()), "{description}");
+
+    // Bob's live session still works, and he can open another.
+    let (status, _, msgs) = s
+        .post(Some(&bob), &[("mcp-session-id", &bob_session)], list)
+        .await;
+    assert_eq!(status, 200);
+    assert!(msgs[0]["result"]["tools"].is_array());
+    assert!(open(bob.clone()).await.1.is_some());
+    // Alice's own sessions keep working; ending one makes room for one more.
+    let sid = [("mcp-session-id", opened[0].as_str())];
+    assert_eq!(s.post(Some(&alice), &sid, list).await.0, 200);
+    let delete = reqwest::Client::new()
+        .delete(&s.url)
+        .bearer_auth(&alice)
+        .header("mcp-session-id", &opened[0]);
+    assert!(delete.send().await.unwrap().status().is_success());
+    assert!(open(alice.clone()).await.1.is_some());
+    assert_eq!(open(alice.clone()).await.0, StatusCode::TOO_MANY_REQUESTS);
+}
+
 #[tokio::test]
 async fn stateless_mode_has_no_sessions() {
     let s = start(Mode::Stateless).await;

@@ -185,10 +185,13 @@ where
         .collect();
     let rmcp_config = StreamableHttpServerConfig::default().with_allowed_hosts(rmcp_hosts);
 
+    // rmcp drops a session after `keep_alive` without messages; its binding goes with it.
+    let sessions = LocalSessionManager::default();
+    let keep_alive = sessions.session_config.keep_alive.unwrap_or(Duration::MAX);
     let auth = ServiceBuilder::new()
         .layer(BearerAuthLayer::new(verifier, challenge.clone()))
         .layer(RequireScopeLayer::new([MCP_SCOPE], challenge.clone()))
-        .layer(SessionBindingLayer::new())
+        .layer(SessionBindingLayer::new().with_idle_timeout(keep_alive))
         .layer(
             ToolContextLayer::from_arc(settings.policy.clone(), challenge)
                 .with_claim(settings.context_claim.clone())
@@ -200,7 +203,7 @@ where
             &path,
             auth.service(StreamableHttpService::new(
                 factory,
-                Arc::new(LocalSessionManager::default()),
+                Arc::new(sessions),
                 rmcp_config.with_legacy_session_mode(true),
             )),
         ),
