@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use a3_mcp_auth::TokenVerifier;
-use a3_mcp_auth::dcr::store::{BoxFuture, MemoryStore, Namespace, RedbStore, Store, StoreError};
+use a3_mcp_auth::dcr::store::{
+    BoxFuture, Index, IndexEntry, MemoryStore, Namespace, RedbStore, Store, StoreError,
+};
 use serde_json::Value;
 use support::*;
 
@@ -889,6 +891,30 @@ impl Store for SlowGrantReads {
     }
     fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.inner.purge_expired()
+    }
+    fn index_put<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+        member: &'a str,
+        expires_at: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.index_put(index, key, member, expires_at)
+    }
+    fn index_remove<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+        member: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.index_remove(index, key, member)
+    }
+    fn index_members<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<IndexEntry>, StoreError>> {
+        self.inner.index_members(index, key)
     }
 }
 

@@ -1,11 +1,12 @@
 //! [`MemoryStore`]: everything in process memory, for tests and throwaway servers.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use moka::sync::Cache;
 
-use super::{BoxFuture, Namespace, Store, StoreError, live};
+use super::{BoxFuture, Index, IndexEntry, Namespace, Store, StoreError, live};
 use crate::oauth::unix_now;
 
 #[derive(Clone)]
@@ -53,7 +54,11 @@ impl moka::Expiry<String, MemEntry> for MemExpiry {
 #[derive(Clone)]
 pub struct MemoryStore {
     caches: Arc<[Cache<String, MemEntry>; 7]>,
+    /// (index, key) → member → expiry.
+    indexes: Arc<Mutex<IndexMap>>,
 }
+
+type IndexMap = HashMap<(Index, String), HashMap<String, u64>>;
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -78,7 +83,12 @@ impl MemoryStore {
         };
         MemoryStore {
             caches: Arc::new([cache(), cache(), cache(), cache(), cache(), cache(), cache()]),
+            indexes: Arc::default(),
         }
+    }
+
+    fn indexes(&self) -> MutexGuard<'_, IndexMap> {
+        self.indexes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn cache(&self, ns: Namespace) -> &Cache<String, MemEntry> {
@@ -142,7 +152,59 @@ impl Store for MemoryStore {
         for c in self.caches.iter() {
             c.run_pending_tasks();
         }
+        self.indexes().retain(|_, members| {
+            members.retain(|_, exp| live(Some(*exp)));
+            !members.is_empty()
+        });
         Box::pin(async { Ok(()) })
+    }
+    fn index_put<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+        member: &'a str,
+        expires_at: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut indexes = self.indexes();
+        let members = indexes.entry((index, key.to_owned())).or_default();
+        members.retain(|_, exp| live(Some(*exp)));
+        members.insert(member.to_owned(), expires_at);
+        Box::pin(async { Ok(()) })
+    }
+    fn index_remove<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+        member: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut indexes = self.indexes();
+        let k = (index, key.to_owned());
+        if let Some(members) = indexes.get_mut(&k) {
+            members.remove(member);
+            if members.is_empty() {
+                indexes.remove(&k);
+            }
+        }
+        Box::pin(async { Ok(()) })
+    }
+    fn index_members<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<IndexEntry>, StoreError>> {
+        let mut entries: Vec<IndexEntry> = self
+            .indexes()
+            .get(&(index, key.to_owned()))
+            .map(|members| {
+                members
+                    .iter()
+                    .filter(|(_, exp)| live(Some(**exp)))
+                    .map(|(m, exp)| IndexEntry::new(m.clone(), *exp))
+                    .collect()
+            })
+            .unwrap_or_default();
+        entries.sort_by(|a, b| (a.expires_at, &a.member).cmp(&(b.expires_at, &b.member)));
+        Box::pin(async { Ok(entries) })
     }
 }
 

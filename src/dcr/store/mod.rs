@@ -1,7 +1,9 @@
 //! Where the bridge keeps registered clients, grants, tokens, codes and transactions.
 //!
 //! The [`Store`] trait is a namespaced key-value store with per-entry expiry and an atomic
-//! [`Store::take`] (get-and-delete), narrow enough for Redis (`SET … EXAT`, `GET`, `GETDEL`, `DEL`).
+//! [`Store::take`] (get-and-delete), narrow enough for Redis (`SET … EXAT`, `GET`, `GETDEL`, `DEL`),
+//! plus [`Index`]es: sets of members with their own expiry (a Redis sorted set scored by expiry),
+//! which say which grants a registered client or a user holds.
 //! Values are opaque bytes (JSON written by the bridge; upstream tokens inside are already
 //! encrypted); keys of tokens and codes are SHA-256 hashes, never the values themselves.
 //!
@@ -110,6 +112,82 @@ impl Namespace {
     }
 }
 
+/// A secondary index: under each key, a set of members (grant ids), each with its own expiry.
+/// The bridge keeps one member per grant under its client and under its user, updated with the
+/// grant under the grant's lock, so that it can tell when a client's last grant is gone and bound
+/// the grants of one user.
+///
+/// ```
+/// use a3_mcp_auth::dcr::store::{Index, MemoryStore, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let store = MemoryStore::new();
+/// let now = std::time::UNIX_EPOCH.elapsed().unwrap().as_secs();
+/// let soon = now + 60;
+/// store.index_put(Index::GrantsByClient, "client-1", "grant-a", soon).await.unwrap();
+/// // An operator's question: which grants does client-1 hold, and until when?
+/// for entry in store.index_members(Index::GrantsByClient, "client-1").await.unwrap() {
+///     println!("{} until {}", entry.member, entry.expires_at);
+/// }
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Index {
+    /// The grants of a registered client, by client id.
+    GrantsByClient,
+    /// The grants of a user, by [`subject_key`] of the token's subject (a hash, so that user
+    /// ids such as e-mail addresses do not appear in key names).
+    GrantsBySubject,
+}
+
+impl Index {
+    /// Every index.
+    pub const ALL: [Index; 2] = [Index::GrantsByClient, Index::GrantsBySubject];
+
+    /// A short stable name (key prefix).
+    pub fn name(self) -> &'static str {
+        match self {
+            Index::GrantsByClient => "grants_by_client",
+            Index::GrantsBySubject => "grants_by_subject",
+        }
+    }
+}
+
+/// The key of a user in [`Index::GrantsBySubject`]: the base64url SHA-256 of the subject.
+///
+/// ```
+/// use a3_mcp_auth::dcr::store::subject_key;
+///
+/// let key = subject_key("janedoe@test.com");
+/// assert_eq!(key.len(), 43);
+/// assert!(!key.contains('@'));
+/// ```
+pub fn subject_key(subject: &str) -> String {
+    crate::oauth::sha256_b64url(subject)
+}
+
+/// A member of an [`Index`] and when it expires (Unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IndexEntry {
+    /// The member (a grant id).
+    pub member: String,
+    /// When it expires.
+    pub expires_at: u64,
+}
+
+impl IndexEntry {
+    /// An entry.
+    pub fn new(member: impl Into<String>, expires_at: u64) -> Self {
+        IndexEntry {
+            member: member.into(),
+            expires_at,
+        }
+    }
+}
+
 /// A storage failure. The message never contains stored values or keys (keys of tokens are
 /// hashes, but client ids and grant ids are not). The bridge answers it with
 /// `503 temporarily_unavailable`.
@@ -139,7 +217,7 @@ pub struct StoreError(pub String);
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use a3_mcp_auth::dcr::store::{BoxFuture, MemoryStore, Namespace, Store, StoreError};
+/// use a3_mcp_auth::dcr::store::{BoxFuture, Index, IndexEntry, MemoryStore, Namespace, Store, StoreError};
 ///
 /// #[derive(Default)]
 /// struct Counted {
@@ -167,6 +245,19 @@ pub struct StoreError(pub String);
 ///     }
 ///     fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>> {
 ///         self.inner.purge_expired()
+///     }
+///     fn index_put<'a>(&'a self, index: Index, key: &'a str, member: &'a str, expires_at: u64)
+///         -> BoxFuture<'a, Result<(), StoreError>> {
+///         self.writes.fetch_add(1, Ordering::Relaxed);
+///         self.inner.index_put(index, key, member, expires_at)
+///     }
+///     fn index_remove<'a>(&'a self, index: Index, key: &'a str, member: &'a str)
+///         -> BoxFuture<'a, Result<(), StoreError>> {
+///         self.inner.index_remove(index, key, member)
+///     }
+///     fn index_members<'a>(&'a self, index: Index, key: &'a str)
+///         -> BoxFuture<'a, Result<Vec<IndexEntry>, StoreError>> {
+///         self.inner.index_members(index, key)
 ///     }
 /// }
 ///
@@ -197,8 +288,31 @@ pub trait Store: Send + Sync + 'static {
     fn delete<'a>(&'a self, ns: Namespace, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
     /// How many entries a namespace holds (expired ones not yet purged may be counted).
     fn count(&self, ns: Namespace) -> BoxFuture<'_, Result<u64, StoreError>>;
-    /// Removes expired entries.
+    /// Removes expired entries and expired index members.
     fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Adds `member` under `key` of `index` with the given expiry (Unix seconds), or moves the
+    /// expiry of a member already there. An expired member must read as absent.
+    fn index_put<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+        member: &'a str,
+        expires_at: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Removes `member` from under `key` (absent is fine).
+    fn index_remove<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+        member: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The members under `key` that have not expired, soonest expiry first.
+    fn index_members<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<IndexEntry>, StoreError>>;
 
     /// Tries to take the lock `name` for at most `ttl`, for every process sharing this store.
     ///
@@ -256,6 +370,30 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         (**self).purge_expired()
+    }
+    fn index_put<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+        member: &'a str,
+        expires_at: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).index_put(index, key, member, expires_at)
+    }
+    fn index_remove<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+        member: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).index_remove(index, key, member)
+    }
+    fn index_members<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<IndexEntry>, StoreError>> {
+        (**self).index_members(index, key)
     }
     fn lock<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
         (**self).lock(name, ttl)
@@ -412,6 +550,42 @@ pub(crate) mod tests {
         assert_eq!(store.get(Namespace::Client, "a").await.unwrap(), None);
         store.purge_expired().await.unwrap();
         assert_eq!(store.count(Namespace::Code).await.unwrap(), 0);
+
+        // Indexes: members with their own expiry, soonest first; expired ones read as absent.
+        let by_client = Index::GrantsByClient;
+        store.index_put(by_client, "c1", "g2", now + 120).await.unwrap();
+        store.index_put(by_client, "c1", "g1", now + 60).await.unwrap();
+        store.index_put(by_client, "c1", "old", now - 1).await.unwrap();
+        store.index_put(by_client, "c2", "g3", now + 60).await.unwrap();
+        store
+            .index_put(Index::GrantsBySubject, "c1", "g9", now + 60)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.index_members(by_client, "c1").await.unwrap(),
+            [IndexEntry::new("g1", now + 60), IndexEntry::new("g2", now + 120)]
+        );
+        // Moving a member's expiry.
+        store.index_put(by_client, "c1", "g1", now + 180).await.unwrap();
+        assert_eq!(
+            store.index_members(by_client, "c1").await.unwrap(),
+            [IndexEntry::new("g2", now + 120), IndexEntry::new("g1", now + 180)]
+        );
+        store.index_remove(by_client, "c1", "g2").await.unwrap();
+        store.index_remove(by_client, "c1", "absent").await.unwrap();
+        assert_eq!(
+            store.index_members(by_client, "c1").await.unwrap(),
+            [IndexEntry::new("g1", now + 180)]
+        );
+        assert_eq!(
+            store.index_members(Index::GrantsBySubject, "c1").await.unwrap(),
+            [IndexEntry::new("g9", now + 60)],
+            "indexes are separate"
+        );
+        store.index_remove(by_client, "c2", "g3").await.unwrap();
+        assert_eq!(store.index_members(by_client, "c2").await.unwrap(), []);
+        store.purge_expired().await.unwrap();
+        assert_eq!(store.index_members(by_client, "nobody").await.unwrap(), []);
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BoxFuture, Namespace, Store, StoreError, live};
+use super::{BoxFuture, Index, IndexEntry, Namespace, Store, StoreError, live};
 use crate::oauth::unix_now;
 
 type Table = redb::TableDefinition<'static, &'static str, &'static [u8]>;
@@ -18,6 +18,15 @@ const TABLES: [Table; 7] = [
     redb::TableDefinition::new("used_code"),
     redb::TableDefinition::new("transaction"),
 ];
+
+/// Every index in one table: (`{index}:{key}`, member) → expiry (Unix seconds). The tuple key
+/// keeps each key's members together, so one range scan lists them.
+const INDEX: redb::TableDefinition<'static, (&'static str, &'static str), u64> =
+    redb::TableDefinition::new("index");
+
+fn index_key(index: Index, key: &str) -> String {
+    format!("{}:{key}", index.name())
+}
 
 fn table(ns: Namespace) -> Table {
     TABLES[Namespace::ALL
@@ -84,6 +93,7 @@ impl RedbStore {
         for t in TABLES {
             tx.open_table(t).map_err(err)?;
         }
+        tx.open_table(INDEX).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(RedbStore {
             db: Arc::new(db),
@@ -190,7 +200,78 @@ impl Store for RedbStore {
                 t.retain(|_, raw| matches!(decode(raw), Some((exp, _)) if exp.is_none_or(|e| e > now)))
                     .map_err(err)?;
             }
+            tx.open_table(INDEX)
+                .map_err(err)?
+                .retain(|_, exp| exp > now)
+                .map_err(err)?;
             tx.commit().map_err(err)
+        })
+    }
+    fn index_put<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+        member: &'a str,
+        expires_at: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (key, member) = (index_key(index, key), member.to_owned());
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            tx.open_table(INDEX)
+                .map_err(err)?
+                .insert((key.as_str(), member.as_str()), expires_at)
+                .map_err(err)?;
+            tx.commit().map_err(err)
+        })
+    }
+    fn index_remove<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+        member: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (key, member) = (index_key(index, key), member.to_owned());
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            let removed = tx
+                .open_table(INDEX)
+                .map_err(err)?
+                .remove((key.as_str(), member.as_str()))
+                .map_err(err)?
+                .is_some();
+            // A miss costs no durable commit.
+            if removed {
+                tx.commit().map_err(err)
+            } else {
+                tx.abort().map_err(err)
+            }
+        })
+    }
+    fn index_members<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<IndexEntry>, StoreError>> {
+        let key = index_key(index, key);
+        self.blocking(move |db| {
+            use redb::ReadableDatabase;
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(INDEX).map_err(err)?;
+            let now = unix_now();
+            let mut entries = Vec::new();
+            for row in t.range((key.as_str(), "")..).map_err(err)? {
+                let (k, exp) = row.map_err(err)?;
+                let (k, member) = k.value();
+                if k != key {
+                    break;
+                }
+                let exp = exp.value();
+                if exp > now {
+                    entries.push(IndexEntry::new(member, exp));
+                }
+            }
+            entries.sort_by(|a, b| (a.expires_at, &a.member).cmp(&(b.expires_at, &b.member)));
+            Ok(entries)
         })
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError, Script};
 
-use super::{BoxFuture, Namespace, Store, StoreError};
+use super::{BoxFuture, Index, IndexEntry, Namespace, Store, StoreError};
 
 /// How long one Redis command may take before the request fails (and is answered with 503).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -18,10 +18,32 @@ const RETRY_PAUSE: Duration = Duration::from_millis(250);
 const UNLOCK: &str =
     r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
 
+/// Adds or moves a member (`ARGV[1]` score = expiry, `ARGV[2]` member), drops expired members
+/// (score ≤ `ARGV[3]`, now), and lets the whole set expire with its last member.
+const INDEX_PUT: &str = r#"
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", ARGV[3])
+redis.call("ZADD", KEYS[1], ARGV[1], ARGV[2])
+local last = redis.call("ZRANGE", KEYS[1], -1, -1, "WITHSCORES")
+redis.call("EXPIREAT", KEYS[1], last[2])
+return 1
+"#;
+
+/// Removes a member (`ARGV[1]`) and expired ones (score ≤ `ARGV[2]`, now); the set then expires
+/// with its last member (an empty set is gone).
+const INDEX_REMOVE: &str = r#"
+redis.call("ZREM", KEYS[1], ARGV[1])
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", ARGV[2])
+local last = redis.call("ZRANGE", KEYS[1], -1, -1, "WITHSCORES")
+if last[2] then redis.call("EXPIREAT", KEYS[1], last[2]) end
+return 1
+"#;
+
 /// A [`Store`] on a Redis server (6.2 or later), shared by every replica of the server.
 ///
 /// Keys are `{prefix}{namespace}:{key}` (keys of tokens and codes are already SHA-256 hashes);
 /// values are the bridge's JSON, with A3's tokens sealed by the shared `TOKEN_ENCRYPTION_KEY`.
+/// An [`Index`] key is a sorted set `{prefix}index:{index}:{key}` scored by each member's expiry,
+/// written by small scripts that also drop expired members and let the set expire with its last.
 /// Expiry is Redis's own (`SET … PXAT`), so [`Store::purge_expired`] has nothing to do;
 /// [`Store::take`] is `GETDEL`, atomic across replicas; [`Store::lock`] is `SET … NX PX` with a
 /// random token, released by a compare-and-delete script. [`Store::count`] scans the namespace's
@@ -47,6 +69,8 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     unlock: Script,
+    index_put: Script,
+    index_remove: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -96,6 +120,8 @@ impl RedisStore {
             conn,
             prefix: prefix.into(),
             unlock: Script::new(UNLOCK),
+            index_put: Script::new(INDEX_PUT),
+            index_remove: Script::new(INDEX_REMOVE),
         })
     }
 
@@ -106,6 +132,10 @@ impl RedisStore {
 
     fn key(&self, ns: Namespace, key: &str) -> String {
         format!("{}{}:{key}", self.prefix, ns.name())
+    }
+
+    fn index_key(&self, index: Index, key: &str) -> String {
+        format!("{}index:{}:{key}", self.prefix, index.name())
     }
 
     /// Runs `op`, and once more after a pause when the connection broke and `retry_if` agrees.
@@ -218,8 +248,86 @@ impl Store for RedisStore {
     }
 
     fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        // Redis expires entries itself.
+        // Redis expires entries itself; index writes drop their expired members.
         Box::pin(async { Ok(()) })
+    }
+
+    fn index_put<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+        member: &'a str,
+        expires_at: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let key = self.index_key(index, key);
+        Box::pin(async move {
+            self.run(retryable, |mut c| {
+                let (key, script) = (key.clone(), self.index_put.clone());
+                async move {
+                    script
+                        .key(&key)
+                        .arg(expires_at)
+                        .arg(member)
+                        .arg(crate::oauth::unix_now())
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
+        })
+    }
+
+    fn index_remove<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+        member: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let key = self.index_key(index, key);
+        Box::pin(async move {
+            self.run(retryable, |mut c| {
+                let (key, script) = (key.clone(), self.index_remove.clone());
+                async move {
+                    script
+                        .key(&key)
+                        .arg(member)
+                        .arg(crate::oauth::unix_now())
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
+        })
+    }
+
+    fn index_members<'a>(
+        &'a self,
+        index: Index,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<IndexEntry>, StoreError>> {
+        let key = self.index_key(index, key);
+        Box::pin(async move {
+            let members: Vec<(String, f64)> = self
+                .run(retryable, |mut c| {
+                    let key = key.clone();
+                    async move {
+                        redis::cmd("ZRANGEBYSCORE")
+                            .arg(&key)
+                            .arg(format!("({}", crate::oauth::unix_now()))
+                            .arg("+inf")
+                            .arg("WITHSCORES")
+                            .query_async(&mut c)
+                            .await
+                    }
+                })
+                .await?;
+            Ok(members
+                .into_iter()
+                .map(|(member, score)| IndexEntry::new(member, score as u64))
+                .collect())
+        })
     }
 
     fn lock<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
@@ -368,6 +476,27 @@ pub(crate) mod tests {
         assert_ne!(t1, t2);
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(store.lock("g", ttl).await.unwrap().is_some(), "expired");
+
+        // An index set holds no expired members and expires with its last member.
+        let now = crate::oauth::unix_now();
+        let set = store.index_key(Index::GrantsByClient, "c9");
+        let mut c = store.conn.clone();
+        store
+            .index_put(Index::GrantsByClient, "c9", "expired", now - 5)
+            .await
+            .unwrap();
+        store
+            .index_put(Index::GrantsByClient, "c9", "g", now + 100)
+            .await
+            .unwrap();
+        assert_eq!(c.zcard::<_, u64>(&set).await.unwrap(), 1);
+        let ttl: i64 = c.ttl(&set).await.unwrap();
+        assert!((90..=100).contains(&ttl), "{ttl}");
+        store
+            .index_remove(Index::GrantsByClient, "c9", "g")
+            .await
+            .unwrap();
+        assert!(!c.exists::<_, bool>(&set).await.unwrap(), "an empty set is gone");
     }
 
     #[test]
