@@ -144,11 +144,19 @@ async fn metadata_and_registration() {
     }
     let r = http
         .post(format!("{}/register", server.url))
+        .header("content-type", "application/json")
         .body("not json")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    let r = http
+        .post(format!("{}/register", server.url))
+        .body(r#"{"redirect_uris": ["https://a.example/cb"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415, "RFC 7591 §3.1: the body is application/json");
 }
 
 #[tokio::test]
@@ -946,35 +954,6 @@ async fn a_grant_revoked_during_code_redemption_stays_revoked() {
             "the revoked grant was not written back"
         );
     }
-}
-
-#[tokio::test]
-async fn unused_registrations_expire_soon_and_approval_keeps_them() {
-    let upstream = Upstream::start().await;
-    let server = start_server(&upstream, MemoryStore::new(), |b| {
-        b.unused_client_ttl(Duration::from_secs(2))
-    })
-    .await;
-    let unused = register_vscode(&server.url).await["client_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let used = register_vscode(&server.url).await["client_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let redirect = "http://127.0.0.1:33418/";
-    let b = browser();
-    let (url, _, _) = host_request(&server.url, &used, redirect, &[]);
-    let fields = open_consent(&b, &url).await;
-    assert_eq!(decide(&b, &server.url, &fields, "approve").await.status(), 303);
-    tokio::time::sleep(Duration::from_millis(3100)).await;
-    let (url, _, _) = host_request(&server.url, &unused, redirect, &[]);
-    let r = b.get(&url).send().await.unwrap();
-    assert_eq!(r.status(), 400, "the never-approved registration expired");
-    assert!(r.text().await.unwrap().contains("not registered"));
-    let (url, _, _) = host_request(&server.url, &used, redirect, &[]);
-    open_consent(&b, &url).await;
 }
 
 #[tokio::test]

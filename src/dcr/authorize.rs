@@ -465,16 +465,6 @@ pub(crate) async fn decide(
             "The server's storage is unavailable. Try again later.",
         );
     }
-    // Keep an active client registered (sliding expiry).
-    let _ = inner
-        .store
-        .put_json(
-            Namespace::Client,
-            &v.client.client_id,
-            &v.client,
-            inner.limits.client_ttl,
-        )
-        .await;
     let mut response = see_other(&upstream_url);
     if response.status() != StatusCode::SEE_OTHER {
         return response;

@@ -132,18 +132,31 @@ impl DcrBridgeBuilder {
         self
     }
 
-    /// How long a registered client is kept since its last authorization (default 180 days;
-    /// `None`: forever).
-    pub fn client_ttl(mut self, ttl: Option<Duration>) -> Self {
-        self.limits.client_ttl = ttl;
+    /// How long a registered client is kept before a user's sign-in completes for it (default:
+    /// the consent page's lifetime plus the upstream transaction's, 20 min: the slowest first
+    /// sign-in of a host that registered just before). Registering needs no sign-in, so
+    /// registrations nobody completes a sign-in for can fill the
+    /// [`max_clients`](Self::max_clients) cap for no longer than this.
+    pub fn unused_client_ttl(mut self, ttl: Duration) -> Self {
+        self.limits.unused_client_ttl = Some(ttl);
         self
     }
 
-    /// How long a registered client that no user has approved yet is kept (default 24 h). The
-    /// first approval extends it to [`client_ttl`](Self::client_ttl), so registrations nobody
-    /// uses cannot fill the [`max_clients`](Self::max_clients) cap for long.
-    pub fn unused_client_ttl(mut self, ttl: Duration) -> Self {
-        self.limits.unused_client_ttl = ttl;
+    /// How long a registered client is kept after its last grant ends (default 1 h). A grant
+    /// keeps its client as long as the grant lives (see
+    /// [`refresh_token_ttl`](Self::refresh_token_ttl)); when the last one expires or is revoked,
+    /// the client goes after this grace, so hosts that register on every connection do not
+    /// accumulate. The grace lets a host whose grant just ended sign in again with the client id
+    /// it cached.
+    pub fn client_grace(mut self, grace: Duration) -> Self {
+        self.limits.client_grace = grace;
+        self
+    }
+
+    /// Most grants one user holds at once (default 32; at least 1). A sign-in beyond it revokes
+    /// the user's least recently used grant, so one user cannot grow the store without bound.
+    pub fn max_grants_per_user(mut self, max: usize) -> Self {
+        self.limits.max_grants_per_user = max.max(1);
         self
     }
 
@@ -281,7 +294,7 @@ impl DcrBridgeBuilder {
                 .max_capacity(1_000_000)
                 .time_to_live(limits.consent_ttl.max(Duration::from_secs(1)))
                 .build(),
-            grant_locks: moka::sync::Cache::builder()
+            locks: moka::sync::Cache::builder()
                 .time_to_idle(Duration::from_secs(60))
                 .build(),
             limits,

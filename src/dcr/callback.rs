@@ -9,7 +9,7 @@ use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
 use super::authorize::{Transaction, error_redirect};
-use super::grant::Grant;
+use super::grant::{self, Grant};
 use super::store::Namespace;
 use super::token::CodeEntry;
 use super::upstream::UpstreamError;
@@ -157,10 +157,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
     // Until the code is redeemed the grant lives only slightly longer than the code.
     let pending = inner.limits.code_ttl + std::time::Duration::from_secs(60);
     let stored = async {
-        inner
-            .store
-            .put_json(Namespace::Grant, &grant.id, &grant, Some(pending))
-            .await?;
+        grant::store_new_grant(inner, &grant, pending).await?;
         inner
             .store
             .put_json(

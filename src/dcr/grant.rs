@@ -1,6 +1,8 @@
 //! A grant: one user's authorization of one registered client, with A3's tokens sealed inside;
-//! what our tokens map to; the lock that serialises everything that rewrites a grant; the
-//! refresh of A3's tokens; revocation.
+//! what our tokens map to; the lock that serialises everything that rewrites a grant; writing and
+//! deleting a grant with its index entries (by client and by user), which decide how long its
+//! client stays registered and bound the grants of one user; the refresh of A3's tokens;
+//! revocation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +10,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Inner;
+use super::client_lifetime;
 use super::crypto::Keys;
-use super::store::{Namespace, Store, StoreError};
+use super::store::{Index, Namespace, Store, StoreError, subject_key};
 use super::upstream::{UpstreamError, UpstreamTokens};
 use crate::oauth::unix_now;
 use crate::verifier::{TokenVerifier, VerifyError};
@@ -73,22 +76,22 @@ impl TokenEntry {
     }
 }
 
-/// How long a grant's lock in a shared store lives at most: longer than one upstream refresh
-/// (whose HTTP timeout is 15 s), so that a slow refresh is not duplicated by another replica.
-const GRANT_LOCK_TTL: Duration = Duration::from_secs(30);
+/// How long a lock in a shared store lives at most: longer than one upstream refresh (whose HTTP
+/// timeout is 15 s), so that a slow refresh is not duplicated by another replica.
+const LOCK_TTL: Duration = Duration::from_secs(30);
 /// How long to wait for another replica's refresh or revocation of the same grant.
-const GRANT_LOCK_WAIT: Duration = Duration::from_secs(20);
+const LOCK_WAIT: Duration = Duration::from_secs(20);
 
-/// Held while one grant is refreshed, rewritten or revoked: the per-process mutex and the store's
-/// lock ([`Store::lock`], across replicas). Released on drop.
-pub(crate) struct GrantLock {
+/// Held while one grant (or one client's lifetime) is rewritten: the per-process mutex and the
+/// store's lock ([`Store::lock`], across replicas). Released on drop.
+pub(crate) struct StoreLock {
     store: Arc<dyn Store>,
     name: String,
     token: String,
     _local: tokio::sync::OwnedMutexGuard<()>,
 }
 
-impl Drop for GrantLock {
+impl Drop for StoreLock {
     fn drop(&mut self) {
         if self.token.is_empty() {
             return; // a single-process store: the mutex was the lock
@@ -110,19 +113,23 @@ impl Drop for GrantLock {
 
 /// Serialises everything that rewrites or deletes one grant (upstream refresh, our token
 /// issuance and rotation, revocation): within this process by a mutex, across replicas by the
-/// store's lock ([`Store::lock`]), waiting up to [`GRANT_LOCK_WAIT`] for another holder.
-pub(crate) async fn lock_grant(inner: &Inner, grant_id: &str) -> Result<GrantLock, StoreError> {
+/// store's lock ([`Store::lock`]), waiting up to [`LOCK_WAIT`] for another holder.
+pub(crate) async fn lock_grant(inner: &Inner, grant_id: &str) -> Result<StoreLock, StoreError> {
+    lock(inner, format!("grant:{grant_id}")).await
+}
+
+/// The lock `name`: taken inside a grant's lock, never the other way round.
+pub(crate) async fn lock(inner: &Inner, name: String) -> Result<StoreLock, StoreError> {
     let local = inner
-        .grant_locks
-        .get_with(grant_id.to_owned(), || Arc::new(tokio::sync::Mutex::new(())))
+        .locks
+        .get_with(name.clone(), || Arc::new(tokio::sync::Mutex::new(())))
         .lock_owned()
         .await;
-    let name = format!("grant:{grant_id}");
-    let deadline = tokio::time::Instant::now() + GRANT_LOCK_WAIT;
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(20);
     loop {
-        if let Some(token) = inner.store.lock(&name, GRANT_LOCK_TTL).await? {
-            return Ok(GrantLock {
+        if let Some(token) = inner.store.lock(&name, LOCK_TTL).await? {
+            return Ok(StoreLock {
                 store: inner.store.clone(),
                 name,
                 token,
@@ -130,11 +137,97 @@ pub(crate) async fn lock_grant(inner: &Inner, grant_id: &str) -> Result<GrantLoc
             });
         }
         if tokio::time::Instant::now() + pause > deadline {
-            return Err(StoreError("another replica holds the grant's lock".into()));
+            return Err(StoreError(format!("another replica holds the lock {name}")));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(250));
     }
+}
+
+/// Writes `grant` (its JSON, `raw`) to expire at `expires_at`, with its index entries, and keeps
+/// its client registered as long as its grants plus the grace. The caller holds the grant's
+/// lock, or the grant is new. The index entries are written first: a failure part-way leaves an
+/// entry that keeps the client a little longer, never a grant that outlives its client.
+pub(crate) async fn put_grant(
+    inner: &Inner,
+    grant: &Grant,
+    raw: Vec<u8>,
+    expires_at: u64,
+) -> Result<(), StoreError> {
+    let store = &inner.store;
+    store
+        .index_put(Index::GrantsByClient, &grant.client_id, &grant.id, expires_at)
+        .await?;
+    if let Some(subject) = &grant.subject {
+        store
+            .index_put(
+                Index::GrantsBySubject,
+                &subject_key(subject),
+                &grant.id,
+                expires_at,
+            )
+            .await?;
+    }
+    store
+        .put(Namespace::Grant, &grant.id, raw, Some(expires_at))
+        .await?;
+    client_lifetime::settle(inner, &grant.client_id).await
+}
+
+/// [`put_grant`] of `grant` for `ttl` from now.
+pub(crate) async fn put_grant_for(inner: &Inner, grant: &Grant, ttl: Duration) -> Result<(), StoreError> {
+    let raw = serde_json::to_vec(grant).map_err(|e| StoreError(e.to_string()))?;
+    put_grant(inner, grant, raw, crate::oauth::expiry_after(ttl)).await
+}
+
+/// Stores a grant just created at the callback (for `ttl`, until its code is redeemed), then
+/// keeps its user within [`max_grants_per_user`](super::DcrBridgeBuilder::max_grants_per_user)
+/// by revoking the user's least recently used other grants.
+pub(crate) async fn store_new_grant(inner: &Inner, grant: &Grant, ttl: Duration) -> Result<(), StoreError> {
+    put_grant_for(inner, grant, ttl).await?;
+    let Some(subject) = &grant.subject else {
+        return Ok(());
+    };
+    let held = inner
+        .store
+        .index_members(Index::GrantsBySubject, &subject_key(subject))
+        .await?;
+    let excess = held.len().saturating_sub(inner.limits.max_grants_per_user);
+    // Soonest expiry first: the grant used longest ago (each use pushes its expiry out).
+    for old in held.iter().filter(|e| e.member != grant.id).take(excess) {
+        tracing::info!(
+            client_id = %grant.client_id,
+            "a user holds more grants than allowed; revoking their least recently used one"
+        );
+        revoke_grant(inner, &old.member).await;
+    }
+    Ok(())
+}
+
+/// After `grant`'s entry was deleted: its index entries go, and its client is kept only as long
+/// as its other grants (plus the grace). Failures are logged: the entries expire anyway.
+async fn grant_deleted(inner: &Inner, grant: &Grant) {
+    let store = &inner.store;
+    let unindexed = async {
+        store
+            .index_remove(Index::GrantsByClient, &grant.client_id, &grant.id)
+            .await?;
+        if let Some(subject) = &grant.subject {
+            store
+                .index_remove(Index::GrantsBySubject, &subject_key(subject), &grant.id)
+                .await?;
+        }
+        client_lifetime::settle(inner, &grant.client_id).await
+    };
+    if let Err(e) = unindexed.await {
+        tracing::warn!(error = %e, "updating the indexes of a deleted grant failed; they expire by themselves");
+    }
+}
+
+/// Deletes a grant whose lock the caller holds.
+async fn delete_grant(inner: &Inner, grant: &Grant) {
+    let _ = inner.store.delete(Namespace::Grant, &grant.id).await;
+    grant_deleted(inner, grant).await;
 }
 
 /// Why a grant's A3 tokens could not be made fresh.
@@ -201,21 +294,14 @@ pub(crate) async fn fresh_upstream_locked(
                         client_id = %grant.client_id,
                         "A3 refreshed to a token this resource does not accept, or for another user; ending the grant"
                     );
-                    let _ = inner.store.delete(Namespace::Grant, &grant.id).await;
+                    delete_grant(inner, &grant).await;
                     let upstream = inner.upstream.clone();
                     tokio::spawn(async move { upstream.revoke(&fresh).await });
                     return Err(FreshError::Gone);
                 }
             }
             grant.seal(&inner.keys, &fresh);
-            inner
-                .store
-                .put_json(
-                    Namespace::Grant,
-                    &grant.id,
-                    &grant,
-                    Some(inner.limits.refresh_token_ttl),
-                )
+            put_grant_for(inner, &grant, inner.limits.refresh_token_ttl)
                 .await
                 .map_err(|_| FreshError::Unavailable)?;
             tracing::debug!(client_id = %grant.client_id, "refreshed A3 tokens");
@@ -223,7 +309,7 @@ pub(crate) async fn fresh_upstream_locked(
         }
         Err(UpstreamError::Rejected(why)) => {
             tracing::info!(%why, client_id = %grant.client_id, "A3 refused to refresh; ending the grant");
-            let _ = inner.store.delete(Namespace::Grant, &grant.id).await;
+            delete_grant(inner, &grant).await;
             Err(FreshError::Gone)
         }
         Err(UpstreamError::Unavailable(why)) => {
@@ -252,6 +338,7 @@ pub(crate) async fn revoke_grant_locked(inner: &Inner, grant_id: &str) {
                 let upstream = inner.upstream.clone();
                 tokio::spawn(async move { upstream.revoke(&tokens).await });
             }
+            grant_deleted(inner, &grant).await;
         }
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "revoking a grant failed"),

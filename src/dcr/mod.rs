@@ -54,6 +54,7 @@
 mod authorize;
 mod builder;
 mod callback;
+mod client_lifetime;
 mod cookies;
 mod crypto;
 mod errors;
@@ -164,9 +165,11 @@ pub(crate) struct Limits {
     pub code_ttl: Duration,
     pub transaction_ttl: Duration,
     pub consent_ttl: Duration,
-    pub client_ttl: Option<Duration>,
-    pub unused_client_ttl: Duration,
+    /// `None`: the consent page's lifetime plus the transaction's.
+    pub unused_client_ttl: Option<Duration>,
+    pub client_grace: Duration,
     pub max_clients: u64,
+    pub max_grants_per_user: usize,
     pub register_burst: u32,
     pub register_refill: Duration,
 }
@@ -180,12 +183,22 @@ impl Default for Limits {
             code_ttl: Duration::from_secs(60),
             transaction_ttl: Duration::from_secs(600),
             consent_ttl: Duration::from_secs(600),
-            client_ttl: Some(Duration::from_secs(180 * 24 * 3600)),
-            unused_client_ttl: Duration::from_secs(24 * 3600),
+            unused_client_ttl: None,
+            client_grace: Duration::from_secs(3600),
             max_clients: 10_000,
+            max_grants_per_user: 32,
             register_burst: 10,
             register_refill: Duration::from_secs(60),
         }
+    }
+}
+
+impl Limits {
+    /// How long a registration is kept before its first grant: by default long enough for the
+    /// slowest legitimate first sign-in (the consent page, then the upstream transaction).
+    pub fn unused_client_ttl(&self) -> Duration {
+        self.unused_client_ttl
+            .unwrap_or(self.consent_ttl + self.transaction_ttl)
     }
 }
 
@@ -203,9 +216,9 @@ pub(crate) struct Inner {
     pub limits: Limits,
     pub cookies: Cookies,
     pub register_limiter: RateLimiter,
-    /// One mutex per grant, so concurrent requests refresh A3's tokens once (see
-    /// [`grant::lock_grant`]).
-    pub grant_locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+    /// One mutex per grant (so concurrent requests refresh A3's tokens once) and per client
+    /// (its lifetime), by lock name (see [`grant::lock`]).
+    pub locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
     /// Hashes of consent tokens already approved: each approval (which writes a transaction)
     /// is single use, within this process.
     pub used_consents: moka::sync::Cache<String, ()>,

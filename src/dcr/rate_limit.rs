@@ -1,61 +1,110 @@
-//! The per-address rate limit of `POST /register`: registrations are unauthenticated, so one
-//! caller must not be able to fill the registration cap for everyone.
+//! The rate limit of `POST /register`: registrations are unauthenticated, so one caller must not
+//! be able to fill the registration cap for everyone, and one web page must not be able to use up
+//! the registrations of the other applications on its machine.
+//!
+//! Buckets are per client address (an IPv4 address or an IPv6 /64), and within an address per
+//! browser origin: a request without `Origin` (VS Code, CLI hosts: not a browser) draws from the
+//! address's own bucket; a browser request draws from its origin's bucket and from one bucket
+//! shared by every origin of that address, ten times larger. A hostile page then burns its own
+//! origin's bucket (or at most, with many origins, the browsers' shared one), never the bucket of
+//! the non-browser hosts on the same machine, and the browsers of one address cannot fill the
+//! registration cap.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The rate-limited unit of a client address: an IPv4 address, or an IPv6 /64 (one host or
-/// network usually holds a whole /64, so single IPv6 addresses would be free to vary).
-fn rate_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
-    }
+use crate::serve::network;
+
+/// What one registration draws from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Bucket {
+    /// Requests without `Origin` from one address.
+    Address(IpAddr),
+    /// Browser requests of one origin (its SHA-256) from one address.
+    Origin(IpAddr, String),
+    /// Browser requests of every origin from one address.
+    Browsers(IpAddr),
 }
 
-/// A token bucket per client address (per IPv6 /64).
+/// How many more buckets the browsers of one address share than one origin has.
+const BROWSERS_FACTOR: u32 = 10;
+
+/// Token buckets for registrations.
 pub(crate) struct RateLimiter {
-    buckets: moka::sync::Cache<IpAddr, Arc<Mutex<(f64, Instant)>>>,
+    buckets: moka::sync::Cache<Bucket, Arc<Mutex<(f64, Instant)>>>,
     burst: f64,
     refill: Duration,
 }
 
 impl RateLimiter {
     pub(crate) fn new(burst: u32, refill: Duration) -> Self {
+        let burst = burst.max(1);
         RateLimiter {
             buckets: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_idle(refill.saturating_mul(burst.max(1)).max(Duration::from_secs(1)))
+                .time_to_idle(refill.saturating_mul(burst).max(Duration::from_secs(1)))
                 .build(),
-            burst: burst.max(1) as f64,
+            burst: burst as f64,
             refill,
         }
     }
 
-    /// Whether a request from `ip` may proceed now; takes one token from its bucket if so.
-    pub(crate) fn allow(&self, ip: IpAddr) -> bool {
-        let bucket = self.buckets.get_with(rate_key(ip), || {
-            Arc::new(Mutex::new((self.burst, Instant::now())))
-        });
-        let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let earned = if self.refill.is_zero() {
-            self.burst
-        } else {
-            now.duration_since(b.1).as_secs_f64() / self.refill.as_secs_f64()
-        };
-        b.0 = (b.0 + earned).min(self.burst);
-        b.1 = now;
-        if b.0 >= 1.0 {
-            b.0 -= 1.0;
-            true
-        } else {
-            false
+    /// The buckets a registration from `ip` with `origin` (the `Origin` header, if any) draws from.
+    fn buckets(ip: IpAddr, origin: Option<&str>) -> Vec<Bucket> {
+        let net = network(ip.to_canonical());
+        match origin {
+            None => vec![Bucket::Address(net)],
+            Some(origin) => vec![
+                Bucket::Origin(net, crate::oauth::sha256_b64url(origin)),
+                Bucket::Browsers(net),
+            ],
         }
+    }
+
+    /// Whether a registration from `ip`/`origin` may proceed now (takes nothing).
+    pub(crate) fn allows(&self, ip: IpAddr, origin: Option<&str>) -> bool {
+        Self::buckets(ip, origin)
+            .iter()
+            .all(|b| self.with_bucket(b, |tokens| tokens >= 1.0, |_| {}))
+    }
+
+    /// Takes one registration from `ip`/`origin`'s buckets; `false` (taking nothing) if one is
+    /// empty.
+    pub(crate) fn take(&self, ip: IpAddr, origin: Option<&str>) -> bool {
+        let buckets = Self::buckets(ip, origin);
+        if !self.allows(ip, origin) {
+            return false;
+        }
+        for b in &buckets {
+            self.with_bucket(b, |_| true, |tokens| *tokens = (*tokens - 1.0).max(0.0));
+        }
+        true
+    }
+
+    /// Refills `bucket`, then runs `check` on its tokens and, if it passes, `then`.
+    fn with_bucket(&self, bucket: &Bucket, check: impl Fn(f64) -> bool, then: impl Fn(&mut f64)) -> bool {
+        let (burst, refill) = match bucket {
+            Bucket::Browsers(_) => (self.burst * BROWSERS_FACTOR as f64, self.refill / BROWSERS_FACTOR),
+            _ => (self.burst, self.refill),
+        };
+        let state = self
+            .buckets
+            .get_with(bucket.clone(), || Arc::new(Mutex::new((burst, Instant::now()))));
+        let mut b = state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let earned = if refill.is_zero() {
+            burst
+        } else {
+            now.duration_since(b.1).as_secs_f64() / refill.as_secs_f64()
+        };
+        b.0 = (b.0 + earned).min(burst);
+        b.1 = now;
+        let ok = check(b.0);
+        if ok {
+            then(&mut b.0);
+        }
+        ok
     }
 }
 
@@ -63,29 +112,64 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
     #[test]
-    fn token_bucket() {
-        let l = RateLimiter::new(2, Duration::from_secs(3600));
+    fn token_bucket_per_address() {
+        let l = RateLimiter::new(2, HOUR);
         let a = IpAddr::from([10, 0, 0, 1]);
-        assert!(l.allow(a) && l.allow(a));
-        assert!(!l.allow(a));
-        assert!(l.allow(IpAddr::from([10, 0, 0, 2])), "buckets are per address");
+        assert!(l.allows(a, None) && l.allows(a, None), "looking takes nothing");
+        assert!(l.take(a, None) && l.take(a, None));
+        assert!(!l.allows(a, None) && !l.take(a, None));
+        assert!(
+            l.take(IpAddr::from([10, 0, 0, 2]), None),
+            "buckets are per address"
+        );
     }
 
     #[test]
     fn ipv6_addresses_share_their_64_bucket() {
-        let l = RateLimiter::new(2, Duration::from_secs(3600));
+        let l = RateLimiter::new(2, HOUR);
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff:1234:5678:9abc".parse().unwrap();
-        assert!(l.allow(rate_key(a)) && l.allow(rate_key(b)));
-        assert!(!l.allow(rate_key(a)), "one bucket per /64");
+        assert!(l.take(a, None) && l.take(b, None));
+        assert!(!l.take(a, None), "one bucket per /64");
+        assert!(l.take("2001:db8:1:3::1".parse().unwrap(), None), "another /64");
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert!(l.take(mapped, None) && l.take(IpAddr::from([10, 0, 0, 1]), None));
         assert!(
-            l.allow(rate_key("2001:db8:1:3::1".parse().unwrap())),
-            "another /64"
+            !l.take(mapped, None),
+            "an IPv4-mapped address is its IPv4 address"
         );
-        assert_eq!(
-            rate_key("::ffff:10.0.0.1".parse().unwrap()),
-            IpAddr::from([10, 0, 0, 1])
+    }
+
+    #[test]
+    fn a_page_burns_its_own_origin_not_the_non_browser_hosts() {
+        let l = RateLimiter::new(2, HOUR);
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let hostile = Some("http://127.0.0.1:9999");
+        assert!(l.take(lo, hostile) && l.take(lo, hostile));
+        assert!(!l.take(lo, hostile));
+        assert!(l.take(lo, Some("http://localhost:6274")), "another origin");
+        assert!(l.take(lo, None) && l.take(lo, None), "the host without Origin");
+    }
+
+    #[test]
+    fn the_browsers_of_one_address_share_a_larger_bucket() {
+        let l = RateLimiter::new(2, HOUR);
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let mut taken = 0;
+        for port in 0..100 {
+            let origin = format!("http://a{port}.example");
+            while l.take(lo, Some(&origin)) {
+                taken += 1;
+            }
+        }
+        assert_eq!(taken, 2 * BROWSERS_FACTOR as usize);
+        assert!(l.take(lo, None), "non-browser hosts keep theirs");
+        assert!(
+            !l.take(lo, Some("http://fresh.example")),
+            "the browsers' share is used up"
         );
     }
 }

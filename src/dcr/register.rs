@@ -1,4 +1,10 @@
 //! `POST /register`: RFC 7591 dynamic client registration of public clients.
+//!
+//! The body must be JSON (`Content-Type: application/json`, [RFC 7591
+//! §3.1](https://www.rfc-editor.org/rfc/rfc7591#section-3.1)): a web page cannot send that
+//! cross-site without a CORS preflight, so a form or `text/plain` post is refused with 415.
+//! Only registrations that succeed are counted against the rate limit (see `rate_limit`); an
+//! invalid body costs a parse and nothing else.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -6,13 +12,13 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{Extensions, HeaderValue, StatusCode, header};
+use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use url::{Host, Url};
 
-use super::Inner;
 use super::errors::store_failure;
 use super::store::Namespace;
+use super::{Inner, client_lifetime};
 use crate::fetch::is_loopback_host;
 use crate::oauth::response::oauth_error;
 use crate::oauth::unix_now;
@@ -145,26 +151,43 @@ fn invalid_metadata(description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", description)
 }
 
+fn too_many_registrations(inner: &Inner) -> Response {
+    let mut r = oauth_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        "too many registrations, retry later",
+    );
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(inner.limits.register_refill.as_secs().max(1)),
+    );
+    r
+}
+
 pub(crate) async fn register(
     State(inner): State<Arc<Inner>>,
     extensions: Extensions,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !crate::oauth::content_type_is(&headers, "application/json") {
+        return oauth_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_client_metadata",
+            "the body must be JSON client metadata sent as Content-Type: application/json",
+        );
+    }
     let ip = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    if !inner.register_limiter.allow(ip) {
-        let mut r = oauth_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
-            "too many registrations, retry later",
-        );
-        r.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(inner.limits.register_refill.as_secs().max(1)),
-        );
-        return r;
+    // Browsers always send Origin with a cross-origin (CORS) request; other hosts send none.
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| String::from_utf8_lossy(o.as_bytes()));
+    let origin = origin.as_deref();
+    if !inner.register_limiter.allows(ip, origin) {
+        return too_many_registrations(&inner);
     }
     let request: RegistrationRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -254,6 +277,10 @@ pub(crate) async fn register(
         Ok(_) => {}
         Err(e) => return store_failure(e),
     }
+    // Counted only now that the registration is valid and fits.
+    if !inner.register_limiter.take(ip, origin) {
+        return too_many_registrations(&inner);
+    }
     let client = RegisteredClient {
         client_id: crate::oauth::random_token(),
         client_id_issued_at: unix_now(),
@@ -266,20 +293,8 @@ pub(crate) async fn register(
         application_type,
         scope: request.scope,
     };
-    if let Err(e) = inner
-        .store
-        .put_json(
-            Namespace::Client,
-            &client.client_id,
-            &client,
-            // Until a user approves it (`POST /authorize` extends this to `client_ttl`).
-            Some(match inner.limits.client_ttl {
-                Some(ttl) => ttl.min(inner.limits.unused_client_ttl),
-                None => inner.limits.unused_client_ttl,
-            }),
-        )
-        .await
-    {
+    // Until a sign-in completes for it: only a grant extends a client's life.
+    if let Err(e) = client_lifetime::store_new(&inner, &client.client_id, &client).await {
         return store_failure(e);
     }
     tracing::info!(client_id = %client.client_id, name = ?client.client_name, "registered a client");

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::authorize::same_resource;
 use super::errors::{parse_form, store_failure};
 use super::grant::{
-    FreshError, Grant, TokenEntry, fresh_upstream_locked, lock_grant, revoke_grant, revoke_grant_locked,
+    FreshError, Grant, TokenEntry, fresh_upstream_locked, lock_grant, put_grant, revoke_grant,
+    revoke_grant_locked,
 };
 use super::store::{Namespace, StoreError};
 use super::{Inner, RegisteredClient, crypto};
@@ -360,13 +361,9 @@ async fn issue(
     let Ok(grant) = serde_json::from_slice::<Grant>(&raw) else {
         return Err(invalid_grant("the authorization was revoked"));
     };
-    // The grant lives as long as its newest refresh token.
+    // The grant lives as long as its newest refresh token (and keeps its client as long).
     let expires_at = unix_now().saturating_add(limits.refresh_token_ttl.as_secs());
-    if let Err(e) = inner
-        .store
-        .put(Namespace::Grant, grant_id, raw, Some(expires_at))
-        .await
-    {
+    if let Err(e) = put_grant(inner, &grant, raw, expires_at).await {
         return Err(store_failure(e));
     }
     let access_token = crypto::new_token(crypto::ACCESS_TOKEN_PREFIX);

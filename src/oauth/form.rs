@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use http::{HeaderMap, header};
+use http::HeaderMap;
 
 /// Request parameters. A parameter sent twice makes the request invalid, even if one of the
 /// values is empty (RFC 6749 §3.2: "Request and response parameters MUST NOT be included more
@@ -27,12 +27,7 @@ impl Params {
     /// Parses a request body whose `Content-Type` is the form type. An empty body without a
     /// content type is an empty form.
     pub(crate) fn from_request(headers: &HeaderMap, body: &[u8]) -> Result<Params, FormError> {
-        let is_form = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-        if !is_form && !body.is_empty() {
+        if !super::content_type_is(headers, "application/x-www-form-urlencoded") && !body.is_empty() {
             return Err(FormError::NotAForm);
         }
         Self::parse(body)
@@ -63,7 +58,7 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderValue, header};
 
     fn form() -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -6,7 +6,7 @@
 //! - [`response`]: RFC 6749 §5.2 JSON errors, `no-store`, redirects;
 //! - [`html`]: the HTML page shell (CSP, no framing) and escaping;
 //! - [`pkce`]: RFC 7636 syntax and the S256 transform;
-//! - here: random values, hashes, constant-time comparison and Unix time.
+//! - here: random values, hashes, constant-time comparison, Unix time and media types.
 
 pub(crate) mod form;
 pub(crate) mod html;
@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::{constant_time, digest, rand};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{HeaderMap, header};
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {
@@ -59,6 +60,15 @@ pub(crate) fn ct_eq(a: &str, b: &str) -> bool {
     constant_time::verify_slices_are_equal(digest(a).as_ref(), digest(b).as_ref()).is_ok()
 }
 
+/// Whether the request's `Content-Type` is `media_type`, whatever its parameters (`charset`).
+pub(crate) fn content_type_is(headers: &HeaderMap, media_type: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(media_type))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +90,26 @@ mod tests {
         assert!(!ct_eq("secret", "secreT"));
         assert!(!ct_eq("secret", "secret-and-more"));
         assert!(!ct_eq("", "x"));
+    }
+
+    #[test]
+    fn media_types_ignore_parameters_and_case() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static(v));
+            h
+        };
+        assert!(content_type_is(&with("application/json"), "application/json"));
+        assert!(content_type_is(
+            &with("Application/JSON; charset=utf-8"),
+            "application/json"
+        ));
+        assert!(!content_type_is(
+            &with("text/plain;charset=UTF-8"),
+            "application/json"
+        ));
+        assert!(!content_type_is(&with("application/jsonx"), "application/json"));
+        assert!(!content_type_is(&HeaderMap::new(), "application/json"));
     }
 
     #[test]

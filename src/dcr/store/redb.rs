@@ -184,11 +184,18 @@ impl Store for RedbStore {
         Box::pin(async move { fut.await.map(|_| ()) })
     }
     fn count(&self, ns: Namespace) -> BoxFuture<'_, Result<u64, StoreError>> {
+        // Live entries only, so that the registration cap frees up as soon as clients expire,
+        // not at the next purge. A scan of one table: it serves only the (rate-limited) cap.
         self.blocking(move |db| {
-            use redb::{ReadableDatabase, ReadableTableMetadata};
+            use redb::{ReadableDatabase, ReadableTable};
             let tx = db.begin_read().map_err(err)?;
             let t = tx.open_table(table(ns)).map_err(err)?;
-            t.len().map_err(err)
+            let mut n = 0;
+            for row in t.iter().map_err(err)? {
+                let (_, raw) = row.map_err(err)?;
+                n += matches!(decode(raw.value()), Some((exp, _)) if live(exp)) as u64;
+            }
+            Ok(n)
         })
     }
     fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>> {

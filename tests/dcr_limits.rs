@@ -1,0 +1,297 @@
+//! End to end: what one caller can consume at the DCR bridge. Registrations cannot be kept
+//! alive without a sign-in, registered clients go when their grants go, one web page cannot use
+//! up the registrations of the other applications on its machine. Real listeners on loopback;
+//! junk comes from several loopback addresses (127.0.0.x) as it would from several machines.
+
+mod support;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use a3_mcp_auth::dcr::store::{MemoryStore, Namespace, RedbStore, Store};
+use serde_json::{Value, json};
+use support::*;
+
+/// A page served by an attacker on another loopback port, as the browser labels its requests.
+const HOSTILE_ORIGIN: &str = "http://127.0.0.1:45678";
+
+fn body() -> Value {
+    json!({"client_name": "junk", "redirect_uris": ["http://127.0.0.1/cb"]})
+}
+
+/// POST /register from `local` (a loopback address), with `origin` and `content_type`.
+async fn register_from(
+    server: &str,
+    local: Option<IpAddr>,
+    origin: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> reqwest::Response {
+    let http = reqwest::Client::builder().local_address(local).build().unwrap();
+    let mut req = http
+        .post(format!("{server}/register"))
+        .header("content-type", content_type)
+        .body(body.to_owned());
+    if let Some(origin) = origin {
+        // What a browser adds to a page's fetch to another port of 127.0.0.1.
+        req = req
+            .header("origin", origin)
+            .header("sec-fetch-site", "same-site")
+            .header("sec-fetch-mode", "cors");
+    }
+    req.send().await.unwrap()
+}
+
+async fn register_json(server: &str, local: Option<IpAddr>, origin: Option<&str>) -> reqwest::Response {
+    register_from(server, local, origin, "application/json", &body().to_string()).await
+}
+
+/// Waits (up to `within`) until the store holds `n` registered clients; the count it saw last.
+async fn clients_become(store: &dyn Store, n: u64, within: Duration) -> u64 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let count = store.count(Namespace::Client).await.unwrap();
+        if count == n || tokio::time::Instant::now() > deadline {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn revoke(server: &Server, token: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/revoke", server.url))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// The issue's attack: junk registrations from many addresses, each with its consent form
+/// posted (no sign-in needed), kept the registration cap full for 180 days.
+#[tokio::test]
+async fn junk_registrations_cannot_keep_the_cap_full_beyond_the_unused_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open(dir.path().join("store.redb")).unwrap());
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, store.clone(), |b| {
+        b.max_clients(12).unused_client_ttl(Duration::from_secs(3))
+    })
+    .await;
+    let mut junk = Vec::new();
+    for i in 0..3u8 {
+        for _ in 0..4 {
+            let r = register_json(&server.url, Some(IpAddr::from([127, 0, 0, 10 + i])), None).await;
+            assert_eq!(r.status(), 201);
+            junk.push(
+                r.json::<Value>().await.unwrap()["client_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    // Approving each junk client's consent page needs no sign-in: it must not extend anything.
+    for id in &junk {
+        let b = browser();
+        let (url, _, _) = host_request(&server.url, id, "http://127.0.0.1:5/cb", &[]);
+        let fields = open_consent(&b, &url).await;
+        assert_eq!(decide(&b, &server.url, &fields, "approve").await.status(), 303);
+    }
+    let r = register_json(&server.url, Some(IpAddr::from([127, 0, 0, 20])), None).await;
+    assert_eq!(r.status(), 429, "the cap is full");
+    assert!(r.text().await.unwrap().contains("capacity"));
+
+    assert_eq!(clients_become(&*store, 0, Duration::from_secs(20)).await, 0);
+    // A legitimate host registers and signs in.
+    let (_, tokens) = login_tokens(&server).await;
+    assert_eq!(
+        mcp_status(&server, tokens["access_token"].as_str().unwrap()).await,
+        200
+    );
+}
+
+/// Hosts that register on every connection: once their grants end, their clients go.
+#[tokio::test]
+async fn a_host_that_registers_on_every_connection_leaves_no_clients_behind() {
+    let upstream = Upstream::start().await;
+
+    // Revoking its tokens at the end of each connection: each client goes after the grace.
+    let store = Arc::new(MemoryStore::new());
+    let server = start_server(&upstream, store.clone(), |b| {
+        b.client_grace(Duration::from_secs(1))
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (id, tokens) = login_tokens(&server).await;
+        let access = tokens["access_token"].as_str().unwrap();
+        assert_eq!(mcp_status(&server, access).await, 200);
+        revoke(&server, tokens["refresh_token"].as_str().unwrap()).await;
+        ids.push(id);
+    }
+    // Within the grace the host may still sign in again with the client id it cached.
+    let (url, _, _) = host_request(&server.url, &ids[2], VSCODE_REDIRECT, &[]);
+    open_consent(&browser(), &url).await;
+    assert_eq!(clients_become(&*store, 0, Duration::from_secs(15)).await, 0);
+    let r = browser().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("not registered"));
+
+    // Never revoking: each client goes when its grant expires (here after 2 s unused).
+    let store = Arc::new(MemoryStore::new());
+    let server = start_server(&upstream, store.clone(), |b| {
+        b.client_grace(Duration::from_secs(1))
+            .refresh_token_ttl(Duration::from_secs(2))
+    })
+    .await;
+    for _ in 0..3 {
+        let (_, tokens) = login_tokens(&server).await;
+        assert_eq!(
+            mcp_status(&server, tokens["access_token"].as_str().unwrap()).await,
+            200
+        );
+    }
+    assert_eq!(store.count(Namespace::Client).await.unwrap(), 3);
+    assert_eq!(clients_become(&*store, 0, Duration::from_secs(20)).await, 0);
+}
+
+/// One user's grants are bounded: a host signing in on every connection without ever revoking
+/// keeps at most `max_grants_per_user` grants, and so clients, alive; the one used longest ago
+/// goes first. (Expiries are in whole seconds, hence the pauses.)
+#[tokio::test]
+async fn one_users_grants_and_their_clients_are_bounded() {
+    let upstream = Upstream::start().await;
+    let store = Arc::new(MemoryStore::new());
+    let server = start_server(&upstream, store.clone(), |b| {
+        b.max_grants_per_user(2).client_grace(Duration::from_secs(1))
+    })
+    .await;
+    let pause = || tokio::time::sleep(Duration::from_millis(1100));
+    let (a_id, a) = login_tokens(&server).await;
+    pause().await;
+    let (_, b) = login_tokens(&server).await;
+    pause().await;
+    // A is used again (a refresh): B is now the least recently used.
+    let r = reqwest::Client::new()
+        .post(format!("{}/token", server.url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", a_id.as_str()),
+            ("refresh_token", a["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let a: Value = r.json().await.unwrap();
+    pause().await;
+    let (_, c) = login_tokens(&server).await;
+    let access = |t: &Value| t["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(mcp_status(&server, &access(&b)).await, 401, "B was revoked");
+    assert_eq!(mcp_status(&server, &access(&a)).await, 200);
+    assert_eq!(mcp_status(&server, &access(&c)).await, 200);
+    assert_eq!(clients_become(&*store, 2, Duration::from_secs(15)).await, 2);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        store.count(Namespace::Client).await.unwrap(),
+        2,
+        "live grants keep theirs"
+    );
+}
+
+/// The issue's attack: a cross-site `text/plain` POST registered a client (201, readable thanks
+/// to `Access-Control-Allow-Origin: *`), and ten invalid bodies locked registration for the
+/// whole address, i.e. for every application on the machine.
+#[tokio::test]
+async fn one_page_cannot_use_up_registration_for_the_other_applications() {
+    let upstream = Upstream::start().await;
+    let store = Arc::new(MemoryStore::new());
+    let server = start_server(&upstream, store.clone(), |b| b).await;
+
+    // A simple (no preflight) cross-site request: refused before anything is stored.
+    for content_type in ["text/plain;charset=UTF-8", "application/x-www-form-urlencoded"] {
+        let r = register_from(
+            &server.url,
+            None,
+            Some(HOSTILE_ORIGIN),
+            content_type,
+            &body().to_string(),
+        )
+        .await;
+        assert_eq!(r.status(), 415, "{content_type}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"],
+            "invalid_client_metadata"
+        );
+    }
+    assert_eq!(store.count(Namespace::Client).await.unwrap(), 0);
+
+    // Invalid bodies are not counted, from a page or not.
+    for origin in [Some(HOSTILE_ORIGIN), None] {
+        for _ in 0..25 {
+            let r = register_from(
+                &server.url,
+                None,
+                origin,
+                "application/json",
+                r#"{"redirect_uris": ["http://evil.example/"]}"#,
+            )
+            .await;
+            assert_eq!(r.status(), 400);
+        }
+    }
+
+    // A page that registers (after a CORS preflight) burns its own origin's bucket only.
+    let mut created = 0;
+    let refused = loop {
+        let r = register_json(&server.url, None, Some(HOSTILE_ORIGIN)).await;
+        if r.status() != 201 || created == 100 {
+            break r;
+        }
+        created += 1;
+    };
+    assert!((1..100).contains(&created), "the page is limited ({created})");
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    // Another page (MCP Inspector's origin) and the applications that send no Origin (VS Code)
+    // on the same address still register.
+    assert_eq!(
+        register_json(&server.url, None, Some("http://localhost:6274"))
+            .await
+            .status(),
+        201
+    );
+    for _ in 0..created {
+        assert_eq!(register_json(&server.url, None, None).await.status(), 201);
+    }
+
+    // A page with many origins (iframes of many subdomains) uses up at most the share of the
+    // browsers on this address; the non-browser hosts keep theirs.
+    let mut browser_total = 0;
+    for i in 0..200 {
+        let origin = format!("https://s{i}.attacker.example");
+        while register_json(&server.url, Some(IpAddr::from([127, 0, 0, 30])), Some(&origin))
+            .await
+            .status()
+            == 201
+        {
+            browser_total += 1;
+        }
+        if browser_total > 1000 {
+            break;
+        }
+    }
+    assert!(
+        (1..=1000).contains(&browser_total),
+        "the browsers of one address are bounded together ({browser_total})"
+    );
+    assert_eq!(
+        register_json(&server.url, Some(IpAddr::from([127, 0, 0, 30])), None)
+            .await
+            .status(),
+        201
+    );
+}
