@@ -137,17 +137,20 @@ impl Keys {
             reason,
         };
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::from_base64(&text).map_err(|e| err(e.to_string())),
+            Ok(text) => {
+                super::files::warn_if_shared(path);
+                Self::from_base64(&text).map_err(|e| err(e.to_string()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let master = crate::oauth::random_bytes::<KEY_LEN>();
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+                    super::files::create_private_dir_all(dir).map_err(|e| err(e.to_string()))?;
                 }
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
+                let mut file = super::files::private_file()
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                    .map_err(|e| err(e.to_string()))?;
                 std::io::Write::write_all(&mut file, STANDARD.encode(master).as_bytes())
                     .and_then(|_| file.sync_all())
                     .map_err(|e| err(e.to_string()))?;
@@ -244,10 +247,9 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), 0o600);
+            assert_eq!(mode(&dir.path().join("sub")), 0o700, "the directory it created");
         }
         assert!(Keys::from_base64("c2hvcnQ=").is_err());
     }

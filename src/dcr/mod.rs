@@ -58,6 +58,7 @@ mod client_lifetime;
 mod cookies;
 mod crypto;
 mod errors;
+mod files;
 mod grant;
 mod metadata;
 mod rate_limit;

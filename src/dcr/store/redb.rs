@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{BoxFuture, Index, IndexEntry, Namespace, Store, StoreError, live};
+use crate::dcr::files;
 use crate::oauth::unix_now;
 
 type Table = redb::TableDefinition<'static, &'static str, &'static [u8]>;
@@ -82,11 +83,18 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedbStore {
-    /// Opens (or creates, with its parent directory) the database at `path`.
+    /// Opens (or creates, with its parent directory) the database at `path`. What it creates
+    /// is private to the server's user: the file mode 0600, directories 0700. An existing file
+    /// keeps its mode; one open to other users is reported with a warning.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(err)?;
+            files::create_private_dir_all(dir).map_err(err)?;
+        }
+        match files::private_file().write(true).create_new(true).open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => files::warn_if_shared(path),
+            Err(e) => return Err(err(e)),
         }
         let db = redb::Database::create(path).map_err(err)?;
         let tx = db.begin_write().map_err(err)?;
@@ -304,6 +312,29 @@ mod tests {
         assert_eq!(
             store.get(Namespace::Grant, "g").await.unwrap(),
             Some(b"kept".to_vec())
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn what_open_creates_is_private_and_an_existing_file_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/a3/store.redb");
+        drop(RedbStore::open(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("data/a3")), 0o700);
+        assert_eq!(mode(&dir.path().join("data")), 0o700);
+
+        let shared = dir.path().join("shared.redb");
+        drop(RedbStore::open(&shared).unwrap());
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(RedbStore::open(&shared).unwrap());
+        assert_eq!(
+            mode(&shared),
+            0o644,
+            "an existing file is left as it is (and warned about)"
         );
     }
 
