@@ -578,34 +578,6 @@ async fn store_url_needs_the_shared_key() {
     assert!(err.to_string().contains("TOKEN_ENCRYPTION_KEY"), "{err}");
 }
 
-/// The compiled example server (`cargo test` builds it beside the test binaries).
-fn example_server() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("examples").join("server");
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the example server is not built: {}",
-        path.display()
-    );
-    eprintln!(
-        "\n!!! SKIPPED: build the example first (`cargo test` does, `cargo test --test replicas` does not)\n"
-    );
-    None
-}
-
-/// A process of `cargo run --example server`, killed (SIGKILL) on drop.
-struct Process(std::process::Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_server_processes_configured_by_environment() {
     let Some(mut redis) = Redis::start() else { return };

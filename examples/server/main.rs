@@ -46,6 +46,12 @@ fn settings_from_env(config: &A3Config) -> Result<McpSettings, Box<dyn std::erro
     Ok(settings)
 }
 
+/// The log filter unless `RUST_LOG` is set. rmcp logs every new MCP session id at INFO (and
+/// names it in its session span); a session id is a credential for its owner's session, so that
+/// module logs only warnings and errors.
+const DEFAULT_LOG_FILTER: &str =
+    "info,a3_mcp_auth=debug,tower_http=info,rmcp::transport::streamable_http_server::session=warn";
+
 /// The second quickstart user of the development issuer: holds both contexts, so `multiply`
 /// appears for them (the quickstart's "Next Explorations").
 const SECOND_USER: &str = "janedoe@test.com";
@@ -55,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,a3_mcp_auth=debug,tower_http=info".into()),
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .init();
     let mut builder = match A3ConfigBuilder::from_env() {
