@@ -58,6 +58,8 @@
 //! | [`metadata`] | [`ProtectedResourceMetadata`] (RFC 9728) and its routes |
 //! | [`context`] | A3 Contexts in a token; [`context::policy`]: [`ToolPolicy`] and [`ToolRule`] |
 //!
+//! Serving them: [`serve`](mod@serve), `axum::serve` with a header-read timeout and a connection cap.
+//!
 //! Above them: [`dcr`], the DCR bridge (an OAuth authorization server towards MCP hosts, one
 //! confidential client towards A3); `dev_issuer`, a development stand-in for A3; `testing`, a
 //! loopback issuer for tests.

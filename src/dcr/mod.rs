@@ -20,7 +20,7 @@
 //! | route | module | what it does |
 //! |---|---|---|
 //! | `GET /.well-known/oauth-authorization-server` | `metadata` | [RFC 8414 §2](https://www.rfc-editor.org/rfc/rfc8414#section-2) metadata; `issuer` = the public URL |
-//! | `POST /register` | `register` | [RFC 7591 §3](https://www.rfc-editor.org/rfc/rfc7591#section-3) registration of public clients (rate-limited per address, capped) |
+//! | `POST /register` | `register` | [RFC 7591 §3](https://www.rfc-editor.org/rfc/rfc7591#section-3) registration of public clients (JSON only; rate-limited per address and browser origin, capped) |
 //! | `GET /authorize` | `authorize` | validates the request ([RFC 6749 §4.1.1](https://www.rfc-editor.org/rfc/rfc6749#section-4.1.1), PKCE S256 required), shows the consent page |
 //! | `POST /authorize` | `authorize` | the consent decision (CSRF-checked); on approval redirects to A3 |
 //! | `GET /auth/callback` | `callback` | A3 returns here; exchanges A3's code and redirects to the host with ours ([RFC 9207](https://www.rfc-editor.org/rfc/rfc9207) `iss` both ways) |
@@ -277,9 +277,9 @@ impl DcrBridge {
         &self.inner.issuer
     }
 
-    /// The axum router with every bridge route. Serve it with
-    /// `into_make_service_with_connect_info::<SocketAddr>()` so /register can rate-limit per
-    /// client address (without it, all callers share one bucket).
+    /// The axum router with every bridge route. Serve it with [`crate::serve()`] (or with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`), so /register can rate-limit per
+    /// client address: without the peer's `ConnectInfo`, all callers share one bucket.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         use tower_http::cors::{Any, CorsLayer};
         let cors = CorsLayer::new()
