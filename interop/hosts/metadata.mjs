@@ -129,5 +129,9 @@ await runChecks('metadata', [
     await assertRfc7591Error(await register({ ...validClient('http://127.0.0.1/cb'), token_endpoint_auth_method: 'private_key_jwt' }), 'invalid_client_metadata', 'unsupported auth method');
     await assertRfc7591Error(await register({ ...validClient('http://127.0.0.1/cb'), grant_types: ['client_credentials'] }), 'invalid_client_metadata', 'unsupported grant');
     await assertRfc7591Error(await register('{"redirect_uris": '), 'invalid_client_metadata', 'malformed JSON');
+    // RFC 7591 §3.1: the body is JSON; anything else (a page's no-preflight text/plain post) is 415.
+    const plain = await register(validClient('http://127.0.0.1/cb'), { 'content-type': 'text/plain' });
+    assert.equal(plain.status, 415, 'a text/plain body: 415');
+    assert.equal((await json(plain)).error, 'invalid_client_metadata');
   }],
 ]);
