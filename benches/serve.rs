@@ -77,7 +77,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing and only checks it runs.
-    let rounds = if std::env::args().any(|a| a == "--bench") { ROUNDS } else { 1 };
+    let rounds = if std::env::args().any(|a| a == "--bench") {
+        ROUNDS
+    } else {
+        1
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -216,15 +216,15 @@ impl IntoFuture for Serve {
     }
 }
 
-/// Out of file descriptors (EMFILE, ENFILE): make room by closing the longest idle connection.
-/// Other accept errors concern one connection attempt only.
+/// Out of file descriptors (EMFILE, ENFILE): make room by closing the longest idle connection,
+/// and give its task a moment to release the descriptor. Other accept errors concern one
+/// connection attempt only.
 async fn accept_failed(registry: &Registry, e: &io::Error) {
     if matches!(e.raw_os_error(), Some(23 | 24)) {
         let evicted = registry.evict_oldest(None);
         tracing::warn!(evicted, "out of file descriptors accepting a connection");
-        if !evicted {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let pause = if evicted { 5 } else { 50 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     } else {
         tracing::debug!(error = %e, "accepting a connection failed");
     }
