@@ -273,3 +273,91 @@ pub async fn login_tokens(server: &Server) -> (String, Value) {
         .unwrap();
     (id, tokens)
 }
+
+/// The `whoami` tool's answer for a bearer token, through a real MCP client session.
+pub async fn whoami(server: &Server, token: &str) -> Value {
+    use rmcp::ServiceExt;
+    use rmcp::model::{CallToolRequestParams, ClientConfig};
+    use rmcp::transport::streamable_http_client::{
+        StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
+    };
+    let transport = StreamableHttpClientTransport::with_client(
+        reqwest::Client::default(),
+        StreamableHttpClientTransportConfig::with_uri(server.mcp_url()).auth_header(token),
+    );
+    let client = ClientConfig::default()
+        .serve(transport)
+        .await
+        .expect("MCP session");
+    let result = client
+        .peer()
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap();
+    let _ = client.cancel().await;
+    let text = result.content[0].as_text().unwrap().text.clone();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A raw JSON-RPC POST to /mcp with a bearer token and, optionally, an `Mcp-Session-Id`;
+/// returns the status and the session id the response names.
+pub async fn mcp_post(
+    server: &Server,
+    token: &str,
+    session: Option<&str>,
+    body: Value,
+) -> (u16, Option<String>) {
+    let mut request = reqwest::Client::new()
+        .post(server.mcp_url())
+        .bearer_auth(token)
+        .header(header::ACCEPT, "application/json, text/event-stream")
+        .json(&body);
+    if let Some(id) = session {
+        request = request
+            .header("mcp-session-id", id)
+            .header("mcp-protocol-version", "2025-06-18");
+    }
+    let r = request.send().await.unwrap();
+    let id = r
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let status = r.status().as_u16();
+    let _ = r.bytes().await;
+    (status, id)
+}
+
+/// Opens an MCP session (initialize, then initialized) with a bearer token; returns its id.
+pub async fn mcp_session(server: &Server, token: &str) -> String {
+    let (status, id) = mcp_post(
+        server,
+        token,
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let id = id.expect("a stateful server names the session");
+    let (status, _) = mcp_post(
+        server,
+        token,
+        Some(&id),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    id
+}
+
+/// The status of `tools/list` in the MCP session `session` with a bearer token.
+pub async fn mcp_list_status(server: &Server, token: &str, session: &str) -> u16 {
+    mcp_post(
+        server,
+        token,
+        Some(session),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    )
+    .await
+    .0
+}

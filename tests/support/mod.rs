@@ -4,6 +4,7 @@
 
 pub mod bridge;
 pub mod browser;
+pub mod hostile;
 pub mod resource;
 pub mod rmcp_host;
 pub mod stub_a3;
@@ -14,5 +15,6 @@ pub mod server;
 
 pub use bridge::*;
 pub use browser::*;
+pub use hostile::*;
 pub use rmcp_host::*;
 pub use stub_a3::*;
