@@ -248,6 +248,38 @@ mod tests {
         assert!(reply.headers.contains_key("set-cookie"));
     }
 
+    /// Ten wrong passwords lock an account until the oldest of them is five minutes old; then
+    /// one more guess is allowed per wrong password that ages out, never a fresh burst of ten.
+    #[test]
+    fn wrong_passwords_lock_an_account_until_they_age_out() {
+        use super::super::state::Store;
+        use super::{FAILURE_WINDOW, MAX_ACCOUNT_FAILURES};
+        use std::time::{Duration, Instant};
+
+        let mut store = Store::default();
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        for i in 0..MAX_ACCOUNT_FAILURES as u32 {
+            assert_eq!(store.account_locked("a@test.com", t0 + i * second), None);
+            store.account_failed("a@test.com", t0 + i * second);
+        }
+        let after = t0 + 10 * second;
+        assert_eq!(
+            store.account_locked("a@test.com", after),
+            Some(FAILURE_WINDOW - 10 * second)
+        );
+        assert_eq!(store.account_locked("b@test.com", after), None, "per account");
+        // The first wrong password ages out: one more guess, then locked again.
+        let later = t0 + FAILURE_WINDOW;
+        assert_eq!(store.account_locked("a@test.com", later), None);
+        store.account_failed("a@test.com", later);
+        assert_eq!(store.account_locked("a@test.com", later), Some(second));
+        // All of them age out, and the account's entry is dropped.
+        let much_later = later + FAILURE_WINDOW;
+        assert_eq!(store.account_locked("a@test.com", much_later), None);
+        assert!(store.failed_sign_ins.is_empty());
+    }
+
     /// The issuer's own `random_token` took a length, and the sign-in form's id (like the
     /// default client's secret) had 192 bits; every random value now has the shared 256.
     #[tokio::test]

@@ -81,7 +81,15 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// The hidden fields of our consent form.
+/// What a browser does with a page whose script submits its form at once: posts the form's
+/// hidden fields to its `action`, from the page's origin.
+pub async fn submit_page_form(browser: &reqwest::Client, page: &str, html: &str) -> reqwest::Response {
+    let action = unescape(html.split("action=\"").nth(1).unwrap().split('"').next().unwrap());
+    let action = url::Url::parse(page).unwrap().join(&action).unwrap();
+    submit_form(browser, page, action.as_str(), &consent_fields(html)).await
+}
+
+/// The hidden fields of a form (our consent form, or any page's).
 pub fn consent_fields(html: &str) -> Vec<(String, String)> {
     html.split("<input type=\"hidden\" name=\"")
         .skip(1)
