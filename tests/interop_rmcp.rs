@@ -64,7 +64,8 @@ fn location(r: &reqwest::Response, base: &url::Url) -> String {
 }
 
 /// The user's part, headless: our consent page (Approve), oidc-provider's login and consent,
-/// back through our callback; returns the redirect to the host.
+/// back through our callback and our confirmation of the account (Allow); returns the redirect
+/// to the host.
 async fn authorize(env: &Env, auth_url: &str, user: &str) -> String {
     let browser = reqwest::Client::builder()
         .cookie_store(true)
@@ -107,13 +108,26 @@ async fn authorize(env: &Env, auth_url: &str, user: &str) -> String {
         assert_eq!(r.status(), 200, "{next}");
         let html = r.text().await.unwrap();
         let action = unescape(html.split("action=\"").nth(1).unwrap().split('"').next().unwrap());
+        let confirmation;
         let fields: Vec<(&str, &str)> = if html.contains("name=\"login\"") {
             vec![("prompt", "login"), ("login", user), ("password", "any")]
+        } else if let Some(rest) = html.split("name=\"confirmation\" value=\"").nth(1) {
+            // Ours, after the upstream sign-in (plain http): confirm the account.
+            assert!(html.contains(user), "the confirmation names {user}");
+            confirmation = rest.split('"').next().unwrap().to_owned();
+            vec![("confirmation", &confirmation), ("decision", "allow")]
         } else {
             vec![("prompt", "consent")]
         };
         let action = url.join(&action).unwrap();
-        let r = browser.post(action.clone()).form(&fields).send().await.unwrap();
+        // The page's own form: a browser sends the page's origin.
+        let r = browser
+            .post(action.clone())
+            .header(header::ORIGIN, url.origin().ascii_serialization())
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_redirection(), "{action}: {}", r.status());
         next = location(&r, &action);
     }
