@@ -879,7 +879,7 @@ async fn password_guessing_is_bounded_per_account_over_every_form() {
         .await
         .unwrap();
     let script = browser();
-    let mut open_form = || {
+    let open_form = || {
         let script = script.clone();
         let dev = &dev;
         async move {
