@@ -238,15 +238,11 @@ async fn consent_page_is_protected_and_stores_nothing_before_approval() {
     assert_eq!(query_param(&loc, "iss").as_deref(), Some(server.url.as_str()));
 
     // A hostile client name is shown as text.
-    let hostile: Value = reqwest::Client::new()
-        .post(format!("{}/register", server.url))
-        .json(&serde_json::json!({"client_name": "<script>alert(1)</script>", "redirect_uris": ["http://127.0.0.1/"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let hostile = register(
+        &server.url,
+        json!({"client_name": "<script>alert(1)</script>", "redirect_uris": ["http://127.0.0.1/"]}),
+    )
+    .await;
     let (url, _, _) = host_request(
         &server.url,
         hostile["client_id"].as_str().unwrap(),
@@ -624,17 +620,7 @@ async fn browser_binding_csrf_and_state_replay() {
     let (url, _, _) = host_request(&server.url, &victim_client, redirect, &[]);
     let fields = open_consent(&b, &url).await;
     let r = decide(&b, &server.url, &fields, "approve").await;
-    let binding = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|c| c.to_str().unwrap())
-        .find(|c| c.starts_with("a3mcp_tx_"))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let binding = set_cookie(&r, "a3mcp_tx_");
     let callback = sign_in_upstream(&b, &location(&r), "johndoe@test.com").await;
     allow_at_callback(&b, &callback, "johndoe@test.com").await;
     let r = reqwest::Client::builder()
@@ -1208,19 +1194,15 @@ async fn hostile_client_names_and_app_redirects_render_safely() {
     let store = MemoryStore::new();
     let server = start_server(&upstream, store.clone(), |b| b).await;
     let app_redirect = "com.example.app://evil.example/cb";
-    let registered: Value = reqwest::Client::new()
-        .post(format!("{}/register", server.url))
-        .json(&serde_json::json!({
+    let registered = register(
+        &server.url,
+        json!({
             // A right-to-left override, isolates, zero-width and tag characters, a BOM.
             "client_name": "Visual Studio\u{200b} Code\u{202e}\u{2066}moc.elpmaxe\u{2069}\u{feff}\u{e0041}",
             "redirect_uris": [app_redirect],
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        }),
+    )
+    .await;
     assert_eq!(
         registered["client_name"], "Visual Studio Codemoc.elpmaxe",
         "stored as it will be shown, no longer reversed"
@@ -1256,7 +1238,7 @@ async fn hostile_client_names_and_app_redirects_render_safely() {
     assert!(html.contains("<bdi>johndoe@test.com</bdi>"));
 
     // A client stored by an earlier version, its name unfiltered, is shown as safely.
-    let earlier = serde_json::json!({
+    let earlier = json!({
         "client_id": "registered-earlier", "client_id_issued_at": 0,
         "client_name": "Visual Studio\u{200b} Code\u{202e}\u{2066}moc.elpmaxe\u{2069}\u{feff}\u{e0041}",
         "redirect_uris": [app_redirect], "grant_types": ["authorization_code"], "response_types": ["code"],
@@ -1275,15 +1257,11 @@ async fn hostile_client_names_and_app_redirects_render_safely() {
     shown_safely(&b.get(&url).send().await.unwrap().text().await.unwrap());
 
     // A name of nothing but invisible characters is no name.
-    let blank: Value = reqwest::Client::new()
-        .post(format!("{}/register", server.url))
-        .json(&serde_json::json!({"client_name": "\u{200b}\u{2066} \u{feff}", "redirect_uris": ["http://127.0.0.1/"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blank = register(
+        &server.url,
+        json!({"client_name": "\u{200b}\u{2066} \u{feff}", "redirect_uris": ["http://127.0.0.1/"]}),
+    )
+    .await;
     assert!(blank.get("client_name").is_none(), "{blank}");
     let (url, _, _) = host_request(
         &server.url,
@@ -1294,21 +1272,6 @@ async fn hostile_client_names_and_app_redirects_render_safely() {
     let html = b.get(&url).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("<bdi>An unnamed application</bdi>"));
     assert!(html.contains("an application on this computer, at <strong>127.0.0.1:4711</strong>"));
-}
-
-/// The `Set-Cookie` of `response` named `name`, as the `name=value` a browser sends back.
-fn cookie_pair(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|c| c.to_str().unwrap())
-        .find(|c| c.starts_with(name))
-        .unwrap_or_else(|| panic!("no {name} cookie"))
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
 }
 
 /// On an https public URL the bridge's cookies are `__Host-` and `Secure`: no page of another
@@ -1330,7 +1293,7 @@ async fn https_public_urls_keep_the_direct_redirect() {
         .to_owned();
     let (url, verifier, _) = host_request(&server.url, &id, VSCODE_REDIRECT, &[]);
     let page = http.get(&url).send().await.unwrap();
-    let csrf = cookie_pair(&page, "__Host-a3mcp_csrf=");
+    let csrf = set_cookie(&page, "__Host-a3mcp_csrf=");
     let mut form = consent_fields(&page.text().await.unwrap());
     form.push(("decision".into(), "approve".into()));
     let r = http
@@ -1343,7 +1306,7 @@ async fn https_public_urls_keep_the_direct_redirect() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    let binding = cookie_pair(&r, "__Host-a3mcp_tx_");
+    let binding = set_cookie(&r, "__Host-a3mcp_tx_");
     let callback = sign_in_upstream(&browser(), &location(&r), "johndoe@test.com").await;
     let callback = callback.replace(public, &server.url);
     let r = http

@@ -157,22 +157,6 @@ async fn expired_a3_tokens_are_refreshed_once_and_a_dead_upstream_grant_ends_our
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
 }
 
-/// The `Set-Cookie` of `response` whose name starts with `prefix`, as the `name=value` a page
-/// would plant.
-fn set_cookie(response: &reqwest::Response, prefix: &str) -> String {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|c| c.to_str().unwrap())
-        .find(|c| c.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix} cookie"))
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 /// Waits up to 2 s for the development issuer to have received `n` revocation requests.
 async fn revocations_reach(dev: &DevIssuer, n: u64) -> bool {
     for _ in 0..40 {
@@ -195,25 +179,16 @@ async fn cookie_tossing_from_another_port_cannot_take_over_an_account() {
     let (dev, server) = start(Duration::from_secs(3600)).await;
     // The victim connected her own host once: the issuer keeps her signed in.
     let victim = browser();
-    let own = register_vscode(&server.url).await["client_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (url, _, _) = host_request(&server.url, &own, VSCODE_REDIRECT, &[]);
-    authorize(&victim, &server.url, &url, "janedoe@test.com").await;
+    host_code(&server, &victim, "janedoe@test.com").await;
 
     // The attacker registers a client that redirects to his site, approves his own consent
     // page in his own browser, and keeps the issuer URL and his binding cookie.
     let evil_redirect = "https://attacker.example/cb";
-    let evil: Value = reqwest::Client::new()
-        .post(format!("{}/register", server.url))
-        .json(&json!({"client_name": "Visual Studio Code", "redirect_uris": [evil_redirect]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let evil = register(
+        &server.url,
+        json!({"client_name": "Visual Studio Code", "redirect_uris": [evil_redirect]}),
+    )
+    .await;
     let evil = evil["client_id"].as_str().unwrap();
     let attacker = browser();
     let (url, verifier, _) = host_request(&server.url, evil, evil_redirect, &[]);
@@ -292,12 +267,7 @@ async fn an_issuer_session_planted_from_another_port_is_named_before_anything_is
     let (dev, server) = start(Duration::from_secs(3600)).await;
     // The attacker signs in at the issuer through a host of his own, and copies the session.
     let (attacker, jar) = browser_with_jar();
-    let his = register_vscode(&server.url).await["client_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (url, _, _) = host_request(&server.url, &his, VSCODE_REDIRECT, &[]);
-    authorize(&attacker, &server.url, &url, "mallory@test.com").await;
+    host_code(&server, &attacker, "mallory@test.com").await;
     let session: Vec<String> = cookies_for(&jar, dev.url())
         .into_iter()
         .filter(|c| c.starts_with("a3_dev_issuer_session"))

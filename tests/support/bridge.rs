@@ -158,6 +158,19 @@ pub async fn serve_replica(
     }
 }
 
+/// Registers a client with the metadata `body`; returns the registration response.
+pub async fn register(server: &str, body: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{server}/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Registers a client like VS Code does.
 pub async fn register_vscode(server: &str) -> Value {
     let r = reqwest::Client::new()
@@ -254,12 +267,19 @@ pub const VSCODE_REDIRECT: &str = "http://127.0.0.1:33418/";
 /// Registers a VS Code client and runs johndoe through our consent page and the upstream login;
 /// returns (client id, our code, its PKCE verifier) for [`VSCODE_REDIRECT`].
 pub async fn johndoe_code(server: &Server) -> (String, String, String) {
+    host_code(server, &browser(), "johndoe@test.com").await
+}
+
+/// Registers a VS Code client and runs `user` in `browser` through our consent page, the
+/// upstream login and our confirmation; returns (client id, our code, its PKCE verifier) for
+/// [`VSCODE_REDIRECT`].
+pub async fn host_code(server: &Server, browser: &reqwest::Client, user: &str) -> (String, String, String) {
     let id = register_vscode(&server.url).await["client_id"]
         .as_str()
         .unwrap()
         .to_owned();
     let (url, verifier, _) = host_request(&server.url, &id, VSCODE_REDIRECT, &[]);
-    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
+    let back = authorize(browser, &server.url, &url, user).await;
     (id, query_param(&back, "code").unwrap(), verifier)
 }
 

@@ -81,6 +81,22 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// The cookie of `response`'s `Set-Cookie` headers whose name starts with `prefix`, as the
+/// `name=value` a browser sends back (or a page plants).
+pub fn set_cookie(response: &reqwest::Response, prefix: &str) -> String {
+    response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|c| c.to_str().unwrap())
+        .find(|c| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} cookie"))
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// What a browser does with a page whose script submits its form at once: posts the form's
 /// hidden fields to its `action`, from the page's origin.
 pub async fn submit_page_form(browser: &reqwest::Client, page: &str, html: &str) -> reqwest::Response {
