@@ -661,7 +661,7 @@ async fn hostile_context_claims_grant_nothing_end_to_end() {
 }
 
 #[test]
-fn the_start_up_summary_says_which_context_unlocks_which_tool() {
+fn the_start_up_summary_says_what_each_context_unlocks() {
     let settings = McpSettings {
         resource_uri: "http://127.0.0.1:8000/mcp".into(),
         issuer: "https://a3.mekarge.com/auth/env-1".into(),
@@ -689,10 +689,16 @@ fn the_start_up_summary_says_which_context_unlocks_which_tool() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    assert_eq!(line("operation=addition"), "operation=addition -> add");
+    assert_eq!(
+        line("operation=addition"),
+        "operation=addition -> tools: add; prompts: addition_drill; resources: calc://tables/addition"
+    );
     assert_eq!(
         line("operation=multiplication"),
-        "operation=multiplication -> multiply"
+        "operation=multiplication -> tools: multiply; prompts: multiplication_drill; resources: calc://tables/multiplication"
     );
-    assert_eq!(line("(everyone)"), "(everyone) -> whoami");
+    assert_eq!(
+        line("(everyone)"),
+        "(everyone) -> tools: whoami; resources: calc://constants"
+    );
 }
