@@ -200,7 +200,13 @@ impl ServerHandler for Calculator {
         let constants = Resource::new(CONSTANTS, "constants")
             .with_description("pi and e")
             .with_mime_type("text/plain");
-        Ok(ListResourcesResult::with_all_items(vec![constants]))
+        let tables = OPERATIONS.map(|(operation, _)| {
+            Resource::new(format!("calc://tables/{operation}"), format!("{operation} table"))
+                .with_mime_type("text/plain")
+        });
+        Ok(ListResourcesResult::with_all_items(
+            [constants].into_iter().chain(tables).collect(),
+        ))
     }
 
     async fn list_resource_templates(
