@@ -3,7 +3,7 @@
 //! ```text
 //! # .env (the same file as A3's quickstart)
 //! ISSUER_PATH=...        # or ISSUER_URL=https://... for any OIDC issuer
-//! CLIENT_ID=...          # used by the DCR bridge (not yet in this example)
+//! CLIENT_ID=...          # the predefined A3 client the DCR bridge uses
 //! CLIENT_SECRET=...
 //! # optional: RESOURCE_URI (default http://127.0.0.1:8000/mcp), CONTEXT_CLAIM (default contexts),
 //! #           TOOL_POLICY=path/to/policy.json, MCP_STATELESS=1, ALLOWED_ORIGINS="http://localhost:6274 ..."
@@ -18,8 +18,9 @@
 //! public `whoami`. Prompts: `addition_drill` (`operation=addition`), `multiplication_drill`
 //! (`operation=multiplication`). Resources: the public `calc://constants`, and the template
 //! `calc://tables/{operation}` whose instance `calc://tables/<op>` needs `operation=<op>`.
-//! Every request needs an A3 access token for the resource with scope `mcp:call`. Until the DCR
-//! bridge lands, the server accepts A3 tokens directly.
+//! Every request needs a token with scope `mcp:call`: one the DCR bridge issued (when
+//! `CLIENT_ID`/`CLIENT_SECRET` are set, or with the development issuer), or an A3 access token
+//! for the resource.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -498,7 +499,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .issuer_url("http://127.0.0.1")
             .build()
             .unwrap_or_else(|e| fail(&e));
-        let public = DcrBridge::builder(&probe).from_env()?.public_url_or_default()?;
+        let public = probe.public_url();
         let dev = DevIssuer::builder()
             .client(
                 dev_issuer::DEFAULT_CLIENT_ID,
@@ -531,7 +532,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A3 access tokens for this resource are still accepted directly.
     let app = if config.client_id().is_some() {
         let bridge = DcrBridge::builder(&config)
-            .from_env()?
             .scopes(offered_scopes(&settings.policy))
             .build()
             .await?;

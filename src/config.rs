@@ -1,7 +1,11 @@
 //! Configuration, read the way A3's reference servers read it: from the environment and `.env`.
+//! This is the one place that reads them, for the layers and the DCR bridge alike.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use url::Url;
 
 use crate::fetch::is_loopback_host;
@@ -24,6 +28,11 @@ pub const DEFAULT_CONTEXT_CLAIM: &str = "contexts";
 /// | `RESOURCE_URI` | this MCP server's resource URI, the `aud` of its tokens | `http://127.0.0.1:8000/mcp` |
 /// | `CLIENT_ID`, `CLIENT_SECRET` | the predefined A3 client the DCR bridge uses | — |
 /// | `CONTEXT_CLAIM` | the access-token claim holding A3 Contexts | `contexts` |
+/// | `PUBLIC_URL` | the DCR bridge's issuer, an origin; A3's client must allow `{PUBLIC_URL}/auth/callback` | origin of `RESOURCE_URI` |
+/// | `STORE_PATH` | the bridge's embedded store (registered clients, grants) | `./data/a3-mcp-auth.redb` |
+/// | `STORE_URL` | a store shared by several replicas, `redis://host:port/db` (cargo feature `redis`) | — |
+/// | `STORE_PREFIX` | the prefix of every key in the shared store | `a3mcp:` |
+/// | `TOKEN_ENCRYPTION_KEY` | base64 of 32 bytes: seals A3's tokens at rest, signs the bridge's cookies; required with `STORE_URL` | generated into `{STORE_PATH}.key` (mode 0600) |
 ///
 /// ```
 /// use a3_mcp_auth::A3Config;
@@ -45,6 +54,11 @@ pub struct A3Config {
     client_id: Option<String>,
     client_secret: Option<String>,
     context_claim: String,
+    public_url: String,
+    store_path: Option<PathBuf>,
+    store_url: Option<String>,
+    store_prefix: Option<String>,
+    token_encryption_key: Option<String>,
 }
 
 impl fmt::Debug for A3Config {
@@ -53,12 +67,31 @@ impl fmt::Debug for A3Config {
             .field("issuer", &self.issuer)
             .field("resource_uri", &self.resource_uri)
             .field("client_id", &self.client_id)
-            .field(
-                "client_secret",
-                &self.client_secret.as_ref().map(|_| "<redacted>"),
-            )
+            .field("client_secret", &redacted(&self.client_secret))
             .field("context_claim", &self.context_claim)
+            .field("public_url", &self.public_url)
+            .field("store_path", &self.store_path)
+            .field("store_url", &self.store_url.as_deref().map(without_password))
+            .field("store_prefix", &self.store_prefix)
+            .field("token_encryption_key", &redacted(&self.token_encryption_key))
             .finish()
+    }
+}
+
+/// How `Debug` shows a secret: whether it is set, never its value.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
+}
+
+/// A URL as `Debug` shows it: a password in it (`redis://user:password@host`) is redacted.
+fn without_password(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "<unparseable>".to_owned(),
     }
 }
 
@@ -114,6 +147,45 @@ impl A3Config {
     pub fn context_claim(&self) -> &str {
         &self.context_claim
     }
+
+    /// The DCR bridge's public URL, which is its issuer: `PUBLIC_URL`, else the origin of the
+    /// resource URI. An origin (`https://mcp.example.com`, `http://127.0.0.1:8000`), without a
+    /// trailing slash.
+    ///
+    /// ```
+    /// use a3_mcp_auth::A3Config;
+    /// use a3_mcp_auth::dcr::CALLBACK_PATH;
+    ///
+    /// let config = A3Config::builder().issuer_path("env-1").build().unwrap();
+    /// // The redirect URI to register for the predefined client at A3:
+    /// let callback = format!("{}{CALLBACK_PATH}", config.public_url());
+    /// assert_eq!(callback, "http://127.0.0.1:8000/auth/callback");
+    /// ```
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// Where the bridge's embedded store lives (`STORE_PATH`), if set.
+    pub fn store_path(&self) -> Option<&Path> {
+        self.store_path.as_deref()
+    }
+
+    /// The URL of a store shared by several replicas (`STORE_URL`), if set. It may hold a
+    /// password.
+    pub fn store_url(&self) -> Option<&str> {
+        self.store_url.as_deref()
+    }
+
+    /// The prefix of every key in the shared store (`STORE_PREFIX`), if set.
+    pub fn store_prefix(&self) -> Option<&str> {
+        self.store_prefix.as_deref()
+    }
+
+    /// The key that seals A3's tokens at rest and signs the bridge's cookies
+    /// (`TOKEN_ENCRYPTION_KEY`, base64 of 32 bytes), if set. Never logged.
+    pub fn token_encryption_key(&self) -> Option<&str> {
+        self.token_encryption_key.as_deref()
+    }
 }
 
 /// Builder for [`A3Config`]; every value can be set from code.
@@ -125,6 +197,11 @@ pub struct A3ConfigBuilder {
     client_id: Option<String>,
     client_secret: Option<String>,
     context_claim: Option<String>,
+    public_url: Option<String>,
+    store_path: Option<PathBuf>,
+    store_url: Option<String>,
+    store_prefix: Option<String>,
+    token_encryption_key: Option<String>,
 }
 
 impl fmt::Debug for A3ConfigBuilder {
@@ -134,11 +211,13 @@ impl fmt::Debug for A3ConfigBuilder {
             .field("issuer_url", &self.issuer_url)
             .field("resource_uri", &self.resource_uri)
             .field("client_id", &self.client_id)
-            .field(
-                "client_secret",
-                &self.client_secret.as_ref().map(|_| "<redacted>"),
-            )
+            .field("client_secret", &redacted(&self.client_secret))
             .field("context_claim", &self.context_claim)
+            .field("public_url", &self.public_url)
+            .field("store_path", &self.store_path)
+            .field("store_url", &self.store_url.as_deref().map(without_password))
+            .field("store_prefix", &self.store_prefix)
+            .field("token_encryption_key", &redacted(&self.token_encryption_key))
             .finish()
     }
 }
@@ -165,20 +244,38 @@ impl A3ConfigBuilder {
                 });
             }
         }
-        Self::from_vars(|name| std::env::var(name).ok())
+        Ok(Self::from_vars(|name| std::env::var(name).ok()))
     }
 
-    /// A builder filled from `vars` (a stand-in for the environment, e.g. in tests).
-    pub fn from_vars(vars: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// A builder filled from `vars` (a stand-in for the environment, e.g. in tests). Empty
+    /// values count as unset.
+    ///
+    /// ```
+    /// use a3_mcp_auth::config::A3ConfigBuilder;
+    ///
+    /// let vars = |name: &str| match name {
+    ///     "ISSUER_PATH" => Some("env-1".to_owned()),
+    ///     "PUBLIC_URL" => Some("https://mcp.example.com/".to_owned()),
+    ///     _ => None,
+    /// };
+    /// let config = A3ConfigBuilder::from_vars(vars).build().unwrap();
+    /// assert_eq!(config.public_url(), "https://mcp.example.com");
+    /// ```
+    pub fn from_vars(vars: impl Fn(&str) -> Option<String>) -> Self {
         let var = |name: &'static str| vars(name).filter(|v| !v.trim().is_empty());
-        Ok(A3ConfigBuilder {
+        A3ConfigBuilder {
             issuer_path: var("ISSUER_PATH"),
             issuer_url: var("ISSUER_URL"),
             resource_uri: var("RESOURCE_URI"),
             client_id: var("CLIENT_ID"),
             client_secret: var("CLIENT_SECRET"),
             context_claim: var("CONTEXT_CLAIM"),
-        })
+            public_url: var("PUBLIC_URL"),
+            store_path: var("STORE_PATH").map(PathBuf::from),
+            store_url: var("STORE_URL"),
+            store_prefix: var("STORE_PREFIX"),
+            token_encryption_key: var("TOKEN_ENCRYPTION_KEY"),
+        }
     }
 
     /// Whether an issuer (`ISSUER_PATH` or `ISSUER_URL`) has been given.
@@ -214,6 +311,37 @@ impl A3ConfigBuilder {
     /// The claim holding A3 Contexts (`CONTEXT_CLAIM`).
     pub fn context_claim(mut self, claim: impl Into<String>) -> Self {
         self.context_claim = Some(claim.into());
+        self
+    }
+
+    /// The DCR bridge's public URL and issuer (`PUBLIC_URL`): https, or http on loopback,
+    /// without a path.
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = Some(url.into());
+        self
+    }
+
+    /// The path of the bridge's embedded store (`STORE_PATH`).
+    pub fn store_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.store_path = Some(path.into());
+        self
+    }
+
+    /// A store shared by several replicas (`STORE_URL`), e.g. `redis://127.0.0.1:6379/0`.
+    pub fn store_url(mut self, url: impl Into<String>) -> Self {
+        self.store_url = Some(url.into());
+        self
+    }
+
+    /// The prefix of every key in the shared store (`STORE_PREFIX`).
+    pub fn store_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.store_prefix = Some(prefix.into());
+        self
+    }
+
+    /// The bridge's key, base64 of 32 bytes (`TOKEN_ENCRYPTION_KEY`).
+    pub fn token_encryption_key(mut self, base64_key: impl Into<String>) -> Self {
+        self.token_encryption_key = Some(base64_key.into());
         self
     }
 
@@ -257,14 +385,66 @@ impl A3ConfigBuilder {
                 reason: "empty".into(),
             });
         }
+        let public_url = match self.public_url {
+            Some(url) => check_public_url(&url)?,
+            None => Url::parse(&resource_uri)
+                .expect("RESOURCE_URI was checked")
+                .origin()
+                .ascii_serialization(),
+        };
+        if let Some(url) = &self.store_url {
+            // The message of url's error names no part of the value, which may hold a password.
+            Url::parse(url).map_err(|e| ConfigError::Invalid {
+                name: "STORE_URL",
+                reason: format!("not an absolute URL ({e}); expected redis://host:port/db"),
+            })?;
+        }
+        if let Some(key) = &self.token_encryption_key
+            && decode_encryption_key(key).is_none()
+        {
+            return Err(ConfigError::Invalid {
+                name: "TOKEN_ENCRYPTION_KEY",
+                reason: "must be base64 of exactly 32 bytes".into(),
+            });
+        }
         Ok(A3Config {
             issuer,
             resource_uri,
             client_id: self.client_id,
             client_secret: self.client_secret,
             context_claim,
+            public_url,
+            store_path: self.store_path,
+            store_url: self.store_url,
+            store_prefix: self.store_prefix,
+            token_encryption_key: self.token_encryption_key,
         })
     }
+}
+
+/// `PUBLIC_URL` as an origin: https, or http on loopback, without path, query or user info.
+pub(crate) fn check_public_url(url: &str) -> Result<String, ConfigError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    check_url("PUBLIC_URL", trimmed, false)?;
+    let parsed = Url::parse(trimmed).expect("checked");
+    if parsed.path() != "/" || parsed.query().is_some() {
+        return Err(ConfigError::Invalid {
+            name: "PUBLIC_URL",
+            reason: "must be an origin such as http://127.0.0.1:8000, without path".into(),
+        });
+    }
+    Ok(parsed.origin().ascii_serialization())
+}
+
+/// A 32-byte key given as base64 (standard, or URL-safe without padding), as
+/// `TOKEN_ENCRYPTION_KEY` and the bridge's key file hold it.
+pub(crate) fn decode_encryption_key(value: &str) -> Option<[u8; 32]> {
+    let value = value.trim();
+    let bytes = STANDARD
+        .decode(value)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(value.trim_end_matches('=')))
+        .ok()?;
+    bytes.try_into().ok()
 }
 
 /// An absolute `https` URL, or `http` on loopback; no fragment, no userinfo.
@@ -298,7 +478,7 @@ mod tests {
 
     fn build(vars: &[(&str, &str)]) -> Result<A3Config, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        A3ConfigBuilder::from_vars(|k| map.get(k).cloned())?.build()
+        A3ConfigBuilder::from_vars(|k| map.get(k).cloned()).build()
     }
 
     #[test]
@@ -356,6 +536,88 @@ mod tests {
     }
 
     #[test]
+    fn the_bridge_variables() {
+        let c = build(&[
+            ("ISSUER_PATH", "x"),
+            ("RESOURCE_URI", "https://mcp.example.com:8443/mcp"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.public_url(),
+            "https://mcp.example.com:8443",
+            "the resource's origin"
+        );
+        assert_eq!(
+            (c.store_path(), c.store_url(), c.store_prefix()),
+            (None, None, None)
+        );
+        assert_eq!(c.token_encryption_key(), None);
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let c = build(&[
+            ("ISSUER_PATH", "x"),
+            ("PUBLIC_URL", "http://127.0.0.1:8000/"),
+            ("STORE_PATH", "/var/lib/mcp/store.redb"),
+            ("STORE_URL", "redis://127.0.0.1:6379/0"),
+            ("STORE_PREFIX", "mcp1:"),
+            ("TOKEN_ENCRYPTION_KEY", key),
+        ])
+        .unwrap();
+        assert_eq!(c.public_url(), "http://127.0.0.1:8000");
+        assert_eq!(c.store_path(), Some(Path::new("/var/lib/mcp/store.redb")));
+        assert_eq!(c.store_url(), Some("redis://127.0.0.1:6379/0"));
+        assert_eq!(c.store_prefix(), Some("mcp1:"));
+        assert_eq!(c.token_encryption_key(), Some(key));
+    }
+
+    #[test]
+    fn bridge_errors_name_the_variable() {
+        let name = |vars: &[(&str, &str)]| {
+            let mut all = vec![("ISSUER_PATH", "x")];
+            all.extend_from_slice(vars);
+            match build(&all).unwrap_err() {
+                ConfigError::Invalid { name, .. } | ConfigError::Missing(name) => name,
+            }
+        };
+        assert_eq!(name(&[("PUBLIC_URL", "http://mcp.example.com")]), "PUBLIC_URL");
+        assert_eq!(name(&[("STORE_URL", "127.0.0.1:6379")]), "STORE_URL");
+        assert_eq!(
+            name(&[("TOKEN_ENCRYPTION_KEY", "c2hvcnQ=")]),
+            "TOKEN_ENCRYPTION_KEY"
+        );
+        let err = build(&[("ISSUER_PATH", "x"), ("TOKEN_ENCRYPTION_KEY", "not-the-key-!")]).unwrap_err();
+        assert!(!err.to_string().contains("not-the-key"), "{err}");
+    }
+
+    #[test]
+    fn public_url_must_be_an_origin() {
+        assert_eq!(
+            check_public_url("http://127.0.0.1:8000/").unwrap(),
+            "http://127.0.0.1:8000"
+        );
+        assert_eq!(
+            check_public_url("https://mcp.example.com").unwrap(),
+            "https://mcp.example.com"
+        );
+        assert!(check_public_url("http://mcp.example.com").is_err());
+        assert!(check_public_url("https://mcp.example.com/base").is_err());
+        assert!(check_public_url("https://mcp.example.com/?q").is_err());
+        assert!(check_public_url("https://user@mcp.example.com").is_err());
+        // The bridge's own check let a password without a user name through (and dropped it);
+        // the configuration's URL check refuses any user info.
+        assert!(check_public_url("https://:pw@mcp.example.com").is_err());
+    }
+
+    #[test]
+    fn encryption_keys_are_32_bytes_of_base64_either_alphabet() {
+        let standard = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let url_safe = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+        assert_eq!(decode_encryption_key(standard), decode_encryption_key(url_safe));
+        assert_eq!(decode_encryption_key(standard).unwrap()[31], 31);
+        assert!(decode_encryption_key("c2hvcnQ=").is_none());
+        assert!(decode_encryption_key("").is_none());
+    }
+
+    #[test]
     fn debug_redacts_the_secret() {
         let c = build(&[
             ("ISSUER_PATH", "x"),
@@ -364,5 +626,24 @@ mod tests {
         ])
         .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+        let c = build(&[
+            ("ISSUER_PATH", "x"),
+            ("STORE_URL", "redis://mcp:hunter3@127.0.0.1:6379/0"),
+            (
+                "TOKEN_ENCRYPTION_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
+        ])
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("hunter3") && !debug.contains("AAECAwQF"),
+            "{debug}"
+        );
+        assert!(debug.contains("127.0.0.1:6379"), "{debug}");
+        let builder = A3ConfigBuilder::from_vars(|name| {
+            (name == "STORE_URL").then(|| "redis://u:hunter4@h/0".to_owned())
+        });
+        assert!(!format!("{builder:?}").contains("hunter4"));
     }
 }

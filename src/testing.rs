@@ -43,7 +43,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
@@ -483,13 +482,22 @@ async fn jwks(State(state): State<Arc<State_>>) -> Response {
     response
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// Seconds since the Unix epoch, for time claims such as `nbf` and `iat`.
+///
+/// ```
+/// use a3_mcp_auth::TokenVerifier;
+/// use a3_mcp_auth::testing::{TestIssuer, unix_now};
+/// use serde_json::json;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let issuer = TestIssuer::start().await;
+/// let resource = "http://127.0.0.1:8000/mcp";
+/// let not_yet_valid = issuer.token(resource).claim("nbf", json!(unix_now() + 600)).sign();
+/// assert!(issuer.verifier(resource).await.verify(&not_yet_valid).await.is_err());
+/// # }
+/// ```
+pub use crate::oauth::unix_now;
 
 fn random_id() -> String {
     let mut bytes = [0u8; 16];

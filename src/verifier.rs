@@ -1,7 +1,9 @@
 //! The seam between the bearer layer and whatever knows how to check a token.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +103,75 @@ impl<A: TokenVerifier, B: TokenVerifier> TokenVerifier for Or<A, B> {
             Err(VerifyError::Unrecognized) => self.second.verify(token).await,
             other => other,
         }
+    }
+}
+
+/// Any [`TokenVerifier`] as one type, cheap to clone: for code that holds a verifier chosen at
+/// run time. [`TokenVerifier::verify`] returns `impl Future`, so `dyn TokenVerifier` is not
+/// possible; this boxes each verification's future instead.
+///
+/// The DCR bridge holds its verifier of A3's tokens this way, so that any verifier can be given
+/// to it ([`DcrBridgeBuilder::a3_verifier`](crate::dcr::DcrBridgeBuilder::a3_verifier)).
+///
+/// ```
+/// use a3_mcp_auth::{Claims, TokenVerifier};
+/// use a3_mcp_auth::verifier::{DynVerifier, VerifyError};
+///
+/// struct Prefixed(&'static str);
+/// impl TokenVerifier for Prefixed {
+///     async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+///         match token.strip_prefix(self.0) {
+///             Some(sub) => Ok(Claims::from_value(serde_json::json!({"sub": sub})).unwrap()),
+///             None => Err(VerifyError::Unrecognized),
+///         }
+///     }
+/// }
+///
+/// // Which verifier to use is decided at run time (e.g. by configuration); one type holds either.
+/// let staging = std::env::var_os("STAGING").is_some();
+/// let verifier = if staging {
+///     DynVerifier::new(Prefixed("staging:").or(Prefixed("test:")))
+/// } else {
+///     DynVerifier::new(Prefixed("test:"))
+/// };
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// assert_eq!(verifier.verify("test:alice").await.unwrap().subject(), Some("alice"));
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct DynVerifier(Arc<dyn VerifyDyn>);
+
+impl DynVerifier {
+    /// Wraps `verifier`.
+    pub fn new(verifier: impl TokenVerifier) -> Self {
+        DynVerifier(Arc::new(verifier))
+    }
+}
+
+impl fmt::Debug for DynVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynVerifier").finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier for DynVerifier {
+    async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        self.0.verify_boxed(token).await
+    }
+}
+
+/// The future of one verification, boxed.
+type VerifyFuture<'a> = Pin<Box<dyn Future<Output = Result<Claims, VerifyError>> + Send + 'a>>;
+
+/// [`TokenVerifier`] in a form that can be a trait object (the future is boxed), implemented for
+/// every verifier.
+trait VerifyDyn: Send + Sync + 'static {
+    fn verify_boxed<'a>(&'a self, token: &'a str) -> VerifyFuture<'a>;
+}
+
+impl<V: TokenVerifier> VerifyDyn for V {
+    fn verify_boxed<'a>(&'a self, token: &'a str) -> VerifyFuture<'a> {
+        Box::pin(self.verify(token))
     }
 }
 

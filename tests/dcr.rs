@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use a3_mcp_auth::TokenVerifier;
-use a3_mcp_auth::dcr::{BoxFuture, MemoryStore, Namespace, RedbStore, Store, StoreError};
+use a3_mcp_auth::dcr::store::{BoxFuture, MemoryStore, Namespace, RedbStore, Store, StoreError};
 use serde_json::Value;
 use support::*;
 

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use a3_mcp_auth::TokenVerifier;
-use a3_mcp_auth::dcr::MemoryStore;
+use a3_mcp_auth::dcr::store::MemoryStore;
 use a3_mcp_auth::dev_issuer::DevIssuer;
 use serde_json::Value;
 use support::*;

@@ -230,20 +230,18 @@ impl Deployment {
         for _ in 0..replicas {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = redis.url();
-            // What `STORE_URL`, `STORE_PREFIX` and `TOKEN_ENCRYPTION_KEY` configure.
+            // Configured by `STORE_URL`, `STORE_PREFIX` and `TOKEN_ENCRYPTION_KEY`.
             let server = serve_replica(
                 listener,
                 &public,
                 dev.url(),
                 "replica-proxy-client",
                 SECRET,
-                |b| {
-                    b.from_vars(|name| match name {
-                        "STORE_URL" => Some(url.clone()),
-                        "STORE_PREFIX" => Some("replicas-test:".into()),
-                        "TOKEN_ENCRYPTION_KEY" => Some(KEY.into()),
-                        _ => None,
-                    })
+                |name| match name {
+                    "STORE_URL" => Some(url.clone()),
+                    "STORE_PREFIX" => Some("replicas-test:".into()),
+                    "TOKEN_ENCRYPTION_KEY" => Some(KEY.into()),
+                    _ => None,
                 },
             )
             .await;
@@ -566,13 +564,14 @@ async fn redis_restart_mid_flow_and_503_while_it_is_down() {
 
 #[tokio::test]
 async fn store_url_needs_the_shared_key() {
-    let config = a3_mcp_auth::A3Config::builder()
-        .issuer_url("http://127.0.0.1:9")
-        .client("c", "s")
-        .build()
-        .unwrap();
+    let config = a3_mcp_auth::config::A3ConfigBuilder::from_vars(|name| {
+        (name == "STORE_URL").then(|| "redis://127.0.0.1:9/0".to_owned())
+    })
+    .issuer_url("http://127.0.0.1:9")
+    .client("c", "s")
+    .build()
+    .unwrap();
     let err = a3_mcp_auth::dcr::DcrBridge::builder(&config)
-        .from_vars(|name| (name == "STORE_URL").then(|| "redis://127.0.0.1:9/0".to_owned()))
         .build()
         .await
         .unwrap_err();

@@ -17,26 +17,14 @@ use http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{Inner, Namespace, RegisteredClient};
+use super::cookies::CSRF_COOKIE;
+use super::store::Namespace;
+use super::{Inner, RegisteredClient};
 use crate::fetch::is_loopback_host;
 use crate::oauth::html::{error_page, escape_html, html_response, page};
 use crate::oauth::pkce;
 use crate::oauth::response::{redirect_with, see_other};
 use crate::oauth::unix_now;
-
-pub(crate) const CSRF_COOKIE: &str = "a3mcp_csrf";
-const TX_COOKIE: &str = "a3mcp_tx";
-
-/// The binding cookie of one transaction: named after its id, so that two authorizations in
-/// one browser (two VS Code windows) do not overwrite each other's binding.
-pub(crate) fn tx_cookie(tx_id: &str) -> String {
-    let short: String = tx_id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(16)
-        .collect();
-    format!("{TX_COOKIE}_{short}")
-}
 
 /// The parameters of an authorization request, as received (and echoed by the consent form).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -141,7 +129,7 @@ async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failu
             "The request has no client_id.",
         ));
     };
-    let client: RegisteredClient = match inner.get_json(Namespace::Client, client_id).await {
+    let client: RegisteredClient = match inner.store.get_json(Namespace::Client, client_id).await {
         Ok(Some(c)) => c,
         Ok(None) => {
             return Err(Failure::Page(
@@ -252,11 +240,15 @@ pub(crate) async fn show(
         Err(f) => return f.into_response(),
     };
     // Reuse this browser's CSRF value if it has a well-formed one, else set a new one.
-    let (csrf, set_cookie) = match inner.read_cookie(&headers, CSRF_COOKIE).filter(|c| c.len() == 43) {
+    let (csrf, set_cookie) = match inner
+        .cookies
+        .read(&headers, CSRF_COOKIE)
+        .filter(|c| c.len() == 43)
+    {
         Some(c) => (c, None),
         None => {
             let c = crate::oauth::random_token();
-            let cookie = inner.set_cookie(CSRF_COOKIE, &c, Duration::from_secs(24 * 3600));
+            let cookie = inner.cookies.set(CSRF_COOKIE, &c, Duration::from_secs(24 * 3600));
             (c, Some(cookie))
         }
     };
@@ -406,7 +398,7 @@ pub(crate) async fn decide(
             "This consent was not submitted from this server's page.",
         );
     }
-    let Some(csrf) = inner.read_cookie(&headers, CSRF_COOKIE) else {
+    let Some(csrf) = inner.cookies.read(&headers, CSRF_COOKIE) else {
         return error_page(
             StatusCode::FORBIDDEN,
             "The consent form expired or was submitted from another browser. Start again.",
@@ -467,6 +459,7 @@ pub(crate) async fn decide(
         upstream_verifier: verifier,
     };
     if let Err(e) = inner
+        .store
         .put_json(
             Namespace::Transaction,
             &tx_id,
@@ -483,6 +476,7 @@ pub(crate) async fn decide(
     }
     // Keep an active client registered (sliding expiry).
     let _ = inner
+        .store
         .put_json(
             Namespace::Client,
             &v.client.client_id,
@@ -490,16 +484,14 @@ pub(crate) async fn decide(
             inner.limits.client_ttl,
         )
         .await;
-    let binding = format!("{tx_id}.{}", inner.keys.sign(&format!("tx|{tx_id}")));
     let mut response = see_other(&upstream_url);
     if response.status() != StatusCode::SEE_OTHER {
         return response;
     }
-    let h = response.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        inner.set_cookie(&tx_cookie(&tx_id), &binding, inner.limits.transaction_ttl),
-    );
+    let binding = inner
+        .cookies
+        .bind_transaction(&inner.keys, &tx_id, inner.limits.transaction_ttl);
+    response.headers_mut().append(header::SET_COOKIE, binding);
     response
 }
 

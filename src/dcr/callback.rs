@@ -8,10 +8,12 @@ use axum::response::Response;
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
-use super::authorize::{Transaction, error_redirect, tx_cookie};
+use super::authorize::{Transaction, error_redirect};
+use super::grant::Grant;
+use super::store::Namespace;
 use super::token::CodeEntry;
 use super::upstream::UpstreamError;
-use super::{Grant, Inner, Namespace, crypto};
+use super::{Inner, crypto};
 use crate::oauth::html::error_page;
 use crate::oauth::response::redirect_with;
 use crate::verifier::TokenVerifier;
@@ -36,7 +38,7 @@ pub(crate) async fn callback(
     let mut response = handle(&inner, &headers, p).await;
     // The binding cookie is single use, whatever happened.
     if let Some(state) = state {
-        let expired = inner.set_cookie(&tx_cookie(&state), "", std::time::Duration::ZERO);
+        let expired = inner.cookies.unbind_transaction(&state);
         response.headers_mut().append(header::SET_COOKIE, expired);
     }
     response
@@ -47,17 +49,13 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
         return error_page(StatusCode::BAD_REQUEST, "The sign-in response has no state.");
     };
     // The browser that consented holds a cookie naming this transaction, signed by us.
-    let bound = inner.read_cookie(headers, &tx_cookie(state)).and_then(|c| {
-        let (tx_id, sig) = c.split_once('.')?;
-        (crate::oauth::ct_eq(tx_id, state) && inner.keys.verify(&format!("tx|{tx_id}"), sig)).then_some(())
-    });
-    if bound.is_none() {
+    if !inner.cookies.is_bound(&inner.keys, headers, state) {
         return error_page(
             StatusCode::FORBIDDEN,
             "This sign-in was not started from this browser (no matching consent). Start again from your application.",
         );
     }
-    let tx: Transaction = match inner.take_json(Namespace::Transaction, state).await {
+    let tx: Transaction = match inner.store.take_json(Namespace::Transaction, state).await {
         Ok(Some(tx)) => tx,
         Ok(None) => {
             return error_page(
@@ -124,7 +122,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
             );
         }
     };
-    let claims = match inner.jwt.verify(&tokens.access_token).await {
+    let claims = match inner.a3_verifier.verify(&tokens.access_token).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "A3 returned an access token this resource does not accept");
@@ -160,9 +158,11 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
     let pending = inner.limits.code_ttl + std::time::Duration::from_secs(60);
     let stored = async {
         inner
+            .store
             .put_json(Namespace::Grant, &grant.id, &grant, Some(pending))
             .await?;
         inner
+            .store
             .put_json(
                 Namespace::Code,
                 &crate::oauth::sha256_b64url(&code),

@@ -7,29 +7,74 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
+use crate::config::decode_encryption_key;
+
 /// Prefix of the access tokens the bridge issues to MCP hosts. Only tokens with this prefix are
-/// looked up by [`ProxyTokenVerifier`](super::ProxyTokenVerifier); A3's JWTs never start with it.
+/// looked up by [`ProxyTokenVerifier`](super::ProxyTokenVerifier); A3's JWTs never start with it,
+/// so [`DcrBridge::token_verifier`](super::DcrBridge::token_verifier) knows which verifier a token
+/// belongs to without trying both.
+///
+/// The prefixes also let secret scanners and log filters recognise the bridge's credentials:
 ///
 /// ```
-/// assert!(!"eyJhbGciOiJSUzI1NiJ9.e30.sig".starts_with(a3_mcp_auth::dcr::ACCESS_TOKEN_PREFIX));
+/// use a3_mcp_auth::dcr::{ACCESS_TOKEN_PREFIX, CODE_PREFIX, REFRESH_TOKEN_PREFIX};
+///
+/// /// Masks the bridge's tokens and codes in a line before it is logged.
+/// fn redact(line: &str) -> String {
+///     let secret = |word: &str| {
+///         [ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX, CODE_PREFIX]
+///             .iter()
+///             .any(|prefix| word.trim_start_matches("code=").starts_with(prefix))
+///     };
+///     line.split(' ')
+///         .map(|word| if secret(word) { "[redacted]" } else { word })
+///         .collect::<Vec<_>>()
+///         .join(" ")
+/// }
+///
+/// let line = format!("GET /cb?x code={CODE_PREFIX}q1w2e3 then Bearer {ACCESS_TOKEN_PREFIX}r4t5");
+/// assert_eq!(redact(&line), "GET /cb?x [redacted] then Bearer [redacted]");
 /// ```
 pub const ACCESS_TOKEN_PREFIX: &str = "a3mcp_at_";
-/// Prefix of the refresh tokens the bridge issues to MCP hosts (never accepted as bearer tokens).
+/// Prefix of the refresh tokens the bridge issues to MCP hosts. A refresh token presented as a
+/// bearer token is refused outright: it is never looked up as an access token nor handed to the
+/// verifier of A3's tokens.
 ///
 /// ```
-/// use a3_mcp_auth::dcr::{ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX};
-/// assert_ne!(ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX);
+/// use a3_mcp_auth::{A3Config, TokenVerifier};
+/// use a3_mcp_auth::dcr::{DcrBridge, REFRESH_TOKEN_PREFIX};
+/// use a3_mcp_auth::dcr::store::MemoryStore;
+/// use a3_mcp_auth::testing::TestIssuer;
+/// use a3_mcp_auth::verifier::VerifyError;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let issuer = TestIssuer::start().await;
+/// let config = A3Config::builder().issuer_url(issuer.url()).client("proxy", "secret").build().unwrap();
+/// let bridge = DcrBridge::builder(&config).store(MemoryStore::new()).build().await.unwrap();
+/// let refresh_token = format!("{REFRESH_TOKEN_PREFIX}stolen-from-a-host");
+/// let refused = bridge.token_verifier().verify(&refresh_token).await.unwrap_err();
+/// assert_eq!(refused, VerifyError::invalid("not an access token"));
+/// # }
 /// ```
 pub const REFRESH_TOKEN_PREFIX: &str = "a3mcp_rt_";
-/// Prefix of the authorization codes the bridge issues to MCP hosts.
+/// Prefix of the authorization codes the bridge issues to MCP hosts. Codes travel in the redirect
+/// to the host, so they show up in browser history and access logs: the prefix lets a log filter
+/// find them (see [`ACCESS_TOKEN_PREFIX`] for one), and a code presented as a bearer token is
+/// refused like a [refresh token](REFRESH_TOKEN_PREFIX).
 ///
 /// ```
-/// assert_eq!(a3_mcp_auth::dcr::CODE_PREFIX, "a3mcp_code_");
+/// use a3_mcp_auth::dcr::CODE_PREFIX;
+///
+/// // The query of a redirect the bridge sent to a host, as an access log recorded it:
+/// let logged = format!("/callback?code={CODE_PREFIX}Zm9vYmFy&state=xyz&iss=http%3A%2F%2F127.0.0.1%3A8000");
+/// let code = logged.split(['?', '&']).find_map(|p| p.strip_prefix("code=")).unwrap();
+/// assert!(code.starts_with(CODE_PREFIX), "a bridge code leaked into the log");
 /// ```
 pub const CODE_PREFIX: &str = "a3mcp_code_";
 
 /// Length in bytes of the key that seals upstream tokens and signs cookies.
-pub const KEY_LEN: usize = 32;
+const KEY_LEN: usize = 32;
 
 /// A fresh opaque token with a type prefix, e.g. `a3mcp_at_…`.
 pub(crate) fn new_token(prefix: &str) -> String {
@@ -81,12 +126,7 @@ impl Keys {
 
     /// Parses a base64 (standard or URL-safe) 32-byte key.
     pub(crate) fn from_base64(value: &str) -> Result<Self, KeyError> {
-        let value = value.trim();
-        let bytes = STANDARD
-            .decode(value)
-            .or_else(|_| URL_SAFE_NO_PAD.decode(value.trim_end_matches('=')))
-            .map_err(|_| KeyError::Malformed)?;
-        let master: [u8; KEY_LEN] = bytes.try_into().map_err(|_| KeyError::Malformed)?;
+        let master = decode_encryption_key(value).ok_or(KeyError::Malformed)?;
         Ok(Self::from_master(&master))
     }
 

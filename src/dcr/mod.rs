@@ -1,24 +1,35 @@
 //! The DCR bridge: an OAuth 2.1 authorization server towards MCP hosts (dynamic registration,
 //! consent, codes, tokens) that is one predefined confidential client towards A3.
 //!
-//! A3 only knows predefined clients; MCP hosts such as VS Code register themselves (RFC 7591).
+//! A3 only knows predefined clients; MCP hosts such as VS Code register themselves
+//! ([RFC 7591](https://www.rfc-editor.org/rfc/rfc7591), as the [MCP authorization
+//! spec](https://modelcontextprotocol.io/specification/2025-11-25/basic/authorization) allows).
 //! The bridge gives each host its own client id, shows a consent page naming that client,
 //! sends the user to A3 with the one configured client (`CLIENT_ID`/`CLIENT_SECRET`,
-//! `client_secret_post`, PKCE, callback `{public url}/auth/callback`), keeps A3's tokens
+//! `client_secret_post`, PKCE, callback `{public url}`[`CALLBACK_PATH`]), keeps A3's tokens
 //! server-side (encrypted, bound to the host's grant) and gives the host opaque tokens of its own.
 //! [`DcrBridge::token_verifier`] resolves those tokens back to the A3 access token's verified claims,
 //! so [`BearerAuthLayer`](crate::BearerAuthLayer) and the scope and context layers work unchanged;
 //! A3 JWTs presented directly (e.g. by machine-to-machine clients) keep working too.
 //!
-//! | route | what it does |
-//! |---|---|
-//! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata; `issuer` = the public URL |
-//! | `POST /register` | RFC 7591 registration of public clients (rate-limited, capped) |
-//! | `GET /authorize` | validates the request, shows the consent page |
-//! | `POST /authorize` | the consent decision (CSRF-checked); on approval redirects to A3 |
-//! | `GET /auth/callback` | A3 returns here; exchanges A3's code and redirects to the host with ours |
-//! | `POST /token` | `authorization_code` (PKCE) and `refresh_token` (rotation) grants |
-//! | `POST /revoke` | RFC 7009 revocation of our tokens (and A3's) |
+//! The consent page is asked on every authorization, before anything is stored or the browser is
+//! sent to A3, and the callback only completes in the browser that consented: A3 may sign a user
+//! in silently, so these are what stop a [confused
+//! deputy](https://modelcontextprotocol.io/specification/2025-11-25/basic/security_best_practices#confused-deputy-problem).
+//!
+//! | route | module | what it does |
+//! |---|---|---|
+//! | `GET /.well-known/oauth-authorization-server` | `metadata` | [RFC 8414 §2](https://www.rfc-editor.org/rfc/rfc8414#section-2) metadata; `issuer` = the public URL |
+//! | `POST /register` | `register` | [RFC 7591 §3](https://www.rfc-editor.org/rfc/rfc7591#section-3) registration of public clients (rate-limited per address, capped) |
+//! | `GET /authorize` | `authorize` | validates the request ([RFC 6749 §4.1.1](https://www.rfc-editor.org/rfc/rfc6749#section-4.1.1), PKCE S256 required), shows the consent page |
+//! | `POST /authorize` | `authorize` | the consent decision (CSRF-checked); on approval redirects to A3 |
+//! | `GET /auth/callback` | `callback` | A3 returns here; exchanges A3's code and redirects to the host with ours ([RFC 9207](https://www.rfc-editor.org/rfc/rfc9207) `iss` both ways) |
+//! | `POST /token` | `token` | `authorization_code` ([RFC 7636 §4.6](https://www.rfc-editor.org/rfc/rfc7636#section-4.6)) and `refresh_token` grants, with rotation and reuse detection ([OAuth 2.1 §4.3.1](https://datatracker.ietf.org/doc/html/draft-ietf-oauth-v2-1#section-4.3.1)) |
+//! | `POST /revoke` | `revoke` | [RFC 7009](https://www.rfc-editor.org/rfc/rfc7009) revocation of our tokens (and A3's) |
+//!
+//! Registered clients, grants, codes and token hashes live in a [`store::Store`]: an embedded
+//! [`store::RedbStore`] by default, or a `store::RedisStore` (cargo feature `redis`) shared by
+//! several replicas.
 //!
 //! ```no_run
 //! use a3_mcp_auth::dcr::DcrBridge;
@@ -26,8 +37,8 @@
 //! use axum::{Router, routing::post};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = A3Config::from_env()?; // ISSUER_PATH, CLIENT_ID, CLIENT_SECRET, ...
-//! let bridge = DcrBridge::builder(&config).from_env()?.build().await?; // STORE_PATH, PUBLIC_URL, ...
+//! let config = A3Config::from_env()?; // ISSUER_PATH, CLIENT_ID, CLIENT_SECRET, PUBLIC_URL, STORE_PATH, ...
+//! let bridge = DcrBridge::builder(&config).build().await?; // discovers A3, opens the store
 //! let metadata = bridge.protected_resource_metadata();
 //! let app = Router::new()
 //!     .route("/mcp", post(|| async { "your MCP service here" }))
@@ -42,11 +53,15 @@
 
 mod authorize;
 mod callback;
+mod cookies;
 mod crypto;
-#[cfg(feature = "redis")]
-mod redis_store;
+mod errors;
+mod grant;
+mod metadata;
+mod rate_limit;
 mod register;
-mod store;
+mod revoke;
+pub mod store;
 mod token;
 mod upstream;
 mod verifier;
@@ -57,40 +72,55 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderMap, HeaderValue, header};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use url::Url;
+use http::header;
 
-use crate::config::{A3Config, ConfigError};
+use crate::config::{A3Config, ConfigError, check_public_url};
 use crate::discovery::ProviderMetadata;
 use crate::jwt::JwtVerifier;
 use crate::metadata::ProtectedResourceMetadata;
+use crate::verifier::{DynVerifier, Or, TokenVerifier};
 
 pub use crypto::{ACCESS_TOKEN_PREFIX, CODE_PREFIX, REFRESH_TOKEN_PREFIX};
-#[cfg(feature = "redis")]
-pub use redis_store::{DEFAULT_STORE_PREFIX, RedisStore};
 pub use register::RegisteredClient;
-pub use store::{BoxFuture, MemoryStore, Namespace, RedbStore, Store, StoreError};
 pub use verifier::ProxyTokenVerifier;
 
+use cookies::Cookies;
 use crypto::Keys;
+use rate_limit::RateLimiter;
+use store::{RedbStore, Store, StoreError};
 use upstream::Upstream;
 
-/// Where A3 sends the browser back; registered at A3 as the predefined client's redirect URI.
+/// Where A3 sends the browser back, below the public URL: `{public URL}/auth/callback` must be
+/// registered at A3 as the predefined client's redirect URI.
 ///
 /// ```
-/// assert_eq!(a3_mcp_auth::dcr::CALLBACK_PATH, "/auth/callback"); // the quickstart's loopback redirect
+/// use a3_mcp_auth::A3Config;
+/// use a3_mcp_auth::dcr::CALLBACK_PATH;
+///
+/// let config = A3Config::builder()
+///     .issuer_path("alias-0123456789abcdef0123456789abcdef")
+///     .public_url("https://mcp.example.com")
+///     .build()
+///     .unwrap();
+/// // What to enter as the redirect URI of the "MCP Host" client in the A3 console:
+/// println!("redirect URI: {}{CALLBACK_PATH}", config.public_url());
 /// ```
 pub const CALLBACK_PATH: &str = "/auth/callback";
 
-/// The default location of the persistent store (`STORE_PATH`); the generated encryption key goes
-/// beside it, in `./data/a3-mcp-auth.redb.key`.
+/// Where the persistent store lives unless `STORE_PATH` says otherwise; the generated encryption
+/// key goes beside it (`.key` appended). Both must survive restarts and upgrades (a volume, in a
+/// container), or hosts have to register and sign in again.
 ///
 /// ```
-/// assert!(a3_mcp_auth::dcr::DEFAULT_STORE_PATH.ends_with(".redb"));
+/// use std::path::Path;
+/// use a3_mcp_auth::A3Config;
+/// use a3_mcp_auth::dcr::DEFAULT_STORE_PATH;
+///
+/// let config = A3Config::builder().issuer_path("env-1").build().unwrap();
+/// // A deployment check: the directory the bridge writes to.
+/// let store = config.store_path().unwrap_or(Path::new(DEFAULT_STORE_PATH));
+/// println!("mount a volume at {}", store.parent().unwrap().display());
 /// ```
 pub const DEFAULT_STORE_PATH: &str = "./data/a3-mcp-auth.redb";
 
@@ -98,7 +128,8 @@ pub const DEFAULT_STORE_PATH: &str = "./data/a3-mcp-auth.redb";
 ///
 /// ```
 /// use a3_mcp_auth::A3Config;
-/// use a3_mcp_auth::dcr::{DcrBridge, DcrError, MemoryStore};
+/// use a3_mcp_auth::dcr::store::MemoryStore;
+/// use a3_mcp_auth::dcr::{DcrBridge, DcrError};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -111,7 +142,7 @@ pub const DEFAULT_STORE_PATH: &str = "./data/a3-mcp-auth.redb";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DcrError {
-    /// A configuration value is missing or invalid.
+    /// A configuration value is missing or invalid (the message names it).
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A3 could not be discovered.
@@ -168,174 +199,17 @@ pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
     pub keys: Keys,
     pub upstream: Upstream,
-    pub jwt: JwtVerifier,
+    /// Verifies A3's access tokens.
+    pub a3_verifier: DynVerifier,
     pub limits: Limits,
-    /// `__Host-` + `Secure` cookies (https public URL) or plain names (http loopback).
-    pub secure_cookies: bool,
-    pub register_limiter: register::RateLimiter,
-    /// One lock per grant, so concurrent requests refresh A3's tokens once.
-    pub refresh_locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+    pub cookies: Cookies,
+    pub register_limiter: RateLimiter,
+    /// One mutex per grant, so concurrent requests refresh A3's tokens once (see
+    /// [`grant::lock_grant`]).
+    pub grant_locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
     /// Hashes of consent tokens already approved: each approval (which writes a transaction)
     /// is single use, within this process.
     pub used_consents: moka::sync::Cache<String, ()>,
-}
-
-impl Inner {
-    pub(crate) async fn get_json<T: DeserializeOwned>(
-        &self,
-        ns: Namespace,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        Ok(self
-            .store
-            .get(ns, key)
-            .await?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
-    }
-
-    pub(crate) async fn take_json<T: DeserializeOwned>(
-        &self,
-        ns: Namespace,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        Ok(self
-            .store
-            .take(ns, key)
-            .await?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
-    }
-
-    pub(crate) async fn put_json<T: Serialize>(
-        &self,
-        ns: Namespace,
-        key: &str,
-        value: &T,
-        ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError(e.to_string()))?;
-        self.store
-            .put(ns, key, bytes, ttl.map(crate::oauth::expiry_after))
-            .await
-    }
-
-    /// Serialises everything that rewrites or deletes one grant (upstream refresh, our token
-    /// issuance and rotation, revocation): within this process by a mutex, across replicas by the
-    /// store's lock ([`Store::lock`]), waiting up to [`GRANT_LOCK_WAIT`] for another holder.
-    pub(crate) async fn lock_grant(&self, grant_id: &str) -> Result<GrantLock, StoreError> {
-        let local = self
-            .refresh_locks
-            .get_with(grant_id.to_owned(), || Arc::new(tokio::sync::Mutex::new(())))
-            .lock_owned()
-            .await;
-        let name = format!("grant:{grant_id}");
-        let deadline = tokio::time::Instant::now() + GRANT_LOCK_WAIT;
-        let mut pause = Duration::from_millis(20);
-        loop {
-            if let Some(token) = self.store.lock(&name, GRANT_LOCK_TTL).await? {
-                return Ok(GrantLock {
-                    store: self.store.clone(),
-                    name,
-                    token,
-                    _local: local,
-                });
-            }
-            if tokio::time::Instant::now() + pause > deadline {
-                return Err(StoreError("another replica holds the grant's lock".into()));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(250));
-        }
-    }
-
-    pub(crate) fn cookie_name(&self, base: &str) -> String {
-        if self.secure_cookies {
-            format!("__Host-{base}")
-        } else {
-            base.to_owned()
-        }
-    }
-
-    /// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Path=/, Secure on https.
-    pub(crate) fn set_cookie(&self, base: &str, value: &str, max_age: Duration) -> HeaderValue {
-        let secure = if self.secure_cookies { "; Secure" } else { "" };
-        HeaderValue::from_str(&format!(
-            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-            self.cookie_name(base),
-            max_age.as_secs()
-        ))
-        .expect("cookie values are base64url")
-    }
-
-    pub(crate) fn read_cookie(&self, headers: &HeaderMap, base: &str) -> Option<String> {
-        let name = self.cookie_name(base);
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_owned())
-    }
-}
-
-/// A grant: one user's authorization of one registered client, holding A3's tokens sealed.
-#[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct Grant {
-    pub id: String,
-    pub client_id: String,
-    pub subject: Option<String>,
-    pub scope: String,
-    pub resource: String,
-    /// `UpstreamTokens` as JSON, sealed with the grant id as associated data.
-    pub upstream: Vec<u8>,
-}
-
-impl Grant {
-    pub(crate) fn open(&self, keys: &Keys) -> Option<upstream::UpstreamTokens> {
-        serde_json::from_slice(&keys.open(self.id.as_bytes(), &self.upstream)?).ok()
-    }
-
-    pub(crate) fn seal(&mut self, keys: &Keys, tokens: &upstream::UpstreamTokens) {
-        self.upstream = keys.seal(
-            self.id.as_bytes(),
-            &serde_json::to_vec(tokens).expect("tokens serialize"),
-        );
-    }
-}
-
-/// What our access and refresh token hashes map to.
-#[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct TokenEntry {
-    pub grant_id: String,
-    pub client_id: String,
-    /// Written by earlier versions for a rotated refresh token (without a successor).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub rotated: bool,
-    /// Refresh tokens: when the token itself expires (Unix seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<u64>,
-    /// Refresh tokens: when it was rotated. A rotated token is kept until its own expiry, so
-    /// that a use after the grace period is recognised as reuse and ends the grant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotated_at: Option<u64>,
-    /// Refresh tokens: the successor issued at rotation, sealed (associated data: this
-    /// token's hash), returned again to a retry within the grace period.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub successor: Option<Vec<u8>>,
-}
-
-impl TokenEntry {
-    pub(crate) fn new(grant_id: &str, client_id: &str) -> Self {
-        TokenEntry {
-            grant_id: grant_id.to_owned(),
-            client_id: client_id.to_owned(),
-            rotated: false,
-            expires_at: None,
-            rotated_at: None,
-            successor: None,
-        }
-    }
 }
 
 /// The bridge. Build it with [`DcrBridge::builder`], serve [`DcrBridge::router`] beside the
@@ -343,7 +217,8 @@ impl TokenEntry {
 ///
 /// ```
 /// use a3_mcp_auth::A3Config;
-/// use a3_mcp_auth::dcr::{DcrBridge, MemoryStore};
+/// use a3_mcp_auth::dcr::DcrBridge;
+/// use a3_mcp_auth::dcr::store::MemoryStore;
 /// use a3_mcp_auth::testing::TestIssuer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -377,24 +252,26 @@ impl std::fmt::Debug for DcrBridge {
 }
 
 impl DcrBridge {
-    /// A builder for the bridge of `config` (issuer, resource URI, predefined client).
+    /// A builder for the bridge of `config`: A3's issuer, the resource URI, the predefined client,
+    /// the public URL and the store settings. The builder's setters override the latter from code.
     pub fn builder(config: &A3Config) -> DcrBridgeBuilder {
         DcrBridgeBuilder {
             config: config.clone(),
-            public_url: None,
+            public_url: config.public_url().to_owned(),
             store: None,
-            store_path: None,
-            store_url: None,
-            store_prefix: None,
-            key: None,
+            store_path: config.store_path().map(Into::into),
+            store_url: config.store_url().map(Into::into),
+            store_prefix: config.store_prefix().map(Into::into),
+            key: config.token_encryption_key().map(Into::into),
             key_file: None,
             scopes: vec!["mcp:call".to_owned()],
             limits: Limits::default(),
-            jwt: None,
+            a3_verifier: None,
         }
     }
 
-    /// Our issuer identifier (the public URL), as metadata, `iss` and the PRM carry it.
+    /// Our issuer identifier (the public URL), as our metadata, our `iss` parameter and the
+    /// protected-resource metadata carry it.
     pub fn issuer(&self) -> &str {
         &self.inner.issuer
     }
@@ -409,10 +286,10 @@ impl DcrBridge {
             .allow_methods([http::Method::GET, http::Method::POST])
             .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]);
         let api = Router::new()
-            .route("/.well-known/oauth-authorization-server", get(metadata))
+            .route("/.well-known/oauth-authorization-server", get(metadata::handler))
             .route("/register", post(register::register))
             .route("/token", post(token::token))
-            .route("/revoke", post(token::revoke))
+            .route("/revoke", post(revoke::revoke))
             .layer(cors);
         let browser = Router::new()
             .route("/authorize", get(authorize::show).post(authorize::decide))
@@ -424,9 +301,8 @@ impl DcrBridge {
 
     /// The verifier for [`BearerAuthLayer`](crate::BearerAuthLayer): our access tokens first
     /// ([`ProxyTokenVerifier`]), then A3's JWTs issued for this resource.
-    pub fn token_verifier(&self) -> crate::verifier::Or<ProxyTokenVerifier, JwtVerifier> {
-        use crate::verifier::TokenVerifier;
-        self.proxy_verifier().or(self.inner.jwt.clone())
+    pub fn token_verifier(&self) -> Or<ProxyTokenVerifier, DynVerifier> {
+        self.proxy_verifier().or(self.inner.a3_verifier.clone())
     }
 
     /// The verifier of our own access tokens only.
@@ -444,18 +320,21 @@ impl DcrBridge {
             .with_scopes_supported(self.inner.scopes.clone())
     }
 
-    /// The RFC 8414 metadata document served at `/.well-known/oauth-authorization-server`.
+    /// The [RFC 8414 §2](https://www.rfc-editor.org/rfc/rfc8414#section-2) metadata document
+    /// served at `/.well-known/oauth-authorization-server`.
     pub fn authorization_server_metadata(&self) -> serde_json::Value {
-        metadata_document(&self.inner)
+        metadata::document(&self.inner)
     }
 }
 
-/// Builder for [`DcrBridge`].
+/// Builder for [`DcrBridge`]: what [`A3Config`] does not hold (scopes, lifetimes, limits, your own
+/// store or verifier), and code overrides of what it does.
 ///
 /// ```
 /// use std::time::Duration;
 /// use a3_mcp_auth::A3Config;
-/// use a3_mcp_auth::dcr::{DcrBridge, RedbStore};
+/// use a3_mcp_auth::dcr::DcrBridge;
+/// use a3_mcp_auth::dcr::store::RedbStore;
 /// use a3_mcp_auth::testing::TestIssuer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -478,7 +357,7 @@ impl DcrBridge {
 /// ```
 pub struct DcrBridgeBuilder {
     config: A3Config,
-    public_url: Option<String>,
+    public_url: String,
     store: Option<Arc<dyn Store>>,
     store_path: Option<PathBuf>,
     store_url: Option<String>,
@@ -487,7 +366,7 @@ pub struct DcrBridgeBuilder {
     key_file: Option<PathBuf>,
     scopes: Vec<String>,
     limits: Limits,
-    jwt: Option<JwtVerifier>,
+    a3_verifier: Option<DynVerifier>,
 }
 
 impl std::fmt::Debug for DcrBridgeBuilder {
@@ -496,7 +375,7 @@ impl std::fmt::Debug for DcrBridgeBuilder {
             .field("config", &self.config)
             .field("public_url", &self.public_url)
             .field("store_path", &self.store_path)
-            .field("store_url", &self.store_url.as_ref().map(|_| "(set)"))
+            .field("store_url", &self.store_url.as_ref().map(|_| "<redacted>"))
             .field("store_prefix", &self.store_prefix)
             .field("scopes", &self.scopes)
             .finish_non_exhaustive()
@@ -504,38 +383,11 @@ impl std::fmt::Debug for DcrBridgeBuilder {
 }
 
 impl DcrBridgeBuilder {
-    /// Reads `PUBLIC_URL`, `STORE_PATH`, `STORE_URL`, `STORE_PREFIX` and `TOKEN_ENCRYPTION_KEY`
-    /// from the environment (and `.env`).
-    pub fn from_env(self) -> Result<Self, ConfigError> {
-        let _ = dotenvy::dotenv();
-        Ok(self.from_vars(|name| std::env::var(name).ok()))
-    }
-
-    /// Like [`DcrBridgeBuilder::from_env`], reading from `vars`.
-    pub fn from_vars(mut self, vars: impl Fn(&str) -> Option<String>) -> Self {
-        let var = |name: &str| vars(name).filter(|v| !v.trim().is_empty());
-        if let Some(url) = var("PUBLIC_URL") {
-            self.public_url = Some(url);
-        }
-        if let Some(path) = var("STORE_PATH") {
-            self.store_path = Some(path.into());
-        }
-        if let Some(url) = var("STORE_URL") {
-            self.store_url = Some(url);
-        }
-        if let Some(prefix) = var("STORE_PREFIX") {
-            self.store_prefix = Some(prefix);
-        }
-        if let Some(key) = var("TOKEN_ENCRYPTION_KEY") {
-            self.key = Some(key);
-        }
-        self
-    }
-
-    /// A shared store for several replicas: `redis://host:port/db` selects a
-    /// `RedisStore` (feature `redis`) instead of the embedded redb file.
-    /// The replicas must then share one [`encryption_key`](Self::encryption_key), which becomes
-    /// required. An explicit [`store`](Self::store) wins over it.
+    /// A shared store for several replicas, instead of the configuration's `STORE_URL`:
+    /// `redis://host:port/db` selects a `RedisStore` (feature `redis`)
+    /// instead of the embedded redb file. The replicas must then share one
+    /// [`encryption_key`](Self::encryption_key), which becomes required. An explicit
+    /// [`store`](Self::store) wins over it.
     ///
     /// ```
     /// use a3_mcp_auth::A3Config;
@@ -554,21 +406,24 @@ impl DcrBridgeBuilder {
         self
     }
 
-    /// The prefix of every key in a shared store (default `a3mcp:`), so several servers can share
-    /// one Redis.
+    /// The prefix of every key in a shared store, instead of the configuration's `STORE_PREFIX`
+    /// (default [`DEFAULT_STORE_PREFIX`](store::DEFAULT_STORE_PREFIX)), so several servers can
+    /// share one Redis.
     pub fn store_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.store_prefix = Some(prefix.into());
         self
     }
 
-    /// Our public base URL and issuer (default: the origin of the resource URI), e.g.
-    /// `http://127.0.0.1:8000`. Must be https, or http on loopback, without a path.
+    /// Our public base URL and issuer, e.g. `http://127.0.0.1:8000`, instead of the
+    /// configuration's [`A3Config::public_url`]. Must be https, or http on loopback, without a
+    /// path. A3's client must have `{public URL}/auth/callback` ([`CALLBACK_PATH`]) registered.
     pub fn public_url(mut self, url: impl Into<String>) -> Self {
-        self.public_url = Some(url.into());
+        self.public_url = url.into();
         self
     }
 
-    /// The store (default: a [`RedbStore`] at `STORE_PATH` or [`DEFAULT_STORE_PATH`]).
+    /// The store (default: a [`RedbStore`] at the configuration's `STORE_PATH`, else
+    /// [`DEFAULT_STORE_PATH`]).
     ///
     /// With a persistent store of your own, also give a key ([`DcrBridgeBuilder::encryption_key`]
     /// or [`DcrBridgeBuilder::key_file`]): under the default per-process key, the A3 tokens sealed
@@ -578,15 +433,16 @@ impl DcrBridgeBuilder {
         self
     }
 
-    /// The path of the default [`RedbStore`]; the generated key file goes beside it (`.key`).
+    /// The path of the default [`RedbStore`], instead of the configuration's `STORE_PATH`; the
+    /// generated key file goes beside it (`.key`).
     pub fn store_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.store_path = Some(path.into());
         self
     }
 
-    /// The 32-byte key (base64) sealing A3 tokens at rest and signing cookies. Default: the key
-    /// file beside the redb store, generated on first start; with another store, a random key
-    /// per process.
+    /// The 32-byte key (base64) sealing A3 tokens at rest and signing cookies, instead of the
+    /// configuration's `TOKEN_ENCRYPTION_KEY`. Default: the key file beside the redb store,
+    /// generated on first start; with another store, a random key per process.
     pub fn encryption_key(mut self, base64_key: impl Into<String>) -> Self {
         self.key = Some(base64_key.into());
         self
@@ -664,34 +520,38 @@ impl DcrBridgeBuilder {
         self
     }
 
-    /// Reuse an existing verifier of A3's tokens (default: one built by discovery).
-    pub fn jwt_verifier(mut self, verifier: JwtVerifier) -> Self {
-        self.jwt = Some(verifier);
-        self
-    }
-
-    /// The bridge's public URL (its issuer): [`public_url`](Self::public_url) if set, else the
-    /// origin of the resource URI. A3's client must have `{public URL}/auth/callback` registered.
+    /// The verifier of A3's access tokens (default: a [`JwtVerifier`] for the configured issuer
+    /// and resource, with the keys A3's discovery names). It checks the tokens A3 issues at the
+    /// callback and on refresh, the A3 token behind each of ours on every request, and A3 tokens
+    /// presented directly to [`DcrBridge::token_verifier`]. Give one to share its key store and
+    /// cache with other routes, or to use a verifier of your own.
     ///
     /// ```
-    /// use a3_mcp_auth::A3Config;
+    /// use a3_mcp_auth::{A3Config, JwtVerifier, TokenVerifier};
     /// use a3_mcp_auth::dcr::DcrBridge;
+    /// use a3_mcp_auth::dcr::store::MemoryStore;
+    /// use a3_mcp_auth::testing::TestIssuer;
     ///
-    /// let config = A3Config::builder().issuer_path("env-1").build().unwrap();
-    /// let builder = DcrBridge::builder(&config);
-    /// assert_eq!(builder.public_url_or_default().unwrap(), "http://127.0.0.1:8000");
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let issuer = TestIssuer::start().await;
+    /// let config = A3Config::builder().issuer_url(issuer.url()).client("proxy", "secret").build().unwrap();
+    /// // One JWKS key store and one cache of validated tokens, for the bridge and a route of its own.
+    /// let jwt = JwtVerifier::from_config(&config).await.unwrap();
+    /// let bridge = DcrBridge::builder(&config)
+    ///     .store(MemoryStore::new())
+    ///     .a3_verifier(jwt.clone())
+    ///     .build()
+    ///     .await
+    ///     .unwrap();
+    /// let a3_token = issuer.token(config.resource_uri()).subject("m2m").sign();
+    /// assert!(bridge.token_verifier().verify(&a3_token).await.is_ok());
+    /// assert!(jwt.verify(&a3_token).await.is_ok());
+    /// # }
     /// ```
-    pub fn public_url_or_default(&self) -> Result<String, ConfigError> {
-        match &self.public_url {
-            Some(url) => check_public_url(url),
-            None => Ok(Url::parse(self.config.resource_uri())
-                .map_err(|e| ConfigError::Invalid {
-                    name: "RESOURCE_URI",
-                    reason: e.to_string(),
-                })?
-                .origin()
-                .ascii_serialization()),
-        }
+    pub fn a3_verifier(mut self, verifier: impl TokenVerifier) -> Self {
+        self.a3_verifier = Some(DynVerifier::new(verifier));
+        self
     }
 
     /// Discovers A3, opens the store and builds the bridge.
@@ -713,19 +573,18 @@ impl DcrBridgeBuilder {
                 }
                 .into());
             }
-            self.store = Some(open_shared_store(url, self.store_prefix.as_deref()).await?);
+            self.store = Some(store::open_url(url, self.store_prefix.as_deref()).await?);
         }
         let config = &self.config;
-        let issuer = self.public_url_or_default()?;
-        let secure_cookies = issuer.starts_with("https://");
+        let issuer = check_public_url(&self.public_url)?;
         let metadata = ProviderMetadata::discover(config.issuer()).await?;
-        let jwt = match self.jwt {
-            Some(jwt) => jwt,
-            None => {
+        let a3_verifier = match self.a3_verifier {
+            Some(verifier) => verifier,
+            None => DynVerifier::new(
                 JwtVerifier::builder(config.issuer(), config.resource_uri())
                     .jwks_uri(&metadata.jwks_uri)
-                    .await?
-            }
+                    .await?,
+            ),
         };
         let upstream = Upstream::new(
             metadata,
@@ -764,6 +623,7 @@ impl DcrBridgeBuilder {
             .into());
         }
         let limits = self.limits;
+        let cookies = Cookies::for_public_url(&issuer);
         let inner = Arc::new(Inner {
             issuer,
             resource: config.resource_uri().to_owned(),
@@ -771,165 +631,19 @@ impl DcrBridgeBuilder {
             store,
             keys,
             upstream,
-            jwt,
-            register_limiter: register::RateLimiter::new(limits.register_burst, limits.register_refill),
-            secure_cookies,
+            a3_verifier,
+            register_limiter: RateLimiter::new(limits.register_burst, limits.register_refill),
+            cookies,
             used_consents: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(limits.consent_ttl.max(Duration::from_secs(1)))
                 .build(),
-            refresh_locks: moka::sync::Cache::builder()
+            grant_locks: moka::sync::Cache::builder()
                 .time_to_idle(Duration::from_secs(60))
                 .build(),
             limits,
         });
-        spawn_purger(Arc::downgrade(&inner));
+        store::spawn_purger(Arc::downgrade(&inner.store));
         Ok(DcrBridge { inner })
-    }
-}
-
-/// Opens the store named by `STORE_URL`.
-async fn open_shared_store(url: &str, prefix: Option<&str>) -> Result<Arc<dyn Store>, DcrError> {
-    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
-    match scheme {
-        #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+unix" | "unix" => {
-            let prefix = prefix.unwrap_or(DEFAULT_STORE_PREFIX);
-            Ok(Arc::new(RedisStore::connect(url, prefix).await?))
-        }
-        _ => {
-            let _ = prefix;
-            let reason = if cfg!(feature = "redis") {
-                "expected redis://host:port/db"
-            } else {
-                "this build has no shared store: enable the cargo feature `redis`"
-            };
-            Err(ConfigError::Invalid {
-                name: "STORE_URL",
-                reason: reason.into(),
-            }
-            .into())
-        }
-    }
-}
-
-/// Purges expired entries every five minutes while the bridge lives.
-fn spawn_purger(inner: std::sync::Weak<Inner>) {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return;
-    }
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(300));
-        loop {
-            tick.tick().await;
-            let Some(inner) = inner.upgrade() else { return };
-            if let Err(e) = inner.store.purge_expired().await {
-                tracing::warn!(error = %e, "purging expired DCR entries failed");
-            }
-        }
-    });
-}
-
-fn check_public_url(url: &str) -> Result<String, ConfigError> {
-    let invalid = |reason: &str| ConfigError::Invalid {
-        name: "PUBLIC_URL",
-        reason: reason.into(),
-    };
-    let trimmed = url.trim().trim_end_matches('/');
-    let parsed = Url::parse(trimmed).map_err(|e| invalid(&e.to_string()))?;
-    crate::fetch::check_secure(&parsed).map_err(|_| invalid("must be https (http only on loopback)"))?;
-    if parsed.path() != "/"
-        || parsed.query().is_some()
-        || parsed.fragment().is_some()
-        || !parsed.username().is_empty()
-    {
-        return Err(invalid(
-            "must be an origin such as http://127.0.0.1:8000, without path",
-        ));
-    }
-    Ok(parsed.origin().ascii_serialization())
-}
-
-fn metadata_document(inner: &Inner) -> serde_json::Value {
-    let i = &inner.issuer;
-    serde_json::json!({
-        "issuer": i,
-        "authorization_endpoint": format!("{i}/authorize"),
-        "token_endpoint": format!("{i}/token"),
-        "registration_endpoint": format!("{i}/register"),
-        "revocation_endpoint": format!("{i}/revoke"),
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
-        "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "revocation_endpoint_auth_methods_supported": ["none"],
-        "scopes_supported": inner.scopes,
-        "authorization_response_iss_parameter_supported": true,
-    })
-}
-
-async fn metadata(axum::extract::State(inner): axum::extract::State<Arc<Inner>>) -> Response {
-    (
-        [(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=3600"),
-        )],
-        axum::Json(metadata_document(&inner)),
-    )
-        .into_response()
-}
-
-/// How long a grant's lock in a shared store lives at most: longer than one upstream refresh
-/// (whose HTTP timeout is 15 s), so that a slow refresh is not duplicated by another replica.
-const GRANT_LOCK_TTL: Duration = Duration::from_secs(30);
-/// How long to wait for another replica's refresh or revocation of the same grant.
-const GRANT_LOCK_WAIT: Duration = Duration::from_secs(20);
-
-/// Held while one grant is refreshed, rewritten or revoked: the per-process mutex and the store's
-/// lock ([`Store::lock`], across replicas). Released on drop.
-pub(crate) struct GrantLock {
-    store: Arc<dyn Store>,
-    name: String,
-    token: String,
-    _local: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl Drop for GrantLock {
-    fn drop(&mut self) {
-        if self.token.is_empty() {
-            return; // a single-process store: the mutex was the lock
-        }
-        let (store, name, token) = (
-            self.store.clone(),
-            std::mem::take(&mut self.name),
-            std::mem::take(&mut self.token),
-        );
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = store.unlock(&name, &token).await {
-                    tracing::warn!(error = %e, "releasing a grant lock failed; it expires by itself");
-                }
-            });
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn public_url_must_be_an_origin() {
-        assert_eq!(
-            check_public_url("http://127.0.0.1:8000/").unwrap(),
-            "http://127.0.0.1:8000"
-        );
-        assert_eq!(
-            check_public_url("https://mcp.example.com").unwrap(),
-            "https://mcp.example.com"
-        );
-        assert!(check_public_url("http://mcp.example.com").is_err());
-        assert!(check_public_url("https://mcp.example.com/base").is_err());
     }
 }

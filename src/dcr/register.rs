@@ -1,8 +1,7 @@
 //! `POST /register`: RFC 7591 dynamic client registration of public clients.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +10,9 @@ use http::{Extensions, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use url::{Host, Url};
 
-use super::{Inner, Namespace};
+use super::Inner;
+use super::errors::store_failure;
+use super::store::Namespace;
 use crate::fetch::is_loopback_host;
 use crate::oauth::response::oauth_error;
 use crate::oauth::unix_now;
@@ -153,7 +154,7 @@ pub(crate) async fn register(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    if !inner.register_limiter.allow(rate_key(ip)) {
+    if !inner.register_limiter.allow(ip) {
         let mut r = oauth_error(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_requests",
@@ -266,6 +267,7 @@ pub(crate) async fn register(
         scope: request.scope,
     };
     if let Err(e) = inner
+        .store
         .put_json(
             Namespace::Client,
             &client.client_id,
@@ -287,68 +289,6 @@ pub(crate) async fn register(
         axum::Json(&client),
     )
         .into_response()
-}
-
-pub(crate) fn store_failure(e: super::StoreError) -> Response {
-    tracing::error!(error = %e, "DCR store failure");
-    oauth_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "temporarily_unavailable",
-        "storage is unavailable, retry later",
-    )
-}
-
-/// The rate-limited unit of a client address: an IPv4 address, or an IPv6 /64 (one host or
-/// network usually holds a whole /64, so single IPv6 addresses would be free to vary).
-fn rate_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
-    }
-}
-
-/// A token bucket per client address.
-pub(crate) struct RateLimiter {
-    buckets: moka::sync::Cache<IpAddr, Arc<Mutex<(f64, Instant)>>>,
-    burst: f64,
-    refill: Duration,
-}
-
-impl RateLimiter {
-    pub(crate) fn new(burst: u32, refill: Duration) -> Self {
-        RateLimiter {
-            buckets: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(refill.saturating_mul(burst.max(1)).max(Duration::from_secs(1)))
-                .build(),
-            burst: burst.max(1) as f64,
-            refill,
-        }
-    }
-
-    pub(crate) fn allow(&self, ip: IpAddr) -> bool {
-        let bucket = self
-            .buckets
-            .get_with(ip, || Arc::new(Mutex::new((self.burst, Instant::now()))));
-        let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let earned = if self.refill.is_zero() {
-            self.burst
-        } else {
-            now.duration_since(b.1).as_secs_f64() / self.refill.as_secs_f64()
-        };
-        b.0 = (b.0 + earned).min(self.burst);
-        b.1 = now;
-        if b.0 >= 1.0 {
-            b.0 -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 #[cfg(test)]
@@ -415,31 +355,5 @@ mod tests {
             "no port exception for localhost"
         );
         assert!(named.allows_redirect("http://[::1]:40000/cb"));
-    }
-
-    #[test]
-    fn token_bucket() {
-        let l = RateLimiter::new(2, Duration::from_secs(3600));
-        let a = IpAddr::from([10, 0, 0, 1]);
-        assert!(l.allow(a) && l.allow(a));
-        assert!(!l.allow(a));
-        assert!(l.allow(IpAddr::from([10, 0, 0, 2])), "buckets are per address");
-    }
-
-    #[test]
-    fn ipv6_addresses_share_their_64_bucket() {
-        let l = RateLimiter::new(2, Duration::from_secs(3600));
-        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:ffff:1234:5678:9abc".parse().unwrap();
-        assert!(l.allow(rate_key(a)) && l.allow(rate_key(b)));
-        assert!(!l.allow(rate_key(a)), "one bucket per /64");
-        assert!(
-            l.allow(rate_key("2001:db8:1:3::1".parse().unwrap())),
-            "another /64"
-        );
-        assert_eq!(
-            rate_key("::ffff:10.0.0.1".parse().unwrap()),
-            IpAddr::from([10, 0, 0, 1])
-        );
     }
 }

@@ -1,4 +1,5 @@
-//! `POST /token` (authorization_code with PKCE, refresh_token with rotation) and `POST /revoke`.
+//! `POST /token`: the `authorization_code` grant (with PKCE) and the `refresh_token` grant (with
+//! rotation and reuse detection), RFC 6749 §4.1.3 and §6, OAuth 2.1 §4.3.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +11,12 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 use super::authorize::same_resource;
-use super::register::store_failure;
-use super::verifier::{FreshError, fresh_upstream_locked};
-use super::{Grant, Inner, Namespace, RegisteredClient, TokenEntry, crypto};
-use crate::oauth::form::Params;
+use super::errors::{parse_form, store_failure};
+use super::grant::{
+    FreshError, Grant, TokenEntry, fresh_upstream_locked, lock_grant, revoke_grant, revoke_grant_locked,
+};
+use super::store::{Namespace, StoreError};
+use super::{Inner, RegisteredClient, crypto};
 use crate::oauth::pkce;
 use crate::oauth::response::oauth_error;
 use crate::oauth::unix_now;
@@ -31,17 +34,6 @@ pub(crate) struct CodeEntry {
 
 /// How long a redeemed code is remembered, to revoke the grant when it is replayed.
 const USED_CODE_TTL: Duration = Duration::from_secs(3600);
-
-/// The form of a token or revocation request, or the `invalid_request` answer.
-fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Params, Box<Response>> {
-    Params::from_request(headers, body).map_err(|e| {
-        Box::new(oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            &e.to_string(),
-        ))
-    })
-}
 
 fn invalid_grant(description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
@@ -67,7 +59,7 @@ pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, b
             "client_id is required",
         );
     };
-    let client: RegisteredClient = match inner.get_json(Namespace::Client, client_id).await {
+    let client: RegisteredClient = match inner.store.get_json(Namespace::Client, client_id).await {
         Ok(Some(c)) => c,
         Ok(None) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client"),
         Err(e) => return store_failure(e),
@@ -124,11 +116,11 @@ async fn authorization_code<'a>(
         );
     }
     let key = crate::oauth::sha256_b64url(code);
-    let entry: CodeEntry = match inner.get_json(Namespace::Code, &key).await {
+    let entry: CodeEntry = match inner.store.get_json(Namespace::Code, &key).await {
         Ok(Some(e)) => e,
         Ok(None) => {
             // A replayed code: the first redemption's tokens may be in the wrong hands.
-            if let Ok(Some(grant_id)) = inner.get_json::<String>(Namespace::UsedCode, &key).await {
+            if let Ok(Some(grant_id)) = inner.store.get_json::<String>(Namespace::UsedCode, &key).await {
                 tracing::warn!(client_id = %client.client_id, "authorization code replayed; revoking its grant");
                 revoke_grant(inner, &grant_id).await;
             }
@@ -139,12 +131,13 @@ async fn authorization_code<'a>(
     // Remembered as redeemed before it is consumed, so that a concurrent replay that finds the
     // code gone also finds this record.
     if let Err(e) = inner
+        .store
         .put_json(Namespace::UsedCode, &key, &entry.grant_id, Some(USED_CODE_TTL))
         .await
     {
         return store_failure(e);
     }
-    match inner.take_json::<CodeEntry>(Namespace::Code, &key).await {
+    match inner.store.take_json::<CodeEntry>(Namespace::Code, &key).await {
         Ok(Some(_)) => {}
         Ok(None) => {
             // Another redemption consumed it between our read and our take.
@@ -169,11 +162,11 @@ async fn authorization_code<'a>(
     }
     // Serialised with A3 refreshes and revocation of this grant (at any replica); `issue`
     // re-reads it.
-    let _guard = match inner.lock_grant(&entry.grant_id).await {
+    let _guard = match lock_grant(inner, &entry.grant_id).await {
         Ok(g) => g,
         Err(e) => return store_failure(e),
     };
-    let grant: Grant = match inner.get_json(Namespace::Grant, &entry.grant_id).await {
+    let grant: Grant = match inner.store.get_json(Namespace::Grant, &entry.grant_id).await {
         Ok(Some(g)) => g,
         Ok(None) => return invalid_grant("the authorization was revoked"),
         Err(e) => return store_failure(e),
@@ -204,7 +197,7 @@ async fn refresh<'a>(
         return invalid_grant("the refresh token is invalid, expired or revoked");
     }
     let key = crate::oauth::sha256_b64url(refresh_token);
-    let entry: TokenEntry = match inner.get_json(Namespace::RefreshToken, &key).await {
+    let entry: TokenEntry = match inner.store.get_json(Namespace::RefreshToken, &key).await {
         Ok(Some(e)) => e,
         Ok(None) => return invalid_grant("the refresh token is invalid, expired or revoked"),
         Err(e) => return store_failure(e),
@@ -214,16 +207,16 @@ async fn refresh<'a>(
     }
     // One refresh of a grant at a time: rotation, reuse detection, A3's refresh and revocation
     // see each other's writes, and two concurrent uses of one token cannot both mint.
-    let _guard = match inner.lock_grant(&entry.grant_id).await {
+    let _guard = match lock_grant(inner, &entry.grant_id).await {
         Ok(g) => g,
         Err(e) => return store_failure(e),
     };
-    let entry: TokenEntry = match inner.get_json(Namespace::RefreshToken, &key).await {
+    let entry: TokenEntry = match inner.store.get_json(Namespace::RefreshToken, &key).await {
         Ok(Some(e)) => e,
         Ok(None) => return invalid_grant("the refresh token is invalid, expired or revoked"),
         Err(e) => return store_failure(e),
     };
-    let grant: Grant = match inner.get_json(Namespace::Grant, &entry.grant_id).await {
+    let grant: Grant = match inner.store.get_json(Namespace::Grant, &entry.grant_id).await {
         Ok(Some(g)) => g,
         Ok(None) => return invalid_grant("the authorization was revoked"),
         Err(e) => return store_failure(e),
@@ -279,6 +272,7 @@ async fn refresh<'a>(
         ..entry
     };
     if let Err(e) = inner
+        .store
         .put_json(
             Namespace::RefreshToken,
             &key,
@@ -316,6 +310,7 @@ async fn reused(
         .and_then(|s| String::from_utf8(s).ok());
     if let Some(successor) = successor {
         match inner
+            .store
             .get_json::<TokenEntry>(Namespace::RefreshToken, &crate::oauth::sha256_b64url(&successor))
             .await
         {
@@ -389,6 +384,7 @@ async fn issue(
     let entry = TokenEntry::new(&grant.id, &client.client_id);
     let stored = async {
         inner
+            .store
             .put_json(
                 Namespace::AccessToken,
                 &crate::oauth::sha256_b64url(&access_token),
@@ -402,6 +398,7 @@ async fn issue(
                 ..entry.clone()
             };
             inner
+                .store
                 .put_json(
                     Namespace::RefreshToken,
                     &crate::oauth::sha256_b64url(rt),
@@ -410,7 +407,7 @@ async fn issue(
                 )
                 .await?;
         }
-        Ok::<_, super::StoreError>(())
+        Ok::<_, StoreError>(())
     };
     if let Err(e) = stored.await {
         return Err(store_failure(e));
@@ -430,65 +427,4 @@ async fn issue(
         axum::Json(body),
     )
         .into_response())
-}
-
-/// Deletes a grant (every token of it stops working) and revokes A3's tokens in the background.
-pub(crate) async fn revoke_grant(inner: &Inner, grant_id: &str) {
-    // Serialised with refreshes of this grant, so an in-flight refresh cannot store it again.
-    // Without the lock (store trouble), deleting the grant still ends it everywhere.
-    let _guard = inner
-        .lock_grant(grant_id)
-        .await
-        .inspect_err(|e| tracing::warn!(error = %e, "revoking a grant without its lock"))
-        .ok();
-    revoke_grant_locked(inner, grant_id).await;
-}
-
-/// [`revoke_grant`] for a caller that holds the grant's lock.
-pub(crate) async fn revoke_grant_locked(inner: &Inner, grant_id: &str) {
-    match inner.take_json::<Grant>(Namespace::Grant, grant_id).await {
-        Ok(Some(grant)) => {
-            if let Some(tokens) = grant.open(&inner.keys) {
-                let upstream = inner.upstream.clone();
-                tokio::spawn(async move { upstream.revoke(&tokens).await });
-            }
-        }
-        Ok(None) => {}
-        Err(e) => tracing::error!(error = %e, "revoking a grant failed"),
-    }
-}
-
-/// RFC 7009: always 200 for well-formed requests, whether or not the token was known.
-pub(crate) async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = match parse_form(&headers, &body) {
-        Ok(f) => f,
-        Err(r) => return *r,
-    };
-    let Some(token) = form.get("token") else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required");
-    };
-    let ns = if token.starts_with(crypto::ACCESS_TOKEN_PREFIX) {
-        Some(Namespace::AccessToken)
-    } else if token.starts_with(crypto::REFRESH_TOKEN_PREFIX) {
-        Some(Namespace::RefreshToken)
-    } else {
-        None
-    };
-    if let Some(ns) = ns {
-        let key = crate::oauth::sha256_b64url(token);
-        match inner.get_json::<TokenEntry>(ns, &key).await {
-            Ok(Some(entry)) if form.get("client_id").is_none_or(|c| c == entry.client_id) => {
-                let _ = inner.store.delete(ns, &key).await;
-                revoke_grant(&inner, &entry.grant_id).await;
-                tracing::info!(client_id = %entry.client_id, "revoked a grant");
-            }
-            Ok(_) => {}
-            Err(e) => return store_failure(e),
-        }
-    }
-    (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        StatusCode::OK,
-    )
-        .into_response()
 }

@@ -3,6 +3,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+use url::Url;
 
 /// Escapes text for HTML element content and quoted attribute values. Control characters are
 /// dropped: nothing legitimate needs them on a page, and they can hide text.
@@ -76,6 +77,20 @@ pub(crate) fn html_response(status: StatusCode, body: String, form_action: &str)
     response
 }
 
+/// A CSP source expression that allows `url` in `form-action`: its origin, or its scheme
+/// (`vscode:`) when the origin is opaque.
+///
+/// A page whose form POST is answered with a redirect must allow the redirect's target too:
+/// browsers apply `form-action` to the redirects that follow a form submission
+/// ([CSP 3, `form-action`](https://www.w3.org/TR/CSP3/#directive-form-action)), and stop on the
+/// page otherwise.
+pub(crate) fn csp_source(url: &Url) -> String {
+    match url.origin() {
+        origin @ url::Origin::Tuple(..) => origin.ascii_serialization(),
+        url::Origin::Opaque(_) => format!("{}:", url.scheme()),
+    }
+}
+
 /// An error page for what cannot be sent back to a validated redirect URI. `message` is
 /// escaped.
 pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
@@ -101,6 +116,20 @@ mod tests {
         assert_eq!(
             escape_html("<a href=\"x\">'&'</a>\u{7}\u{1b}[31m"),
             "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;[31m"
+        );
+    }
+
+    #[test]
+    fn csp_sources_are_origins_or_schemes() {
+        let source = |u: &str| csp_source(&Url::parse(u).unwrap());
+        assert_eq!(
+            source("http://127.0.0.1:8000/auth/callback?x=1"),
+            "http://127.0.0.1:8000"
+        );
+        assert_eq!(source("https://a3.test/authorize"), "https://a3.test");
+        assert_eq!(
+            source("vscode://vscode.github-authentication/did-authenticate"),
+            "vscode:"
         );
     }
 

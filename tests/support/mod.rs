@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 mod server;
 
 use a3_mcp_auth::A3Config;
-use a3_mcp_auth::dcr::{DcrBridge, DcrBridgeBuilder, Store};
+use a3_mcp_auth::config::A3ConfigBuilder;
+use a3_mcp_auth::dcr::store::Store;
+use a3_mcp_auth::dcr::{DcrBridge, DcrBridgeBuilder};
 use a3_mcp_auth::testing::TestIssuer;
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -375,27 +377,25 @@ pub async fn serve_bridge_with_policy(
 
 /// One replica of our server on `listener`, serving the shared `public_url` (a load balancer in
 /// front): the example's composition in stateless mode (no per-replica MCP sessions). The store
-/// comes from `tweak` (e.g. `store_url`). `Server::url` is the public URL, `Server::addr` the
-/// replica's own address.
+/// comes from the variables `vars` (e.g. `STORE_URL`), as `A3Config::from_env` reads them.
+/// `Server::url` is the public URL, `Server::addr` the replica's own address.
 pub async fn serve_replica(
     listener: tokio::net::TcpListener,
     public_url: &str,
     issuer_url: &str,
     client_id: &str,
     client_secret: &str,
-    tweak: impl FnOnce(DcrBridgeBuilder) -> DcrBridgeBuilder,
+    vars: impl Fn(&str) -> Option<String>,
 ) -> Server {
     let addr = listener.local_addr().unwrap();
-    let config = A3Config::builder()
+    let config = A3ConfigBuilder::from_vars(vars)
         .issuer_url(issuer_url)
         .resource_uri(format!("{public_url}/mcp"))
+        .public_url(public_url)
         .client(client_id, client_secret)
         .build()
         .unwrap();
-    let bridge = tweak(DcrBridge::builder(&config).public_url(public_url))
-        .build()
-        .await
-        .unwrap();
+    let bridge = DcrBridge::builder(&config).build().await.unwrap();
     let mut settings = McpSettings::from_config(&config).unwrap();
     settings.issuer = bridge.issuer().to_owned();
     settings.mode = server::Mode::Stateless;

@@ -1,18 +1,11 @@
-//! [`RedisStore`]: the [`Store`] that several replicas of one MCP server share.
+//! [`RedisStore`]: the store that several replicas of one MCP server share.
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError, Script};
 
-use super::store::{BoxFuture, Namespace, Store, StoreError};
-
-/// The default key prefix (`STORE_PREFIX`).
-///
-/// ```
-/// assert_eq!(a3_mcp_auth::dcr::DEFAULT_STORE_PREFIX, "a3mcp:");
-/// ```
-pub const DEFAULT_STORE_PREFIX: &str = "a3mcp:";
+use super::{BoxFuture, Namespace, Store, StoreError};
 
 /// How long one Redis command may take before the request fails (and is answered with 503).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -40,7 +33,7 @@ const UNLOCK: &str =
 /// failure is a [`StoreError`], which the bridge answers with `503 Service Unavailable`.
 ///
 /// ```no_run
-/// use a3_mcp_auth::dcr::{Namespace, RedisStore, Store};
+/// use a3_mcp_auth::dcr::store::{Namespace, RedisStore, Store};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
