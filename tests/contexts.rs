@@ -1634,3 +1634,14 @@ async fn hidden_items_of_a_handler_without_prompts_or_resources_get_rmcp_answers
         }
     }
 }
+
+#[test]
+fn the_readme_shows_the_example_policy() {
+    let readme = include_str!("../README.md");
+    let after = readme
+        .split_once("The example server's policy:\n\n```json\n")
+        .expect("the README shows the example's policy")
+        .1;
+    let json = after.split_once("```").unwrap().0;
+    assert_eq!(ToolPolicy::from_json_str(json).unwrap(), calculator_policy());
+}
