@@ -1,6 +1,6 @@
 //! Which contexts unlock which MCP primitives: [`ContextPolicy`] with its [`ContextRule`]s (tools,
 //! prompts, resources) and [`TemplateRule`]s (resource templates). What a policy decides for one
-//! caller is a [`Visibility`](super::visibility::Visibility).
+//! caller is a [`Visibility`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
