@@ -2,7 +2,7 @@
 //! against the test issuer: the happy path, hostile inputs, key rotation, refetch storms and
 //! JWKS outages.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
@@ -14,8 +14,8 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{RESOURCE, challenge, start};
 use serde_json::{Value, json};
+use support::resource::{RESOURCE, challenge, start};
 
 #[tokio::test]
 async fn happy_path_get_and_post() {

@@ -1,9 +1,7 @@
 //! End to end: the example server (every layer, real HTTP on 127.0.0.1:0) driven by the rmcp
 //! client and by raw requests, with tokens from the crate's test issuer.
 
-#[path = "../examples/server.rs"]
-#[allow(dead_code)]
-mod server;
+mod support;
 
 use std::sync::Arc;
 
@@ -21,7 +19,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ErrorData, ServerHandler as _, ServiceExt};
 use serde_json::{Value, json};
-use server::{McpSettings, Mode, calculator_policy};
+use support::server::{self, McpSettings, Mode, calculator_policy};
 
 const ALLOWED_ORIGIN: &str = "http://localhost:6274";
 

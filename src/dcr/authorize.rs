@@ -21,7 +21,7 @@ use super::cookies::CSRF_COOKIE;
 use super::store::Namespace;
 use super::{Inner, RegisteredClient};
 use crate::fetch::is_loopback_host;
-use crate::oauth::html::{error_page, escape_html, html_response, page};
+use crate::oauth::html::{csp_source, error_page, escape_html, html_response, page};
 use crate::oauth::pkce;
 use crate::oauth::response::{redirect_with, see_other};
 use crate::oauth::unix_now;
@@ -359,15 +359,6 @@ fn consent_page(inner: &Inner, v: &Validated, p: &AuthorizeParams, csrf_token: &
         page("Authorize access", &body),
         &form_action.join(" "),
     )
-}
-
-/// A CSP source expression for a redirect URI: its origin, or its scheme (`vscode:`) when the
-/// origin is opaque.
-fn csp_source(u: &Url) -> String {
-    match u.origin() {
-        url::Origin::Tuple(..) => u.origin().ascii_serialization(),
-        url::Origin::Opaque(_) => format!("{}:", u.scheme()),
-    }
 }
 
 /// Whether a form post comes from our own page: `Sec-Fetch-Site` and `Origin`, when sent, must say so.

@@ -52,6 +52,7 @@
 //! ```
 
 mod authorize;
+mod builder;
 mod callback;
 mod cookies;
 mod crypto;
@@ -66,7 +67,6 @@ mod token;
 mod upstream;
 mod verifier;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,12 +75,11 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use http::header;
 
-use crate::config::{A3Config, ConfigError, check_public_url};
-use crate::discovery::ProviderMetadata;
-use crate::jwt::JwtVerifier;
+use crate::config::{A3Config, ConfigError};
 use crate::metadata::ProtectedResourceMetadata;
 use crate::verifier::{DynVerifier, Or, TokenVerifier};
 
+pub use builder::DcrBridgeBuilder;
 pub use crypto::{ACCESS_TOKEN_PREFIX, CODE_PREFIX, REFRESH_TOKEN_PREFIX};
 pub use register::RegisteredClient;
 pub use verifier::ProxyTokenVerifier;
@@ -88,7 +87,7 @@ pub use verifier::ProxyTokenVerifier;
 use cookies::Cookies;
 use crypto::Keys;
 use rate_limit::RateLimiter;
-use store::{RedbStore, Store, StoreError};
+use store::{Store, StoreError};
 use upstream::Upstream;
 
 /// Where A3 sends the browser back, below the public URL: `{public URL}/auth/callback` must be
@@ -255,19 +254,7 @@ impl DcrBridge {
     /// A builder for the bridge of `config`: A3's issuer, the resource URI, the predefined client,
     /// the public URL and the store settings. The builder's setters override the latter from code.
     pub fn builder(config: &A3Config) -> DcrBridgeBuilder {
-        DcrBridgeBuilder {
-            config: config.clone(),
-            public_url: config.public_url().to_owned(),
-            store: None,
-            store_path: config.store_path().map(Into::into),
-            store_url: config.store_url().map(Into::into),
-            store_prefix: config.store_prefix().map(Into::into),
-            key: config.token_encryption_key().map(Into::into),
-            key_file: None,
-            scopes: vec!["mcp:call".to_owned()],
-            limits: Limits::default(),
-            a3_verifier: None,
-        }
+        DcrBridgeBuilder::new(config)
     }
 
     /// Our issuer identifier (the public URL), as our metadata, our `iss` parameter and the
@@ -324,326 +311,5 @@ impl DcrBridge {
     /// served at `/.well-known/oauth-authorization-server`.
     pub fn authorization_server_metadata(&self) -> serde_json::Value {
         metadata::document(&self.inner)
-    }
-}
-
-/// Builder for [`DcrBridge`]: what [`A3Config`] does not hold (scopes, lifetimes, limits, your own
-/// store or verifier), and code overrides of what it does.
-///
-/// ```
-/// use std::time::Duration;
-/// use a3_mcp_auth::A3Config;
-/// use a3_mcp_auth::dcr::DcrBridge;
-/// use a3_mcp_auth::dcr::store::RedbStore;
-/// use a3_mcp_auth::testing::TestIssuer;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let issuer = TestIssuer::start().await;
-/// let config = A3Config::builder().issuer_url(issuer.url()).client("proxy", "secret").build().unwrap();
-/// let dir = tempfile::tempdir().unwrap();
-/// let bridge = DcrBridge::builder(&config)
-///     .public_url("http://127.0.0.1:8000")
-///     .store(RedbStore::open(dir.path().join("dcr.redb")).unwrap())
-///     .encryption_key("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
-///     .scopes(["mcp:call"])
-///     .access_token_ttl(Duration::from_secs(900))
-///     .registration_rate_limit(5, Duration::from_secs(60))
-///     .build()
-///     .await
-///     .unwrap();
-/// assert_eq!(bridge.authorization_server_metadata()["issuer"], "http://127.0.0.1:8000");
-/// # }
-/// ```
-pub struct DcrBridgeBuilder {
-    config: A3Config,
-    public_url: String,
-    store: Option<Arc<dyn Store>>,
-    store_path: Option<PathBuf>,
-    store_url: Option<String>,
-    store_prefix: Option<String>,
-    key: Option<String>,
-    key_file: Option<PathBuf>,
-    scopes: Vec<String>,
-    limits: Limits,
-    a3_verifier: Option<DynVerifier>,
-}
-
-impl std::fmt::Debug for DcrBridgeBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DcrBridgeBuilder")
-            .field("config", &self.config)
-            .field("public_url", &self.public_url)
-            .field("store_path", &self.store_path)
-            .field("store_url", &self.store_url.as_ref().map(|_| "<redacted>"))
-            .field("store_prefix", &self.store_prefix)
-            .field("scopes", &self.scopes)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DcrBridgeBuilder {
-    /// A shared store for several replicas, instead of the configuration's `STORE_URL`:
-    /// `redis://host:port/db` selects a `RedisStore` (feature `redis`)
-    /// instead of the embedded redb file. The replicas must then share one
-    /// [`encryption_key`](Self::encryption_key), which becomes required. An explicit
-    /// [`store`](Self::store) wins over it.
-    ///
-    /// ```
-    /// use a3_mcp_auth::A3Config;
-    /// use a3_mcp_auth::dcr::DcrBridge;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let config = A3Config::builder().issuer_url("http://127.0.0.1:9").client("c", "s").build().unwrap();
-    /// // Without a shared key the replicas could not open each other's grants.
-    /// let err = DcrBridge::builder(&config).store_url("redis://127.0.0.1:6379/0").build().await.unwrap_err();
-    /// assert!(err.to_string().contains("TOKEN_ENCRYPTION_KEY"), "{err}");
-    /// # }
-    /// ```
-    pub fn store_url(mut self, url: impl Into<String>) -> Self {
-        self.store_url = Some(url.into());
-        self
-    }
-
-    /// The prefix of every key in a shared store, instead of the configuration's `STORE_PREFIX`
-    /// (default [`DEFAULT_STORE_PREFIX`](store::DEFAULT_STORE_PREFIX)), so several servers can
-    /// share one Redis.
-    pub fn store_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.store_prefix = Some(prefix.into());
-        self
-    }
-
-    /// Our public base URL and issuer, e.g. `http://127.0.0.1:8000`, instead of the
-    /// configuration's [`A3Config::public_url`]. Must be https, or http on loopback, without a
-    /// path. A3's client must have `{public URL}/auth/callback` ([`CALLBACK_PATH`]) registered.
-    pub fn public_url(mut self, url: impl Into<String>) -> Self {
-        self.public_url = url.into();
-        self
-    }
-
-    /// The store (default: a [`RedbStore`] at the configuration's `STORE_PATH`, else
-    /// [`DEFAULT_STORE_PATH`]).
-    ///
-    /// With a persistent store of your own, also give a key ([`DcrBridgeBuilder::encryption_key`]
-    /// or [`DcrBridgeBuilder::key_file`]): under the default per-process key, the A3 tokens sealed
-    /// before a restart cannot be opened after it and those grants end.
-    pub fn store(mut self, store: impl Store) -> Self {
-        self.store = Some(Arc::new(store));
-        self
-    }
-
-    /// The path of the default [`RedbStore`], instead of the configuration's `STORE_PATH`; the
-    /// generated key file goes beside it (`.key`).
-    pub fn store_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.store_path = Some(path.into());
-        self
-    }
-
-    /// The 32-byte key (base64) sealing A3 tokens at rest and signing cookies, instead of the
-    /// configuration's `TOKEN_ENCRYPTION_KEY`. Default: the key file beside the redb store,
-    /// generated on first start; with another store, a random key per process.
-    pub fn encryption_key(mut self, base64_key: impl Into<String>) -> Self {
-        self.key = Some(base64_key.into());
-        self
-    }
-
-    /// A file holding the base64 key, created (mode 0600) with a random key if absent.
-    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.key_file = Some(path.into());
-        self
-    }
-
-    /// The scopes offered and requested by default (default `["mcp:call"]`).
-    pub fn scopes<I: IntoIterator<Item = T>, T: Into<String>>(mut self, scopes: I) -> Self {
-        self.scopes = scopes.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Lifetime of our access tokens (default 1 h).
-    pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
-        self.limits.access_token_ttl = ttl;
-        self
-    }
-
-    /// Lifetime of our refresh tokens and grants since last use (default 30 days).
-    pub fn refresh_token_ttl(mut self, ttl: Duration) -> Self {
-        self.limits.refresh_token_ttl = ttl;
-        self
-    }
-
-    /// How long a rotated refresh token stays usable (default 60 s).
-    pub fn refresh_grace(mut self, grace: Duration) -> Self {
-        self.limits.refresh_grace = grace;
-        self
-    }
-
-    /// Lifetime of our authorization codes (default 60 s).
-    pub fn code_ttl(mut self, ttl: Duration) -> Self {
-        self.limits.code_ttl = ttl;
-        self
-    }
-
-    /// Lifetime of an upstream transaction and of a consent page (default 10 min).
-    pub fn transaction_ttl(mut self, ttl: Duration) -> Self {
-        self.limits.transaction_ttl = ttl;
-        self.limits.consent_ttl = ttl;
-        self
-    }
-
-    /// How long a registered client is kept since its last authorization (default 180 days;
-    /// `None`: forever).
-    pub fn client_ttl(mut self, ttl: Option<Duration>) -> Self {
-        self.limits.client_ttl = ttl;
-        self
-    }
-
-    /// How long a registered client that no user has approved yet is kept (default 24 h). The
-    /// first approval extends it to [`client_ttl`](Self::client_ttl), so registrations nobody
-    /// uses cannot fill the [`max_clients`](Self::max_clients) cap for long.
-    pub fn unused_client_ttl(mut self, ttl: Duration) -> Self {
-        self.limits.unused_client_ttl = ttl;
-        self
-    }
-
-    /// Most registered clients kept at once (default 10 000).
-    pub fn max_clients(mut self, max: u64) -> Self {
-        self.limits.max_clients = max;
-        self
-    }
-
-    /// Registrations allowed per client address: a burst of `burst`, then one per `refill`
-    /// (default 10, then one a minute).
-    pub fn registration_rate_limit(mut self, burst: u32, refill: Duration) -> Self {
-        self.limits.register_burst = burst.max(1);
-        self.limits.register_refill = refill;
-        self
-    }
-
-    /// The verifier of A3's access tokens (default: a [`JwtVerifier`] for the configured issuer
-    /// and resource, with the keys A3's discovery names). It checks the tokens A3 issues at the
-    /// callback and on refresh, the A3 token behind each of ours on every request, and A3 tokens
-    /// presented directly to [`DcrBridge::token_verifier`]. Give one to share its key store and
-    /// cache with other routes, or to use a verifier of your own.
-    ///
-    /// ```
-    /// use a3_mcp_auth::{A3Config, JwtVerifier, TokenVerifier};
-    /// use a3_mcp_auth::dcr::DcrBridge;
-    /// use a3_mcp_auth::dcr::store::MemoryStore;
-    /// use a3_mcp_auth::testing::TestIssuer;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let issuer = TestIssuer::start().await;
-    /// let config = A3Config::builder().issuer_url(issuer.url()).client("proxy", "secret").build().unwrap();
-    /// // One JWKS key store and one cache of validated tokens, for the bridge and a route of its own.
-    /// let jwt = JwtVerifier::from_config(&config).await.unwrap();
-    /// let bridge = DcrBridge::builder(&config)
-    ///     .store(MemoryStore::new())
-    ///     .a3_verifier(jwt.clone())
-    ///     .build()
-    ///     .await
-    ///     .unwrap();
-    /// let a3_token = issuer.token(config.resource_uri()).subject("m2m").sign();
-    /// assert!(bridge.token_verifier().verify(&a3_token).await.is_ok());
-    /// assert!(jwt.verify(&a3_token).await.is_ok());
-    /// # }
-    /// ```
-    pub fn a3_verifier(mut self, verifier: impl TokenVerifier) -> Self {
-        self.a3_verifier = Some(DynVerifier::new(verifier));
-        self
-    }
-
-    /// Discovers A3, opens the store and builds the bridge.
-    pub async fn build(mut self) -> Result<DcrBridge, DcrError> {
-        let config = &self.config;
-        let client_id = config.client_id().ok_or(ConfigError::Missing("CLIENT_ID"))?;
-        let client_secret = config
-            .client_secret()
-            .ok_or(ConfigError::Missing("CLIENT_SECRET"))?;
-        if self.store.is_none()
-            && let Some(url) = &self.store_url
-        {
-            if self.key.is_none() {
-                return Err(ConfigError::Invalid {
-                    name: "TOKEN_ENCRYPTION_KEY",
-                    reason: "required with STORE_URL: every replica must seal and open A3 tokens with \
-                             the same key (32 random bytes, base64)"
-                        .into(),
-                }
-                .into());
-            }
-            self.store = Some(store::open_url(url, self.store_prefix.as_deref()).await?);
-        }
-        let config = &self.config;
-        let issuer = check_public_url(&self.public_url)?;
-        let metadata = ProviderMetadata::discover(config.issuer()).await?;
-        let a3_verifier = match self.a3_verifier {
-            Some(verifier) => verifier,
-            None => DynVerifier::new(
-                JwtVerifier::builder(config.issuer(), config.resource_uri())
-                    .jwks_uri(&metadata.jwks_uri)
-                    .await?,
-            ),
-        };
-        let upstream = Upstream::new(
-            metadata,
-            client_id,
-            client_secret,
-            &format!("{issuer}{CALLBACK_PATH}"),
-        )
-        .map_err(|reason| ConfigError::Invalid {
-            name: "ISSUER_URL",
-            reason,
-        })?;
-        let key_error = |reason: String| ConfigError::Invalid {
-            name: "TOKEN_ENCRYPTION_KEY",
-            reason,
-        };
-        let (store, default_key_file): (Arc<dyn Store>, Option<PathBuf>) = match self.store {
-            Some(store) => (store, None),
-            None => {
-                let path = self.store_path.unwrap_or_else(|| DEFAULT_STORE_PATH.into());
-                let store = RedbStore::open(&path)?;
-                let mut key_path = path.into_os_string();
-                key_path.push(".key");
-                (Arc::new(store), Some(key_path.into()))
-            }
-        };
-        let keys = match (&self.key, self.key_file.or(default_key_file)) {
-            (Some(k), _) => Keys::from_base64(k).map_err(|e| key_error(e.to_string()))?,
-            (None, Some(file)) => Keys::load_or_create_file(&file).map_err(|e| key_error(e.to_string()))?,
-            (None, None) => Keys::ephemeral(),
-        };
-        if self.scopes.is_empty() {
-            return Err(ConfigError::Invalid {
-                name: "scopes",
-                reason: "at least one scope is needed".into(),
-            }
-            .into());
-        }
-        let limits = self.limits;
-        let cookies = Cookies::for_public_url(&issuer);
-        let inner = Arc::new(Inner {
-            issuer,
-            resource: config.resource_uri().to_owned(),
-            scopes: self.scopes,
-            store,
-            keys,
-            upstream,
-            a3_verifier,
-            register_limiter: RateLimiter::new(limits.register_burst, limits.register_refill),
-            cookies,
-            used_consents: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(limits.consent_ttl.max(Duration::from_secs(1)))
-                .build(),
-            grant_locks: moka::sync::Cache::builder()
-                .time_to_idle(Duration::from_secs(60))
-                .build(),
-            limits,
-        });
-        store::spawn_purger(Arc::downgrade(&inner.store));
-        Ok(DcrBridge { inner })
     }
 }

@@ -570,7 +570,8 @@ impl DevIssuer {
                 .iter()
                 .flat_map(|(k, vs)| vs.iter().map(move |v| format!("{k}={v}")))
                 .collect();
-            let password = if user.email == DEFAULT_USER_EMAIL && user.password == DEFAULT_USER_PASSWORD {
+            // The well-known development password is printed; a password the developer chose is not.
+            let password = if user.password == DEFAULT_USER_PASSWORD {
                 format!(" / {DEFAULT_USER_PASSWORD}")
             } else {
                 String::new()

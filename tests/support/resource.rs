@@ -1,5 +1,5 @@
-//! Shared harness: a protected axum app on a real loopback listener.
-#![allow(dead_code)]
+//! A protected axum route (bearer + scope layers only) on a real loopback listener, with tokens
+//! from the crate's test issuer.
 
 use std::net::SocketAddr;
 

@@ -1,37 +1,15 @@
-//! The quickstart's protected MCP server: calculator tools unlocked by A3 Contexts.
-//!
-//! ```text
-//! # .env (the same file as A3's quickstart)
-//! ISSUER_PATH=...        # or ISSUER_URL=https://... for any OIDC issuer
-//! CLIENT_ID=...          # the predefined A3 client the DCR bridge uses
-//! CLIENT_SECRET=...
-//! # optional: RESOURCE_URI (default http://127.0.0.1:8000/mcp), CONTEXT_CLAIM (default contexts),
-//! #           TOOL_POLICY=path/to/policy.json, MCP_STATELESS=1, ALLOWED_ORIGINS="http://localhost:6274 ..."
-//! # several replicas (README "Running several replicas"): STORE_URL=redis://127.0.0.1:6379/0,
-//! #           STORE_PREFIX, TOKEN_ENCRYPTION_KEY (required then), PUBLIC_URL, MCP_STATELESS=1,
-//! #           BIND_ADDR=127.0.0.1:8001 (default: host and port of RESOURCE_URI)
-//!
-//! cargo run --example server
-//! ```
-//!
-//! Tools: `add` (context `operation=addition`), `multiply` (`operation=multiplication`) and the
-//! public `whoami`. Prompts: `addition_drill` (`operation=addition`), `multiplication_drill`
-//! (`operation=multiplication`). Resources: the public `calc://constants`, and the template
-//! `calc://tables/{operation}` whose instance `calc://tables/<op>` needs `operation=<op>`.
-//! Every request needs a token with scope `mcp:call`: one the DCR bridge issued (when
-//! `CLIENT_ID`/`CLIENT_SECRET` are set, or with the development issuer), or an A3 access token
-//! for the resource.
+//! The composition of the quickstart's MCP server, apart from how it is started: the calculator
+//! (which knows nothing about tokens: tools, drill prompts, constants and tables), its context
+//! policy, and [`mcp_app`], which puts the calculator behind every layer of the crate. `main.rs`
+//! reads the environment and listens; the end-to-end tests include this file to test exactly what
+//! `cargo run --example server` serves.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use a3_mcp_auth::config::A3ConfigBuilder;
 use a3_mcp_auth::context::policy::{ContextRule, TemplateRule};
-use a3_mcp_auth::dcr::DcrBridge;
-use a3_mcp_auth::dev_issuer::{self, DevIssuer};
 use a3_mcp_auth::{
-    A3Config, BearerAuthLayer, Caller, ContextFiltered, ContextPolicy, JwtVerifier, OriginCheckLayer,
+    A3Config, BearerAuthLayer, Caller, ContextFiltered, ContextPolicy, OriginCheckLayer,
     ProtectedResourceMetadata, RequireScopeLayer, SessionBindingLayer, TokenVerifier, ToolContextLayer,
 };
 use axum::Router;
@@ -309,30 +287,22 @@ pub struct McpSettings {
 }
 
 impl McpSettings {
-    /// Settings from the configuration: the calculator policy unless `TOOL_POLICY` names a file.
-    pub fn from_config(config: &A3Config) -> Result<Self, Box<dyn std::error::Error>> {
-        let policy = match std::env::var("TOOL_POLICY") {
-            Ok(path) => ContextPolicy::from_json_file(path)?,
-            Err(_) => calculator_policy(),
-        };
-        let resource = url::Url::parse(config.resource_uri())?;
-        let mode = match std::env::var("MCP_STATELESS").as_deref() {
-            Ok("1" | "true") => Mode::Stateless,
-            _ => Mode::Stateful,
-        };
-        let origins = std::env::var("ALLOWED_ORIGINS").unwrap_or_default();
-        Ok(McpSettings {
+    /// The settings of `config` with the calculator policy, stateful, no browser origins.
+    /// (`main.rs` applies the example's own variables on top: `TOOL_POLICY`, `MCP_STATELESS`,
+    /// `ALLOWED_ORIGINS`.)
+    pub fn new(config: &A3Config) -> Self {
+        let host = url::Url::parse(config.resource_uri())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        McpSettings {
             resource_uri: config.resource_uri().to_owned(),
             issuer: config.issuer().to_owned(),
             context_claim: config.context_claim().to_owned(),
-            policy: Arc::new(policy),
-            mode,
-            extra_hosts: resource
-                .host_str()
-                .map(|h| vec![h.to_owned()])
-                .unwrap_or_default(),
-            allowed_origins: origins.split_whitespace().map(str::to_owned).collect(),
-        })
+            policy: Arc::new(calculator_policy()),
+            mode: Mode::Stateful,
+            extra_hosts: host.into_iter().collect(),
+            allowed_origins: Vec::new(),
+        }
     }
 }
 
@@ -472,119 +442,4 @@ pub fn summary(settings: &McpSettings) -> String {
         s.push_str(&format!("  {who:<28} -> {}\n", what.join("; ")));
     }
     s
-}
-
-/// The second quickstart user of the development issuer: holds both contexts, so `multiply`
-/// appears for them (the quickstart's "Next Explorations").
-const SECOND_USER: &str = "janedoe@test.com";
-
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,a3_mcp_auth=debug,tower_http=info".into()),
-        )
-        .init();
-    let mut builder = match A3ConfigBuilder::from_env() {
-        Ok(builder) => builder,
-        Err(e) => fail(&e),
-    };
-    // Without an A3 environment, an embedded development issuer stands in for A3 (loopback only).
-    let _dev_issuer = if builder.has_issuer() {
-        None
-    } else {
-        let probe = builder
-            .clone()
-            .issuer_url("http://127.0.0.1")
-            .build()
-            .unwrap_or_else(|e| fail(&e));
-        let public = probe.public_url();
-        let dev = DevIssuer::builder()
-            .client(
-                dev_issuer::DEFAULT_CLIENT_ID,
-                random_secret(),
-                [format!("{public}/auth/callback")],
-            )
-            .resource(probe.resource_uri())
-            .context_claim(probe.context_claim())
-            .user(
-                SECOND_USER,
-                dev_issuer::DEFAULT_USER_PASSWORD,
-                [("operation", "addition"), ("operation", "multiplication")],
-            )
-            .start()
-            .await?;
-        eprintln!(
-            "{}\n  also: {SECOND_USER} / {} (operation=addition, operation=multiplication)\n",
-            dev.banner(),
-            dev_issuer::DEFAULT_USER_PASSWORD
-        );
-        builder = builder
-            .issuer_url(dev.url())
-            .client(dev.client_id(), dev.client_secret());
-        Some(dev)
-    };
-    let config = builder.build().unwrap_or_else(|e| fail(&e));
-    let mut settings = McpSettings::from_config(&config)?;
-
-    // With the predefined A3 client configured, hosts register with us (DCR) and get our tokens;
-    // A3 access tokens for this resource are still accepted directly.
-    let app = if config.client_id().is_some() {
-        let bridge = DcrBridge::builder(&config)
-            .scopes(offered_scopes(&settings.policy))
-            .build()
-            .await?;
-        settings.issuer = bridge.issuer().to_owned();
-        tracing::info!(
-            "DCR bridge: authorization server {} for hosts, A3 client {} upstream",
-            bridge.issuer(),
-            config.client_id().unwrap_or_default()
-        );
-        mcp_app(bridge.token_verifier(), &settings)?.merge(bridge.router())
-    } else {
-        tracing::warn!("CLIENT_ID/CLIENT_SECRET unset: no DCR bridge; only A3 access tokens are accepted");
-        mcp_app(JwtVerifier::from_config(&config).await?, &settings)?
-    };
-
-    let resource = url::Url::parse(&settings.resource_uri)?;
-    let port = resource.port_or_known_default().unwrap_or(8000);
-    let addr: SocketAddr = match resource.host_str() {
-        Some("localhost") | None => ([127, 0, 0, 1], port).into(),
-        Some(host) => format!("{}:{port}", host.trim_matches(['[', ']']))
-            .parse()
-            .unwrap_or(([127, 0, 0, 1], port).into()),
-    };
-    // Replicas behind a load balancer share the public URL but each listen on their own address.
-    let addr = match std::env::var("BIND_ADDR") {
-        Ok(bind) => bind
-            .parse()
-            .unwrap_or_else(|e| fail(&format!("BIND_ADDR is invalid: {e}"))),
-        Err(_) => addr,
-    };
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(
-        "MCP server listening on http://{addr}{}\n{}",
-        resource.path(),
-        summary(&settings)
-    );
-    // ConnectInfo lets /register rate-limit per client address.
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
-    Ok(())
-}
-
-fn fail(e: &dyn std::fmt::Display) -> ! {
-    eprintln!(
-        "error: {e}\n\nSet ISSUER_PATH (your A3 environment's Issuer Path), CLIENT_ID and CLIENT_SECRET in .env \
-         or the environment, as in A3's quickstart; leave ISSUER_PATH and ISSUER_URL unset to use the \
-         embedded development issuer."
-    );
-    std::process::exit(2);
-}
-
-/// A fresh secret for the development issuer's client, per run.
-fn random_secret() -> String {
-    let mut bytes = [0u8; 24];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,0 +1,275 @@
+//! Our MCP server as `cargo run --example server` serves it (the example's own composition,
+//! `examples/server/app.rs`) with the DCR bridge, on a real loopback listener; and the host-side
+//! requests to it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use a3_mcp_auth::A3Config;
+use a3_mcp_auth::config::A3ConfigBuilder;
+use a3_mcp_auth::dcr::store::Store;
+use a3_mcp_auth::dcr::{DcrBridge, DcrBridgeBuilder};
+use http::header;
+use serde_json::{Value, json};
+
+use super::browser::{authorize, browser};
+use super::server::{self, McpSettings, mcp_app};
+use super::stub_a3::{CLIENT_ID, CLIENT_SECRET, Upstream, random, s256};
+
+// Our MCP server: the DCR bridge beside an rmcp service behind BearerAuthLayer.
+
+pub struct Server {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub bridge: DcrBridge,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.url)
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn start_server(
+    upstream: &Upstream,
+    store: impl Store,
+    tweak: impl FnOnce(DcrBridgeBuilder) -> DcrBridgeBuilder,
+) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on(listener, upstream, store, tweak).await
+}
+
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    upstream: &Upstream,
+    store: impl Store,
+    tweak: impl FnOnce(DcrBridgeBuilder) -> DcrBridgeBuilder,
+) -> Server {
+    serve_bridge(listener, upstream.url(), CLIENT_ID, CLIENT_SECRET, store, tweak).await
+}
+
+/// Our server on `listener`, bridging to the A3-like issuer at `issuer_url` with the given client.
+pub async fn serve_bridge(
+    listener: tokio::net::TcpListener,
+    issuer_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    store: impl Store,
+    tweak: impl FnOnce(DcrBridgeBuilder) -> DcrBridgeBuilder,
+) -> Server {
+    serve_bridge_with_policy(listener, issuer_url, client_id, client_secret, store, None, tweak).await
+}
+
+/// [`serve_bridge`] with a tool policy other than the calculator's (as `TOOL_POLICY` gives it).
+pub async fn serve_bridge_with_policy(
+    listener: tokio::net::TcpListener,
+    issuer_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    store: impl Store,
+    policy: Option<a3_mcp_auth::ToolPolicy>,
+    tweak: impl FnOnce(DcrBridgeBuilder) -> DcrBridgeBuilder,
+) -> Server {
+    let addr = listener.local_addr().unwrap();
+    let url = format!("http://{addr}");
+    let config = A3Config::builder()
+        .issuer_url(issuer_url)
+        .resource_uri(format!("{url}/mcp"))
+        .client(client_id, client_secret)
+        .build()
+        .unwrap();
+    // The example server's own composition (every layer, the calculator behind
+    // ContextFiltered), with the bridge's verifier and routes: what `cargo run --example server`
+    // serves.
+    let mut settings = McpSettings::new(&config);
+    if let Some(policy) = policy {
+        settings.policy = Arc::new(policy);
+    }
+    let bridge = tweak(
+        DcrBridge::builder(&config)
+            .public_url(&url)
+            .store(store)
+            .scopes(server::offered_scopes(&settings.policy)),
+    )
+    .build()
+    .await
+    .unwrap();
+    settings.issuer = bridge.issuer().to_owned();
+    let app = mcp_app(bridge.token_verifier(), &settings)
+        .unwrap()
+        .merge(bridge.router());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    });
+    Server {
+        url,
+        addr,
+        bridge,
+        task,
+    }
+}
+
+/// One replica of our server on `listener`, serving the shared `public_url` (a load balancer in
+/// front): the example's composition in stateless mode (no per-replica MCP sessions). The store
+/// comes from the variables `vars` (e.g. `STORE_URL`), as `A3Config::from_env` reads them.
+/// `Server::url` is the public URL, `Server::addr` the replica's own address.
+pub async fn serve_replica(
+    listener: tokio::net::TcpListener,
+    public_url: &str,
+    issuer_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    vars: impl Fn(&str) -> Option<String>,
+) -> Server {
+    let addr = listener.local_addr().unwrap();
+    let config = A3ConfigBuilder::from_vars(vars)
+        .issuer_url(issuer_url)
+        .resource_uri(format!("{public_url}/mcp"))
+        .public_url(public_url)
+        .client(client_id, client_secret)
+        .build()
+        .unwrap();
+    let bridge = DcrBridge::builder(&config).build().await.unwrap();
+    let mut settings = McpSettings::new(&config);
+    settings.issuer = bridge.issuer().to_owned();
+    settings.mode = server::Mode::Stateless;
+    let app = mcp_app(bridge.token_verifier(), &settings)
+        .unwrap()
+        .merge(bridge.router());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    });
+    Server {
+        url: public_url.to_owned(),
+        addr,
+        bridge,
+        task,
+    }
+}
+
+/// Registers a client like VS Code does.
+pub async fn register_vscode(server: &str) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("{server}/register"))
+        .json(&json!({
+            "client_name": "Visual Studio Code",
+            "client_uri": "https://code.visualstudio.com",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "redirect_uris": ["https://insiders.vscode.dev/redirect", "https://vscode.dev/redirect", "http://127.0.0.1/", "http://127.0.0.1:33418/"],
+            "scope": "mcp:call",
+            "token_endpoint_auth_method": "none",
+            "application_type": "native"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+/// A host-side authorization request; returns (authorize URL, code_verifier, state).
+pub fn host_request(
+    server: &str,
+    client_id: &str,
+    redirect_uri: &str,
+    extra: &[(&str, &str)],
+) -> (String, String, String) {
+    let verifier = random() + &random();
+    let state = random();
+    let mut url = url::Url::parse(&format!("{server}/authorize")).unwrap();
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("code_challenge", &s256(&verifier))
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("state", &state);
+        for (k, v) in extra {
+            q.append_pair(k, v);
+        }
+    }
+    (url.to_string(), verifier, state)
+}
+
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+pub async fn redeem(
+    server: &str,
+    client_id: &str,
+    code: &str,
+    verifier: &str,
+    redirect_uri: &str,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{server}/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", code),
+            ("code_verifier", verifier),
+            ("redirect_uri", redirect_uri),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A JSON-RPC tools/list POST to /mcp with a bearer token: the HTTP status tells whether it passed auth.
+pub async fn mcp_status(server: &Server, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(server.mcp_url())
+        .bearer_auth(token)
+        .header(header::ACCEPT, "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// VS Code's desktop redirect URI, one of the four that [`register_vscode`] registers.
+pub const VSCODE_REDIRECT: &str = "http://127.0.0.1:33418/";
+
+/// Registers a VS Code client and runs johndoe through our consent page and the upstream login;
+/// returns (client id, our code, its PKCE verifier) for [`VSCODE_REDIRECT`].
+pub async fn johndoe_code(server: &Server) -> (String, String, String) {
+    let id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (url, verifier, _) = host_request(&server.url, &id, VSCODE_REDIRECT, &[]);
+    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
+    (id, query_param(&back, "code").unwrap(), verifier)
+}
+
+/// Logs johndoe in through a freshly registered client; returns (client id, token response).
+pub async fn login_tokens(server: &Server) -> (String, Value) {
+    let (id, code, verifier) = johndoe_code(server).await;
+    let tokens = redeem(&server.url, &id, &code, &verifier, VSCODE_REDIRECT)
+        .await
+        .json()
+        .await
+        .unwrap();
+    (id, tokens)
+}
