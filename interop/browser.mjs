@@ -58,7 +58,7 @@ try {
       const response = await page.goto(authorizeUrl(clientId, redirect, verifier, state));
       assert.equal(response.status(), 200);
       await page.getByRole('heading', { name: /Authorize Interop Browser Host/ }).waitFor();
-      assert.ok(await page.getByText(redirect).isVisible(), 'the redirect URI is shown (A7)');
+      assert.ok(await page.getByText(redirect).isVisible(), 'the redirect URI is shown (MCP authorization, Localhost Redirect URI Risks: the hostname must be displayed)');
       assert.ok(await page.getByText('127.0.0.1', { exact: true }).first().isVisible(), 'the redirect host is shown');
       await page.screenshot({ path: join(env.artifacts, 'consent.png'), fullPage: true });
 

@@ -239,7 +239,7 @@ async fn hostile_inputs_are_refused_with_the_right_answer() {
             Expect::Invalid,
         ),
         case(
-            "token for another resource (passthrough, R8/R23)",
+            "token for another resource (token passthrough)",
             format!("Bearer {}", app.issuer.token("http://127.0.0.1:9000/mcp").sign()),
             Expect::Invalid,
         ),

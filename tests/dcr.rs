@@ -80,7 +80,7 @@ async fn metadata_and_registration() {
         .unwrap();
     assert_eq!(
         m["issuer"], prm["authorization_servers"][0],
-        "A15: byte-identical issuer"
+        "RFC 8414 §3.3: byte-identical issuer"
     );
     assert_eq!(m["issuer"], server.url);
     assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
@@ -687,10 +687,10 @@ async fn a3_tokens_work_directly_and_upstream_refresh_is_transparent_and_coalesc
 async fn registrations_and_grants_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
-    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let key_file = dir.path().join("store.key");
     let upstream = Upstream::start().await;
     let server = start_server(&upstream, RedbStore::open(&path).unwrap(), |b| {
-        b.encryption_key(key)
+        b.key_file(&key_file)
     })
     .await;
     let addr = server.addr;
@@ -703,7 +703,7 @@ async fn registrations_and_grants_survive_a_restart() {
     // Same address, same store file, same key.
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let server = serve_on(listener, &upstream, RedbStore::open(&path).unwrap(), |b| {
-        b.encryption_key(key)
+        b.key_file(&key_file)
     })
     .await;
     assert_eq!(mcp_status(&server, &token).await, 200, "tokens survive");

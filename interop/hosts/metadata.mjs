@@ -1,5 +1,7 @@
 // A strict reading of our authorization server (the DCR bridge) and protected-resource metadata:
-// spec-requirements.md A2-A4, A14, A15; RFC 8414, RFC 9728, RFC 6749 §5.1 (no-store), RFC 7591 §3.2.2.
+// MCP authorization (2025-11-25) §Authorization Server Metadata Discovery and §Authorization Code
+// Protection; RFC 8414 §3.3 (issuer identical), RFC 9207 (iss), RFC 9728, RFC 6749 §5.1 (no-store),
+// RFC 7591 §3.2.2.
 import {
   assert, authorizeHeadless, env, json, randomToken, runChecks, s256, token, USERS,
 } from '../lib.mjs';
@@ -34,7 +36,7 @@ const validClient = (redirect) => ({
 });
 
 await runChecks('metadata', [
-  ['A2/A15: RFC 8414 metadata at the path-less well-known URL; issuer identical to the URL it came from', async () => {
+  ['RFC 8414: metadata at the path-less well-known URL; issuer identical to the URL it came from', async () => {
     const r = await fetch(`${server}/.well-known/oauth-authorization-server`);
     assert.equal(r.status, 200);
     assert.match(r.headers.get('content-type'), /^application\/json/);
@@ -66,7 +68,7 @@ await runChecks('metadata', [
     assert.equal(unauth.status, 401);
     assert.match(unauth.headers.get('www-authenticate'), /^Bearer .*resource_metadata="http:\/\/127\.0\.0\.1:\d+\/\.well-known\/oauth-protected-resource\/mcp"/);
   }],
-  ['A4: code_challenge_methods_supported is present and S256; plain and missing PKCE refused (error page, no redirect before consent)', async () => {
+  ['MCP authorization, Authorization Code Protection: code_challenge_methods_supported is present and S256; plain and missing PKCE refused (error page, no redirect before consent)', async () => {
     const m = await json(await fetch(`${server}/.well-known/oauth-authorization-server`));
     assert.deepEqual(m.code_challenge_methods_supported, ['S256']);
     const c = await json(await register(validClient('http://127.0.0.1:40001/cb')));
@@ -82,7 +84,7 @@ await runChecks('metadata', [
       assert.match(page, /code_challenge/, 'and says what is wrong');
     }
   }],
-  ['A14: authorization_response_iss_parameter_supported, and iss on the response equals the issuer', async () => {
+  ['RFC 9207: authorization_response_iss_parameter_supported, and iss on the response equals the issuer', async () => {
     const m = await json(await fetch(`${server}/.well-known/oauth-authorization-server`));
     assert.equal(m.authorization_response_iss_parameter_supported, true);
     const redirect = 'http://127.0.0.1:40002/cb';

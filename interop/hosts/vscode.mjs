@@ -1,4 +1,4 @@
-// Host: what VS Code does (dcr-anchors.md §5) — the exact registration body VS Code sends, then the
+// Host: what VS Code does (its `fetchDynamicRegistration` in src/vs/base/common/oauth.ts) — the exact registration body VS Code sends, then the
 // desktop flow with its loopback redirect on a random port (VS Code falls back to one when 33418 is
 // busy), PKCE S256 and resource, our consent page, the upstream login, the code landing on a real
 // loopback listener, the token, and tools over MCP.

@@ -86,6 +86,7 @@ pub async fn serve_bridge_with_policy(
     let config = A3Config::builder()
         .issuer_url(issuer_url)
         .resource_uri(format!("{url}/mcp"))
+        .public_url(&url)
         .client(client_id, client_secret)
         .build()
         .unwrap();
@@ -98,7 +99,6 @@ pub async fn serve_bridge_with_policy(
     }
     let bridge = tweak(
         DcrBridge::builder(&config)
-            .public_url(&url)
             .store(store)
             .scopes(server::offered_scopes(&settings.policy)),
     )
