@@ -235,8 +235,13 @@ pub async fn redeem(
 
 /// A JSON-RPC tools/list POST to /mcp with a bearer token: the HTTP status tells whether it passed auth.
 pub async fn mcp_status(server: &Server, token: &str) -> u16 {
+    mcp_status_at(&server.mcp_url(), token).await
+}
+
+/// [`mcp_status`] against any MCP endpoint.
+pub async fn mcp_status_at(mcp_url: &str, token: &str) -> u16 {
     reqwest::Client::new()
-        .post(server.mcp_url())
+        .post(mcp_url)
         .bearer_auth(token)
         .header(header::ACCEPT, "application/json, text/event-stream")
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
