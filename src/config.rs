@@ -423,7 +423,7 @@ impl A3ConfigBuilder {
 }
 
 /// `PUBLIC_URL` as an origin: https, or http on loopback, without path, query or user info.
-pub(crate) fn check_public_url(url: &str) -> Result<String, ConfigError> {
+fn check_public_url(url: &str) -> Result<String, ConfigError> {
     let trimmed = url.trim().trim_end_matches('/');
     check_url("PUBLIC_URL", trimmed, false)?;
     let parsed = Url::parse(trimmed).expect("checked");

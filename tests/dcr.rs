@@ -673,10 +673,10 @@ async fn a3_tokens_work_directly_and_upstream_refresh_is_transparent_and_coalesc
 async fn registrations_and_grants_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
-    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let key_file = dir.path().join("store.key");
     let upstream = Upstream::start().await;
     let server = start_server(&upstream, RedbStore::open(&path).unwrap(), |b| {
-        b.encryption_key(key)
+        b.key_file(&key_file)
     })
     .await;
     let addr = server.addr;
@@ -689,7 +689,7 @@ async fn registrations_and_grants_survive_a_restart() {
     // Same address, same store file, same key.
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let server = serve_on(listener, &upstream, RedbStore::open(&path).unwrap(), |b| {
-        b.encryption_key(key)
+        b.key_file(&key_file)
     })
     .await;
     assert_eq!(mcp_status(&server, &token).await, 200, "tokens survive");
@@ -1282,22 +1282,35 @@ async fn hostile_client_names_and_app_redirects_render_safely() {
 async fn https_public_urls_keep_the_direct_redirect() {
     let upstream = Upstream::start().await;
     let public = "https://mcp.example.test";
-    let server = start_server(&upstream, MemoryStore::new(), |b| b.public_url(public)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.redb").display().to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = serve_replica(
+        listener,
+        public,
+        upstream.url(),
+        CLIENT_ID,
+        CLIENT_SECRET,
+        |name| (name == "STORE_PATH").then(|| store.clone()),
+    )
+    .await;
+    // Where the https origin's requests arrive (a TLS proxy in front, in a deployment).
+    let base = format!("http://{}", server.addr);
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let id = register_vscode(&server.url).await["client_id"]
+    let id = register_vscode(&base).await["client_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let (url, verifier, _) = host_request(&server.url, &id, VSCODE_REDIRECT, &[]);
+    let (url, verifier, _) = host_request(&base, &id, VSCODE_REDIRECT, &[]);
     let page = http.get(&url).send().await.unwrap();
     let csrf = set_cookie(&page, "__Host-a3mcp_csrf=");
     let mut form = consent_fields(&page.text().await.unwrap());
     form.push(("decision".into(), "approve".into()));
     let r = http
-        .post(format!("{}/authorize", server.url))
+        .post(format!("{base}/authorize"))
         .header("cookie", &csrf)
         .header("origin", public)
         .header("sec-fetch-site", "same-origin")
@@ -1308,7 +1321,7 @@ async fn https_public_urls_keep_the_direct_redirect() {
     assert_eq!(r.status(), 303);
     let binding = set_cookie(&r, "__Host-a3mcp_tx_");
     let callback = sign_in_upstream(&browser(), &location(&r), "johndoe@test.com").await;
-    let callback = callback.replace(public, &server.url);
+    let callback = callback.replace(public, &base);
     let r = http
         .get(&callback)
         .header("cookie", binding)
@@ -1321,7 +1334,7 @@ async fn https_public_urls_keep_the_direct_redirect() {
     assert_eq!(query_param(&back, "iss").as_deref(), Some(public));
     let code = query_param(&back, "code").unwrap();
     assert_eq!(
-        redeem(&server.url, &id, &code, &verifier, VSCODE_REDIRECT)
+        redeem(&base, &id, &code, &verifier, VSCODE_REDIRECT)
             .await
             .status(),
         200

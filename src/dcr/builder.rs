@@ -11,13 +11,14 @@ use super::rate_limit::RateLimiter;
 use super::store::{self, RedbStore, Store};
 use super::upstream::Upstream;
 use super::{CALLBACK_PATH, DEFAULT_STORE_PATH, DcrBridge, DcrError, Inner, Limits};
-use crate::config::{A3Config, ConfigError, check_public_url};
+use crate::config::{A3Config, ConfigError};
 use crate::discovery::ProviderMetadata;
 use crate::jwt::JwtVerifier;
 use crate::verifier::{DynVerifier, TokenVerifier};
 
-/// Builder for [`DcrBridge`]: what [`A3Config`] does not hold (scopes, lifetimes, limits, your own
-/// store or verifier), and code overrides of what it does.
+/// Builder for [`DcrBridge`]: what [`A3Config`] does not hold (scopes, lifetimes, limits, your
+/// own store or verifier). Everything a deployment sets by variable (`PUBLIC_URL`, `STORE_*`,
+/// `TOKEN_ENCRYPTION_KEY`) is set on the configuration instead.
 ///
 /// ```
 /// use std::time::Duration;
@@ -29,12 +30,16 @@ use crate::verifier::{DynVerifier, TokenVerifier};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let issuer = TestIssuer::start().await;
-/// let config = A3Config::builder().issuer_url(issuer.url()).client("proxy", "secret").build().unwrap();
+/// let config = A3Config::builder()
+///     .issuer_url(issuer.url())
+///     .client("proxy", "secret")
+///     .public_url("http://127.0.0.1:8000") // our issuer; also PUBLIC_URL
+///     .build()
+///     .unwrap();
 /// let dir = tempfile::tempdir().unwrap();
 /// let bridge = DcrBridge::builder(&config)
-///     .public_url("http://127.0.0.1:8000")
 ///     .store(RedbStore::open(dir.path().join("dcr.redb")).unwrap())
-///     .encryption_key("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+///     .key_file(dir.path().join("dcr.key"))
 ///     .scopes(["mcp:call"])
 ///     .access_token_ttl(Duration::from_secs(900))
 ///     .registration_rate_limit(5, Duration::from_secs(60))
@@ -46,12 +51,7 @@ use crate::verifier::{DynVerifier, TokenVerifier};
 /// ```
 pub struct DcrBridgeBuilder {
     config: A3Config,
-    public_url: String,
     store: Option<Arc<dyn Store>>,
-    store_path: Option<PathBuf>,
-    store_url: Option<String>,
-    store_prefix: Option<String>,
-    key: Option<String>,
     key_file: Option<PathBuf>,
     scopes: Vec<String>,
     limits: Limits,
@@ -62,10 +62,6 @@ impl std::fmt::Debug for DcrBridgeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DcrBridgeBuilder")
             .field("config", &self.config)
-            .field("public_url", &self.public_url)
-            .field("store_path", &self.store_path)
-            .field("store_url", &self.store_url.as_ref().map(|_| "<redacted>"))
-            .field("store_prefix", &self.store_prefix)
             .field("scopes", &self.scopes)
             .finish_non_exhaustive()
     }
@@ -75,80 +71,21 @@ impl DcrBridgeBuilder {
     pub(super) fn new(config: &A3Config) -> Self {
         DcrBridgeBuilder {
             config: config.clone(),
-            public_url: config.public_url().to_owned(),
             store: None,
-            store_path: config.store_path().map(Into::into),
-            store_url: config.store_url().map(Into::into),
-            store_prefix: config.store_prefix().map(Into::into),
-            key: config.token_encryption_key().map(Into::into),
             key_file: None,
             scopes: vec!["mcp:call".to_owned()],
             limits: Limits::default(),
             a3_verifier: None,
         }
     }
-    /// A shared store for several replicas, instead of the configuration's `STORE_URL`:
-    /// `redis://host:port/db` selects a `RedisStore` (feature `redis`)
-    /// instead of the embedded redb file. The replicas must then share one
-    /// [`encryption_key`](Self::encryption_key), which becomes required. An explicit
-    /// [`store`](Self::store) wins over it.
-    ///
-    /// ```
-    /// use a3_mcp_auth::A3Config;
-    /// use a3_mcp_auth::dcr::DcrBridge;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let config = A3Config::builder().issuer_url("http://127.0.0.1:9").client("c", "s").build().unwrap();
-    /// // Without a shared key the replicas could not open each other's grants.
-    /// let err = DcrBridge::builder(&config).store_url("redis://127.0.0.1:6379/0").build().await.unwrap_err();
-    /// assert!(err.to_string().contains("TOKEN_ENCRYPTION_KEY"), "{err}");
-    /// # }
-    /// ```
-    pub fn store_url(mut self, url: impl Into<String>) -> Self {
-        self.store_url = Some(url.into());
-        self
-    }
-
-    /// The prefix of every key in a shared store, instead of the configuration's `STORE_PREFIX`
-    /// (default [`DEFAULT_STORE_PREFIX`](store::DEFAULT_STORE_PREFIX)), so several servers can
-    /// share one Redis.
-    pub fn store_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.store_prefix = Some(prefix.into());
-        self
-    }
-
-    /// Our public base URL and issuer, e.g. `http://127.0.0.1:8000`, instead of the
-    /// configuration's [`A3Config::public_url`]. Must be https, or http on loopback, without a
-    /// path. A3's client must have `{public URL}/auth/callback` ([`CALLBACK_PATH`]) registered.
-    pub fn public_url(mut self, url: impl Into<String>) -> Self {
-        self.public_url = url.into();
-        self
-    }
-
     /// The store (default: a [`RedbStore`] at the configuration's `STORE_PATH`, else
     /// [`DEFAULT_STORE_PATH`]).
     ///
-    /// With a persistent store of your own, also give a key ([`DcrBridgeBuilder::encryption_key`]
-    /// or [`DcrBridgeBuilder::key_file`]): under the default per-process key, the A3 tokens sealed
-    /// before a restart cannot be opened after it and those grants end.
+    /// With a persistent store of your own, also give a key (`TOKEN_ENCRYPTION_KEY` in the
+    /// configuration, or [`DcrBridgeBuilder::key_file`]): under the default per-process key, the
+    /// A3 tokens sealed before a restart cannot be opened after it and those grants end.
     pub fn store(mut self, store: impl Store) -> Self {
         self.store = Some(Arc::new(store));
-        self
-    }
-
-    /// The path of the default [`RedbStore`], instead of the configuration's `STORE_PATH`; the
-    /// generated key file goes beside it (`.key`).
-    pub fn store_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.store_path = Some(path.into());
-        self
-    }
-
-    /// The 32-byte key (base64) sealing A3 tokens at rest and signing cookies, instead of the
-    /// configuration's `TOKEN_ENCRYPTION_KEY`. Default: the key file beside the redb store,
-    /// generated on first start; with another store, a random key per process.
-    pub fn encryption_key(mut self, base64_key: impl Into<String>) -> Self {
-        self.key = Some(base64_key.into());
         self
     }
 
@@ -267,9 +204,9 @@ impl DcrBridgeBuilder {
             .client_secret()
             .ok_or(ConfigError::Missing("CLIENT_SECRET"))?;
         if self.store.is_none()
-            && let Some(url) = &self.store_url
+            && let Some(url) = config.store_url()
         {
-            if self.key.is_none() {
+            if config.token_encryption_key().is_none() {
                 return Err(ConfigError::Invalid {
                     name: "TOKEN_ENCRYPTION_KEY",
                     reason: "required with STORE_URL: every replica must seal and open A3 tokens with \
@@ -278,10 +215,10 @@ impl DcrBridgeBuilder {
                 }
                 .into());
             }
-            self.store = Some(store::open_url(url, self.store_prefix.as_deref()).await?);
+            self.store = Some(store::open_url(url, config.store_prefix()).await?);
         }
         let config = &self.config;
-        let issuer = check_public_url(&self.public_url)?;
+        let issuer = config.public_url().to_owned();
         let metadata = ProviderMetadata::discover(config.issuer()).await?;
         let a3_verifier = match self.a3_verifier {
             Some(verifier) => verifier,
@@ -308,14 +245,16 @@ impl DcrBridgeBuilder {
         let (store, default_key_file): (Arc<dyn Store>, Option<PathBuf>) = match self.store {
             Some(store) => (store, None),
             None => {
-                let path = self.store_path.unwrap_or_else(|| DEFAULT_STORE_PATH.into());
+                let path = config
+                    .store_path()
+                    .map_or_else(|| PathBuf::from(DEFAULT_STORE_PATH), Into::into);
                 let store = RedbStore::open(&path)?;
                 let mut key_path = path.into_os_string();
                 key_path.push(".key");
                 (Arc::new(store), Some(key_path.into()))
             }
         };
-        let keys = match (&self.key, self.key_file.or(default_key_file)) {
+        let keys = match (config.token_encryption_key(), self.key_file.or(default_key_file)) {
             (Some(k), _) => Keys::from_base64(k).map_err(|e| key_error(e.to_string()))?,
             (None, Some(file)) => Keys::load_or_create_file(&file).map_err(|e| key_error(e.to_string()))?,
             (None, None) => Keys::ephemeral(),

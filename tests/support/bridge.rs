@@ -86,6 +86,7 @@ pub async fn serve_bridge_with_policy(
     let config = A3Config::builder()
         .issuer_url(issuer_url)
         .resource_uri(format!("{url}/mcp"))
+        .public_url(&url)
         .client(client_id, client_secret)
         .build()
         .unwrap();
@@ -98,7 +99,6 @@ pub async fn serve_bridge_with_policy(
     }
     let bridge = tweak(
         DcrBridge::builder(&config)
-            .public_url(&url)
             .store(store)
             .scopes(server::offered_scopes(&settings.policy)),
     )
@@ -248,8 +248,13 @@ pub async fn redeem(
 
 /// A JSON-RPC tools/list POST to /mcp with a bearer token: the HTTP status tells whether it passed auth.
 pub async fn mcp_status(server: &Server, token: &str) -> u16 {
+    mcp_status_at(&server.mcp_url(), token).await
+}
+
+/// [`mcp_status`] against any MCP endpoint.
+pub async fn mcp_status_at(mcp_url: &str, token: &str) -> u16 {
     reqwest::Client::new()
-        .post(server.mcp_url())
+        .post(mcp_url)
         .bearer_auth(token)
         .header(header::ACCEPT, "application/json, text/event-stream")
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
