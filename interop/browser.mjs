@@ -1,13 +1,15 @@
 // The web pages in a real browser: Debian's Chromium driven by playwright-core (never a browser
-// playwright downloads). Real clicks and form fills through our consent page and oidc-provider's
-// login and consent pages, ending on the host's loopback redirect with a code; a screenshot of the
-// consent page (artifacts/consent.png); and a check that the consent page cannot be framed.
+// playwright downloads). Real clicks and form fills through our consent page, oidc-provider's
+// login and consent pages and our confirmation of the signed-in account, ending on the host's
+// loopback redirect with a code; screenshots (artifacts/consent.png, artifacts/confirmation.png);
+// a check that the consent page cannot be framed; and the cookie-tossing attack of a page on
+// another loopback port, played in the browser, stopped at the confirmation.
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import {
-  assert, env, json, loopbackListener, rawMcp, randomToken, runChecks, s256, token, USERS,
+  assert, Browser, env, hiddenFields, json, loopbackListener, rawMcp, randomToken, runChecks, s256, token, USERS,
 } from './lib.mjs';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -21,12 +23,12 @@ const context = await chromium.launchPersistentContext(profile, {
 });
 const version = context.browser()?.version() ?? '(persistent context)';
 
-async function registerClient(redirect) {
+async function registerClient(redirect, name = 'Interop Browser Host') {
   const r = await fetch(`${env.server}/register`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({
-      client_name: 'Interop Browser Host', redirect_uris: [redirect], grant_types: ['authorization_code', 'refresh_token'],
+      client_name: name, redirect_uris: [redirect], grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'], token_endpoint_auth_method: 'none', application_type: 'native',
     }),
   });
@@ -59,7 +61,7 @@ try {
       assert.equal(response.status(), 200);
       await page.getByRole('heading', { name: /Authorize Interop Browser Host/ }).waitFor();
       assert.ok(await page.getByText(redirect).isVisible(), 'the redirect URI is shown (MCP authorization, Localhost Redirect URI Risks: the hostname must be displayed)');
-      assert.ok(await page.getByText('127.0.0.1', { exact: true }).first().isVisible(), 'the redirect host is shown');
+      assert.ok(await page.getByText(`127.0.0.1:${host.port}`, { exact: true }).first().isVisible(), 'the redirect host is shown');
       await page.screenshot({ path: join(env.artifacts, 'consent.png'), fullPage: true });
 
       await page.getByRole('button', { name: 'Approve' }).click();
@@ -71,6 +73,12 @@ try {
       await page.getByRole('button', { name: 'Continue' }).waitFor();
       await page.screenshot({ path: join(env.artifacts, 'upstream-consent.png') });
       await page.getByRole('button', { name: 'Continue' }).click();
+      // Back at our callback (plain http): the page names the account and where the code goes.
+      await page.getByRole('heading', { name: /Give Interop Browser Host access to your account/ }).waitFor();
+      assert.ok(await page.getByText(USERS.jane, { exact: true }).isVisible(), 'the signed-in account is named');
+      assert.ok(await page.getByText(`127.0.0.1:${host.port}`, { exact: true }).first().isVisible(), 'the redirect host is shown');
+      await page.screenshot({ path: join(env.artifacts, 'confirmation.png'), fullPage: true });
+      await page.getByRole('button', { name: 'Allow' }).click();
       await page.waitForURL((u) => u.href.startsWith(redirect));
       await page.locator('#done').waitFor();
       const landed = new URL(page.url());
@@ -128,6 +136,68 @@ try {
         assert.ok(refused.some((m) => /frame-ancestors 'none'/.test(m)), `Chromium reports the CSP block: ${refused}`);
         console.log(`       chromium: ${refused[0].slice(0, 160)}`);
         await page.screenshot({ path: join(env.artifacts, 'framing-blocked.png'), timeout: 10000 }).catch(() => {});
+        await page.close();
+      } finally {
+        await attacker.close();
+      }
+    }],
+    ['cookie tossing from another loopback port: Chromium follows the planted binding, oidc-provider signs Jane in silently, our page names her account and the attacker\'s address, a post from his page is refused, Deny sends him access_denied', async () => {
+      // The attacker's own site, on another loopback port: where his client's codes would go, and
+      // the page that plants his binding cookie in Jane's browser (cookies ignore ports) and
+      // sends her to the upstream. (Jane signed in at oidc-provider in the first check.)
+      const received = [];
+      let plant = null;
+      const attacker = await loopbackListener((req, res) => {
+        if (req.url.startsWith('/cb')) { received.push(req.url); res.end('attacker'); return; }
+        if (req.url === '/' && plant) {
+          res.writeHead(303, { 'set-cookie': `${plant.cookie}; Path=/`, location: plant.upstream });
+          res.end();
+          return;
+        }
+        res.setHeader('content-type', 'text/html');
+        res.end(req.url.startsWith('/post?') ? decodeURIComponent(req.url.slice(6)) : '');
+      });
+      try {
+        const evilRedirect = `http://127.0.0.1:${attacker.port}/cb`;
+        const evil = await registerClient(evilRedirect, 'Interop Browser Host');
+        // He approves his own consent page in his own browser and keeps what he needs.
+        const his = new Browser();
+        const authUrl = authorizeUrl(evil, evilRedirect, randomToken(48), randomToken());
+        const consent = await (await his.request(authUrl)).text();
+        const approved = await his.request(`${env.server}/authorize`, {
+          method: 'POST',
+          form: [...hiddenFields(consent), ['decision', 'approve']],
+          headers: { origin: env.server, 'sec-fetch-site': 'same-origin' },
+        });
+        assert.equal(approved.status, 303);
+        const cookie = approved.headers.getSetCookie().find((c) => c.startsWith('a3mcp_tx_')).split(';')[0];
+        plant = { cookie, upstream: approved.headers.get('location') };
+
+        const page = await context.newPage();
+        await page.goto(`http://127.0.0.1:${attacker.port}/`);
+        await page.getByRole('heading', { name: /access to your account/ }).waitFor();
+        assert.ok(page.url().startsWith(`${env.server}/auth/callback`), page.url());
+        assert.ok(await page.getByText(USERS.jane, { exact: true }).isVisible(), 'her account is named');
+        assert.ok(await page.getByText(`127.0.0.1:${attacker.port}`, { exact: true }).isVisible(), 'and his address');
+        await page.screenshot({ path: join(env.artifacts, 'attack-confirmation.png'), fullPage: true });
+        assert.deepEqual(received, [], 'no code reached the attacker');
+
+        // Even with the page's secret (which his page cannot read), a post from his origin fails.
+        const id = await page.locator('input[name="confirmation"]').getAttribute('value');
+        const forged = `<form method="post" action="${env.server}/auth/confirm"><input name="confirmation" value="${id}"><input name="decision" value="allow"></form><script>document.forms[0].submit()</script>`;
+        const other = await context.newPage();
+        const answer = other.waitForResponse((r) => r.url() === `${env.server}/auth/confirm`);
+        await other.goto(`http://127.0.0.1:${attacker.port}/post?${encodeURIComponent(forged)}`);
+        assert.equal((await answer).status(), 403, 'Chromium sends his origin (Sec-Fetch-Site: same-site) and we refuse it');
+        await other.close();
+        assert.deepEqual(received, [], 'no code reached the attacker');
+
+        await page.getByRole('button', { name: 'Deny' }).click();
+        await page.waitForURL((u) => u.href.startsWith(evilRedirect));
+        const landed = new URL(page.url());
+        assert.equal(landed.searchParams.get('error'), 'access_denied');
+        assert.equal(landed.searchParams.get('code'), null);
+        assert.ok(received.every((u) => !u.includes('code=')), `${received}`);
         await page.close();
       } finally {
         await attacker.close();

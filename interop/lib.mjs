@@ -102,8 +102,9 @@ export function formAction(html, base) {
 
 /**
  * The user's part of an authorization, headless: our consent page (Approve), then oidc-provider's
- * login (any password) and consent pages, back through our /auth/callback to the host's redirect
- * URI. Returns that final URL (with code, state, iss). `decision` 'deny' stops at our page.
+ * login (any password) and consent pages, back through our /auth/callback, whose page names the
+ * signed-in account (Allow), to the host's redirect URI. Returns that final URL (with code, state,
+ * iss). `decision` 'deny' stops at our consent page.
  */
 export async function authorizeHeadless(authUrl, user, { browser = new Browser(), decision = 'approve' } = {}) {
   const server = new URL(authUrl).origin;
@@ -134,8 +135,14 @@ export async function authorizeHeadless(authUrl, user, { browser = new Browser()
     let form;
     if (html.includes('name="login"')) form = { prompt: 'login', login: user, password: 'any' };
     else if (html.includes('value="consent"')) form = { prompt: 'consent' };
-    else throw new Error(`unexpected page at ${next}: ${html.slice(0, 300)}`);
-    r = await browser.request(action, { method: 'POST', form, headers: { origin: as } });
+    else if (html.includes('name="confirmation"')) {
+      // Ours, after the upstream sign-in (plain http): the account, confirmed.
+      assert.ok(html.includes(user), `our confirmation names ${user}`);
+      form = { ...Object.fromEntries(hiddenFields(html)), decision: 'allow' };
+    } else throw new Error(`unexpected page at ${next}: ${html.slice(0, 300)}`);
+    // The page's own form: a browser sends the page's origin.
+    const fetchSite = origin === new URL(action).origin ? 'same-origin' : 'cross-site';
+    r = await browser.request(action, { method: 'POST', form, headers: { origin, 'sec-fetch-site': fetchSite } });
     assert.ok(r.status >= 300 && r.status < 400, `${action} answered ${r.status}`);
     next = new URL(r.headers.get('location'), action).toString();
   }

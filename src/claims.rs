@@ -31,6 +31,9 @@ use serde_json::{Map, Value};
 pub struct Claims {
     // One allocation shared by every clone: the layers clone claims on each request.
     inner: Arc<Inner>,
+    /// The client that presented the token, when it is not the one the claims name (see
+    /// [`Claims::with_client_id`]).
+    presenting_client: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -82,6 +85,7 @@ impl Claims {
         };
         Claims {
             inner: Arc::new(inner),
+            presenting_client: None,
         }
     }
 
@@ -103,9 +107,35 @@ impl Claims {
         self.inner.subject.as_deref()
     }
 
-    /// The OAuth client the token was issued to (`client_id`, else `azp`).
+    /// The OAuth client the token was issued to (`client_id`, else `azp`), or the one set by
+    /// [`with_client_id`](Self::with_client_id).
     pub fn client_id(&self) -> Option<&str> {
-        self.inner.client_id.as_deref()
+        self.presenting_client
+            .as_deref()
+            .or(self.inner.client_id.as_deref())
+    }
+
+    /// These claims as the token of another client stands for them: an authorization server in
+    /// front of their issuer gave its own token to its client `client_id`, and resolves it to
+    /// them. The DCR bridge does this: every A3 token behind its tokens names the bridge's one
+    /// A3 client, so without this all hosts of a user would be one principal. Afterwards
+    /// [`client_id`](Self::client_id) and [`principal`](Self::principal) name `client_id`;
+    /// [`get`](Self::get) and [`raw`](Self::raw) still give the claims as issued.
+    ///
+    /// ```
+    /// use a3_mcp_auth::Claims;
+    /// use serde_json::json;
+    ///
+    /// let a3 = Claims::from_value(json!({"iss": "https://a3.test", "sub": "jane", "client_id": "bridge"})).unwrap();
+    /// let host_a = a3.clone().with_client_id("registered-host-a");
+    /// let host_b = a3.clone().with_client_id("registered-host-b");
+    /// assert_ne!(host_a.principal(), host_b.principal(), "an MCP session of one host is not the other's");
+    /// assert_eq!(host_a.client_id(), Some("registered-host-a"));
+    /// assert_eq!(host_a.get("client_id"), Some(&json!("bridge")));
+    /// ```
+    pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.presenting_client = Some(Arc::from(client_id.into()));
+        self
     }
 
     /// The granted scopes.
@@ -133,7 +163,8 @@ impl Claims {
         &self.inner.raw
     }
 
-    /// The principal a session belongs to: issuer, subject and client together.
+    /// The principal a session belongs to: issuer, subject and client
+    /// ([`client_id`](Self::client_id)) together.
     ///
     /// Two tokens of the same user through different clients are different principals, so a
     /// session opened by one client cannot be taken over by another.
@@ -141,7 +172,7 @@ impl Claims {
         Principal {
             issuer: self.inner.issuer.clone().unwrap_or_default(),
             subject: self.inner.subject.clone().unwrap_or_default(),
-            client_id: self.inner.client_id.clone().unwrap_or_default(),
+            client_id: self.client_id().unwrap_or_default().to_owned(),
         }
     }
 }
@@ -176,6 +207,16 @@ mod tests {
         assert!(c.scopes().is_empty());
         assert_eq!(c.expires_at(), None);
         assert!(Claims::from_value(json!([1, 2])).is_err());
+    }
+
+    #[test]
+    fn the_presenting_client_replaces_the_claimed_one_in_the_principal_only() {
+        let a3 = Claims::from_value(json!({"iss": "i", "sub": "s", "client_id": "bridge"})).unwrap();
+        let host = a3.clone().with_client_id("host");
+        assert_eq!(host.principal().client_id, "host");
+        assert_eq!(a3.principal().client_id, "bridge");
+        assert_eq!((host.issuer(), host.subject()), (Some("i"), Some("s")));
+        assert_eq!(host.raw(), a3.raw());
     }
 
     #[test]

@@ -40,8 +40,8 @@
 //! | [`bearer_auth`] | `Authorization: Bearer` → verified [`Claims`] in the request extensions; RFC 6750 challenges |
 //! | [`require_scope`] | 403 `insufficient_scope` unless the token has every required scope |
 //! | [`session_binding`] | each `Mcp-Session-Id` bound to the principal that opened it |
-//! | [`tool_context`] | the caller's contexts and visible tools, from the claims and the policy |
-//! | [`filtered`] | [`ContextFiltered`]: enforces the visible tools where rmcp dispatches; [`Caller`] |
+//! | [`tool_context`] | the caller's contexts and what they may see, from the claims and the policy |
+//! | [`filtered`] | [`ContextFiltered`]: enforces it for tools, prompts and resources where rmcp dispatches; [`Caller`] |
 //!
 //! What the layers are built from:
 //!
@@ -56,7 +56,7 @@
 //! | [`claims`] | [`Claims`] of a verified token |
 //! | [`challenge`] | `WWW-Authenticate` challenges and the errors they answer |
 //! | [`metadata`] | [`ProtectedResourceMetadata`] (RFC 9728) and its routes |
-//! | [`context`] | A3 Contexts in a token; [`context::policy`]: [`ToolPolicy`] and [`ToolRule`] |
+//! | [`context`] | A3 Contexts in a token; [`context::policy`]: [`ContextPolicy`] (alias [`ToolPolicy`]) and [`ToolRule`] |
 //!
 //! Serving them: [`serve`](mod@serve), `axum::serve` with a header-read timeout and a connection cap.
 //!
@@ -107,7 +107,7 @@ mod refusal;
 pub use bearer_auth::BearerAuthLayer;
 pub use claims::Claims;
 pub use config::A3Config;
-pub use context::policy::{ToolPolicy, ToolRule};
+pub use context::policy::{ContextPolicy, ToolPolicy, ToolRule};
 pub use filtered::{Caller, ContextFiltered};
 pub use jwt::JwtVerifier;
 pub use metadata::ProtectedResourceMetadata;

@@ -1,5 +1,5 @@
-//! Per-request tool visibility: [`ToolContextLayer`], [`ToolContext`] and its
-//! [`ResponseFuture`] (shared with [`OriginCheck`](crate::origin_check::OriginCheck)).
+//! Per-request visibility of tools, prompts and resources: [`ToolContextLayer`], [`ToolContext`]
+//! and its [`ResponseFuture`] (shared with [`OriginCheck`](crate::origin_check::OriginCheck)).
 
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -11,28 +11,32 @@ use crate::challenge::{AuthError, Challenge};
 use crate::claims::Claims;
 use crate::config::DEFAULT_CONTEXT_CLAIM;
 use crate::context::ContextSet;
-use crate::context::policy::{ToolAccess, ToolPolicy, VisibleTools};
+use crate::context::policy::ContextPolicy;
+use crate::context::visibility::{Access, Visibility};
 use crate::refusal::{AuthBody, error_response};
 
 pub use crate::refusal::ResponseFuture;
 
-/// Layer that computes each request's [`VisibleTools`] (and the caller's [`ContextSet`]) from the
-/// verified [`Claims`] and a [`ToolPolicy`], and puts both in the request extensions.
+/// Layer that puts each request's [`Visibility`] (the caller's contexts and scopes against a
+/// [`ContextPolicy`]) and the caller's [`ContextSet`] in the request extensions.
 ///
 /// It goes inside [`BearerAuthLayer`](crate::BearerAuthLayer) (it reads the claims) and in front
 /// of an rmcp service whose handler is wrapped in [`ContextFiltered`](crate::ContextFiltered),
-/// which enforces the set. The layer does not read the body: it refuses nothing on its own,
-/// except one case: a 2026-07-28 request whose SEP-2243 headers (`Mcp-Method: tools/call`,
-/// `Mcp-Name`, which rmcp checks against the body) name a visible tool that needs scopes the
-/// token lacks gets 403 `insufficient_scope` with every scope the call needs, so the host can
-/// step up. Such headers can only make the layer refuse, never allow: the wrapper enforces the
-/// scopes again for every call, whatever the headers said.
+/// which asks the [`Visibility`] where rmcp dispatches. Nothing is decided up front: the
+/// [`Visibility`] answers for the one tool, prompt or resource a request names.
+///
+/// The layer does not read the body: it refuses nothing on its own, except one case: a
+/// 2026-07-28 request whose SEP-2243 headers (`Mcp-Method` `tools/call`, `prompts/get` or
+/// `resources/read` and `Mcp-Name`, which rmcp checks against the body) name a visible item that
+/// needs scopes the token lacks gets 403 `insufficient_scope` with every scope the request
+/// needs, so the host can step up. Such headers can only make the layer refuse, never allow: the
+/// wrapper enforces the scopes again for every request, whatever the headers said.
 ///
 /// ```
 /// use a3_mcp_auth::testing::TestIssuer;
-/// use a3_mcp_auth::{BearerAuthLayer, ToolContextLayer, ToolPolicy, ToolRule};
+/// use a3_mcp_auth::{BearerAuthLayer, ContextPolicy, ToolContextLayer, ToolRule};
 /// use a3_mcp_auth::challenge::Challenge;
-/// use a3_mcp_auth::context::policy::VisibleTools;
+/// use a3_mcp_auth::context::visibility::Visibility;
 /// use axum::{Extension, Router, routing::get};
 /// use tower::ServiceExt;
 ///
@@ -41,11 +45,11 @@ pub use crate::refusal::ResponseFuture;
 /// let issuer = TestIssuer::start().await;
 /// let resource = "http://127.0.0.1:8000/mcp";
 /// let challenge = Challenge::new("http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp");
-/// let policy = ToolPolicy::new().tool("add", ToolRule::any_of([("operation", "addition")]));
+/// let policy = ContextPolicy::new().tool("add", ToolRule::any_of([("operation", "addition")]));
 ///
 /// let app = Router::new()
-///     .route("/mcp", get(|Extension(v): Extension<VisibleTools>| async move {
-///         v.names().collect::<Vec<_>>().join(",")
+///     .route("/mcp", get(|Extension(v): Extension<Visibility>| async move {
+///         v.tools().collect::<Vec<_>>().join(",")
 ///     }))
 ///     .layer(ToolContextLayer::new(policy, challenge.clone()).with_claim("contexts"))
 ///     .layer(BearerAuthLayer::new(issuer.verifier(resource).await, challenge));
@@ -62,7 +66,7 @@ pub use crate::refusal::ResponseFuture;
 /// ```
 #[derive(Clone, Debug)]
 pub struct ToolContextLayer {
-    policy: Arc<ToolPolicy>,
+    policy: Arc<ContextPolicy>,
     claim: Arc<str>,
     base_scopes: Arc<[String]>,
     challenge: Challenge,
@@ -71,12 +75,12 @@ pub struct ToolContextLayer {
 impl ToolContextLayer {
     /// Applies `policy`, reading contexts from the claim `contexts` ([`DEFAULT_CONTEXT_CLAIM`]);
     /// step-up refusals carry `challenge`.
-    pub fn new(policy: ToolPolicy, challenge: Challenge) -> Self {
+    pub fn new(policy: ContextPolicy, challenge: Challenge) -> Self {
         Self::from_arc(Arc::new(policy), challenge)
     }
 
     /// Like [`ToolContextLayer::new`], sharing a policy used elsewhere (e.g. in a start-up summary).
-    pub fn from_arc(policy: Arc<ToolPolicy>, challenge: Challenge) -> Self {
+    pub fn from_arc(policy: Arc<ContextPolicy>, challenge: Challenge) -> Self {
         ToolContextLayer {
             policy,
             claim: DEFAULT_CONTEXT_CLAIM.into(),
@@ -104,21 +108,23 @@ impl ToolContextLayer {
     }
 
     /// The policy.
-    pub fn policy(&self) -> &ToolPolicy {
+    pub fn policy(&self) -> &ContextPolicy {
         &self.policy
     }
 
-    fn step_up(&self, headers: &HeaderMap, visible: &VisibleTools) -> Option<AuthError> {
-        let method = single_header(headers, "mcp-method")?;
-        if method != "tools/call" {
-            return None;
-        }
+    fn step_up(&self, headers: &HeaderMap, visible: &Visibility) -> Option<AuthError> {
+        let decide: fn(&Visibility, &str) -> Option<Access> = match single_header(headers, "mcp-method")? {
+            "tools/call" => Visibility::tool,
+            "prompts/get" => Visibility::prompt,
+            "resources/read" => Visibility::resource,
+            _ => return None,
+        };
         let name = decode_sep2243(single_header(headers, "mcp-name")?)?;
-        match visible.access(&name)? {
-            ToolAccess::Callable => None,
-            ToolAccess::NeedsScopes(tool_scopes) => {
+        match decide(visible, &name)? {
+            Access::Allowed => None,
+            Access::NeedsScopes(item_scopes) => {
                 let mut all: Vec<&str> = self.base_scopes.iter().map(String::as_str).collect();
-                for s in tool_scopes.split(' ') {
+                for s in item_scopes.split(' ') {
                     if !all.contains(&s) {
                         all.push(s);
                     }
@@ -159,7 +165,7 @@ impl<S> Layer<S> for ToolContextLayer {
     }
 }
 
-/// Middleware that computes [`VisibleTools`]. See [`ToolContextLayer`].
+/// Middleware that puts the [`Visibility`] in the request. See [`ToolContextLayer`].
 ///
 /// ```
 /// use a3_mcp_auth::{ToolContextLayer, ToolPolicy};
@@ -195,10 +201,10 @@ where
         let (held, visible) = match req.extensions().get::<Claims>() {
             Some(claims) => {
                 let held = ContextSet::from_claims(claims, &self.layer.claim);
-                let visible = self.layer.policy.visible_tools(&held, claims.scopes());
+                let visible = Visibility::new(self.layer.policy.clone(), held.clone(), claims);
                 (held, visible)
             }
-            None => (ContextSet::new(), VisibleTools::none()),
+            None => (ContextSet::new(), Visibility::none()),
         };
         if let Some(e) = self.layer.step_up(req.headers(), &visible) {
             return ResponseFuture::refused(error_response(&self.layer.challenge, &e));

@@ -10,7 +10,7 @@ use a3_mcp_auth::TokenVerifier;
 use a3_mcp_auth::dcr::store::{
     BoxFuture, Index, IndexEntry, MemoryStore, Namespace, RedbStore, Store, StoreError,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::*;
 
 #[tokio::test]
@@ -248,15 +248,11 @@ async fn consent_page_is_protected_and_stores_nothing_before_approval() {
     assert_eq!(query_param(&loc, "iss").as_deref(), Some(server.url.as_str()));
 
     // A hostile client name is shown as text.
-    let hostile: Value = reqwest::Client::new()
-        .post(format!("{}/register", server.url))
-        .json(&serde_json::json!({"client_name": "<script>alert(1)</script>", "redirect_uris": ["http://127.0.0.1/"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let hostile = register(
+        &server.url,
+        json!({"client_name": "<script>alert(1)</script>", "redirect_uris": ["http://127.0.0.1/"]}),
+    )
+    .await;
     let (url, _, _) = host_request(
         &server.url,
         hostile["client_id"].as_str().unwrap(),
@@ -634,19 +630,9 @@ async fn browser_binding_csrf_and_state_replay() {
     let (url, _, _) = host_request(&server.url, &victim_client, redirect, &[]);
     let fields = open_consent(&b, &url).await;
     let r = decide(&b, &server.url, &fields, "approve").await;
-    let binding = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|c| c.to_str().unwrap())
-        .find(|c| c.starts_with("a3mcp_tx_"))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let binding = set_cookie(&r, "a3mcp_tx_");
     let callback = sign_in_upstream(&b, &location(&r), "johndoe@test.com").await;
-    assert_eq!(b.get(&callback).send().await.unwrap().status(), 303);
+    allow_at_callback(&b, &callback, "johndoe@test.com").await;
     let r = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -740,9 +726,7 @@ async fn two_authorizations_in_one_browser_do_not_clash() {
     }
     for (redirect, verifier, upstream_url) in pending {
         let callback = sign_in_upstream(&b, &upstream_url, "johndoe@test.com").await;
-        let r = b.get(&callback).send().await.unwrap();
-        assert_eq!(r.status(), 303);
-        let back = location(&r);
+        let back = allow_at_callback(&b, &callback, "johndoe@test.com").await;
         assert!(back.starts_with(&redirect), "{back}");
         let r = redeem(
             &server.url,
@@ -1168,4 +1152,196 @@ async fn short_lived_a3_tokens_are_not_refreshed_on_every_request() {
         assert_ne!(mcp_status(&server, access).await, 401);
     }
     assert_eq!(upstream.state.refreshes.load(Ordering::SeqCst), before);
+}
+
+/// Issue 10 §3: every A3 token behind the bridge's tokens names the bridge's one A3 client, so
+/// the principal of a bridge token must name the host's registered client, or host B of a user
+/// could use host A's MCP session.
+#[tokio::test]
+async fn two_hosts_of_one_user_cannot_use_each_other_s_mcp_sessions() {
+    let upstream = Upstream::start().await;
+    let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
+    let (host_a, tokens) = login_tokens(&server).await;
+    let a = tokens["access_token"].as_str().unwrap().to_owned();
+    let (host_b, tokens) = login_tokens(&server).await;
+    let b = tokens["access_token"].as_str().unwrap().to_owned();
+
+    let session = mcp_session(&server, &a).await;
+    assert_eq!(
+        mcp_list_status(&server, &b, &session).await,
+        404,
+        "host B presents host A's session"
+    );
+    assert_eq!(
+        mcp_list_status(&server, &a, &session).await,
+        200,
+        "host A keeps it"
+    );
+    let own = mcp_session(&server, &b).await;
+    assert_eq!(mcp_list_status(&server, &b, &own).await, 200);
+    assert_eq!(mcp_list_status(&server, &a, &own).await, 404);
+    // Each is the same user through its own client.
+    for (token, host) in [(&a, &host_a), (&b, &host_b)] {
+        let me = whoami(&server, token).await;
+        assert_eq!(
+            (&me["subject"], &me["client_id"]),
+            (&json!("johndoe@test.com"), &json!(host))
+        );
+    }
+}
+
+/// Issue 10 §3: a client's name is its own claim, and a hostile one must not hide or reorder
+/// text on the pages that show it; a private-use redirect URI names an app scheme, never the
+/// "host" that follows `scheme://`.
+#[tokio::test]
+async fn hostile_client_names_and_app_redirects_render_safely() {
+    let upstream = Upstream::start().await;
+    let store = MemoryStore::new();
+    let server = start_server(&upstream, store.clone(), |b| b).await;
+    let app_redirect = "com.example.app://evil.example/cb";
+    let registered = register(
+        &server.url,
+        json!({
+            // A right-to-left override, isolates, zero-width and tag characters, a BOM.
+            "client_name": "Visual Studio\u{200b} Code\u{202e}\u{2066}moc.elpmaxe\u{2069}\u{feff}\u{e0041}",
+            "redirect_uris": [app_redirect],
+        }),
+    )
+    .await;
+    assert_eq!(
+        registered["client_name"], "Visual Studio Codemoc.elpmaxe",
+        "stored as it will be shown, no longer reversed"
+    );
+    let id = registered["client_id"].as_str().unwrap();
+    let invisible = |c: char| matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}' | '\u{e0000}'..='\u{e007f}');
+    let shown_safely = |html: &str| {
+        assert!(!html.chars().any(invisible), "{html}");
+        assert!(
+            html.contains("<bdi>Visual Studio Codemoc.elpmaxe</bdi>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("the app that handles <strong>com.example.app:</strong> links"),
+            "{html}"
+        );
+        assert!(!html.contains("<strong>evil.example"), "{html}");
+    };
+
+    let b = browser();
+    let (url, _, _) = host_request(&server.url, id, app_redirect, &[]);
+    let r = b.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    shown_safely(&html);
+    let fields = consent_fields(&html);
+    let r = decide(&b, &server.url, &fields, "approve").await;
+    let callback = sign_in_upstream(&b, &location(&r), "johndoe@test.com").await;
+    let r = b.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    shown_safely(&html);
+    assert!(html.contains("<bdi>johndoe@test.com</bdi>"));
+
+    // A client stored by an earlier version, its name unfiltered, is shown as safely.
+    let earlier = json!({
+        "client_id": "registered-earlier", "client_id_issued_at": 0,
+        "client_name": "Visual Studio\u{200b} Code\u{202e}\u{2066}moc.elpmaxe\u{2069}\u{feff}\u{e0041}",
+        "redirect_uris": [app_redirect], "grant_types": ["authorization_code"], "response_types": ["code"],
+        "token_endpoint_auth_method": "none", "application_type": "native",
+    });
+    store
+        .put(
+            Namespace::Client,
+            "registered-earlier",
+            serde_json::to_vec(&earlier).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let (url, _, _) = host_request(&server.url, "registered-earlier", app_redirect, &[]);
+    shown_safely(&b.get(&url).send().await.unwrap().text().await.unwrap());
+
+    // A name of nothing but invisible characters is no name.
+    let blank = register(
+        &server.url,
+        json!({"client_name": "\u{200b}\u{2066} \u{feff}", "redirect_uris": ["http://127.0.0.1/"]}),
+    )
+    .await;
+    assert!(blank.get("client_name").is_none(), "{blank}");
+    let (url, _, _) = host_request(
+        &server.url,
+        blank["client_id"].as_str().unwrap(),
+        "http://127.0.0.1:4711/",
+        &[],
+    );
+    let html = b.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("<bdi>An unnamed application</bdi>"));
+    assert!(html.contains("an application on this computer, at <strong>127.0.0.1:4711</strong>"));
+}
+
+/// On an https public URL the bridge's cookies are `__Host-` and `Secure`: no page of another
+/// origin can set them, so the binding proves the browser and the callback sends the host its
+/// code at once, without the confirmation that plain http needs. (The listener is plain http on
+/// loopback; the cookies a browser would keep for the https origin are carried by hand.)
+#[tokio::test]
+async fn https_public_urls_keep_the_direct_redirect() {
+    let upstream = Upstream::start().await;
+    let public = "https://mcp.example.test";
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.redb").display().to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = serve_replica(
+        listener,
+        public,
+        upstream.url(),
+        CLIENT_ID,
+        CLIENT_SECRET,
+        |name| (name == "STORE_PATH").then(|| store.clone()),
+    )
+    .await;
+    // Where the https origin's requests arrive (a TLS proxy in front, in a deployment).
+    let base = format!("http://{}", server.addr);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let id = register_vscode(&base).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (url, verifier, _) = host_request(&base, &id, VSCODE_REDIRECT, &[]);
+    let page = http.get(&url).send().await.unwrap();
+    let csrf = set_cookie(&page, "__Host-a3mcp_csrf=");
+    let mut form = consent_fields(&page.text().await.unwrap());
+    form.push(("decision".into(), "approve".into()));
+    let r = http
+        .post(format!("{base}/authorize"))
+        .header("cookie", &csrf)
+        .header("origin", public)
+        .header("sec-fetch-site", "same-origin")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let binding = set_cookie(&r, "__Host-a3mcp_tx_");
+    let callback = sign_in_upstream(&browser(), &location(&r), "johndoe@test.com").await;
+    let callback = callback.replace(public, &base);
+    let r = http
+        .get(&callback)
+        .header("cookie", binding)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "straight back to the host");
+    let back = location(&r);
+    assert!(back.starts_with(VSCODE_REDIRECT), "{back}");
+    assert_eq!(query_param(&back, "iss").as_deref(), Some(public));
+    let code = query_param(&back, "code").unwrap();
+    assert_eq!(
+        redeem(&base, &id, &code, &verifier, VSCODE_REDIRECT)
+            .await
+            .status(),
+        200
+    );
 }

@@ -1,5 +1,7 @@
 //! The development issuer over real HTTP: the code flow a DCR bridge drives, and each refusal.
 
+mod support;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use a3_mcp_auth::dev_issuer::DevIssuer;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
+use support::{HostilePage, submit_form, submit_page_form};
 
 fn browser() -> reqwest::Client {
     reqwest::Client::builder()
@@ -804,4 +807,113 @@ async fn discovery_names_the_endpoints() {
         json!(["client_secret_post"])
     );
     assert_eq!(discovery["authorization_response_iss_parameter_supported"], true);
+}
+
+/// Login CSRF (issue 10 §4): a page on another loopback port posts, from the victim's browser,
+/// the sign-in form of a request the attacker opened himself, with his own e-mail and password.
+/// The issuer used to set its session in her browser, so her next authorization was silently his
+/// account. Only a post from the issuer's own page signs in now.
+#[tokio::test]
+async fn a_sign_in_posted_by_a_page_on_another_loopback_port_is_refused() {
+    let dev = DevIssuer::builder()
+        .user(
+            "mallory@test.com",
+            "mallory-password",
+            [("operation", "addition")],
+        )
+        .start()
+        .await
+        .unwrap();
+    // The attacker opens a sign-in form of his own, and serves a page that submits it.
+    let form_page = authorize(&dev, &browser(), &new_verifier(), &[]).await;
+    let id = request_id(&form_page.text().await.unwrap());
+    let hidden =
+        |name: &str, value: &str| format!("<input type=\"hidden\" name=\"{name}\" value=\"{value}\">");
+    let page = HostilePage::serving(format!(
+        "<form method=\"post\" action=\"{}/login\">{}{}{}</form><script>document.forms[0].submit()</script>",
+        dev.url(),
+        hidden("request", &id),
+        hidden("email", "mallory@test.com"),
+        hidden("password", "mallory-password"),
+    ))
+    .await;
+
+    let victim = browser();
+    let html = victim.get(&page.url).send().await.unwrap().text().await.unwrap();
+    let r = submit_page_form(&victim, &page.url, &html).await;
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.headers().get("set-cookie").is_none(),
+        "no session in her browser"
+    );
+    assert_eq!(dev.logins(), 0);
+    assert_eq!(
+        authorize(&dev, &victim, &new_verifier(), &[]).await.status(),
+        200,
+        "her next authorization asks her to sign in"
+    );
+
+    // The same form from the issuer's own page signs in: the origin was all that was refused.
+    let own_page = format!("{}/authorize", dev.url());
+    let fields: Vec<(String, String)> = [
+        ("request", id.as_str()),
+        ("email", "mallory@test.com"),
+        ("password", "mallory-password"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let r = submit_form(&browser(), &own_page, &format!("{}/login", dev.url()), &fields).await;
+    assert_eq!(r.status(), 303);
+}
+
+/// Password guessing (issue 10 §4): each sign-in form allows five wrong passwords, and a script
+/// used to open form after form. Now an account takes ten wrong passwords in five minutes, over
+/// every form; then it cannot sign in, even with the right password, until they age out, and other
+/// accounts are unaffected.
+#[tokio::test]
+async fn password_guessing_is_bounded_per_account_over_every_form() {
+    let dev = DevIssuer::builder()
+        .user("janedoe@test.com", "secret", [("operation", "addition")])
+        .start()
+        .await
+        .unwrap();
+    let script = browser();
+    let open_form = || {
+        let script = script.clone();
+        let dev = &dev;
+        async move {
+            let page = authorize(dev, &script, &new_verifier(), &[]).await;
+            request_id(&page.text().await.unwrap())
+        }
+    };
+    for form in 0..2 {
+        let id = open_form().await;
+        for guess in 0..5 {
+            let r = login(
+                &dev,
+                &script,
+                &id,
+                "JohnDoe@test.com",
+                &format!("guess-{form}-{guess}"),
+            )
+            .await;
+            assert_eq!(r.status(), 401);
+        }
+    }
+    let id = open_form().await;
+    let r = login(&dev, &script, &id, "johndoe@test.com", "secret").await;
+    assert_eq!(r.status(), 429, "the right password after ten wrong ones");
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=300).contains(&wait), "{wait}");
+    assert!(r.headers().get("set-cookie").is_none());
+    assert_eq!(
+        login(&dev, &script, &id, "johndoe@test.com", "guess-again")
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(dev.logins(), 0);
+    let r = login(&dev, &script, &id, "janedoe@test.com", "secret").await;
+    assert_eq!(r.status(), 303, "another account signs in");
 }

@@ -5,16 +5,14 @@
 //! and `INTEROP_AS`, and runs them with `--ignored`: a plain `cargo test` lists them as ignored
 //! and stays self-contained; run without those servers, they fail rather than pass vacuously.
 
+mod support;
+
 use std::time::Duration;
 
 use http::header;
-use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, ClientConfig};
-use rmcp::transport::auth::{AuthClient, AuthorizationManager, AuthorizationRequest, OAuthState};
-use rmcp::transport::streamable_http_client::{
-    StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
-};
+use rmcp::transport::auth::{AuthorizationManager, AuthorizationRequest, OAuthState};
 use serde_json::{Value, json};
+use support::{mcp_status_at, use_tools_at};
 
 const HOST_REDIRECT: &str = "http://127.0.0.1:9/rmcp-callback";
 
@@ -64,7 +62,8 @@ fn location(r: &reqwest::Response, base: &url::Url) -> String {
 }
 
 /// The user's part, headless: our consent page (Approve), oidc-provider's login and consent,
-/// back through our callback; returns the redirect to the host.
+/// back through our callback and our confirmation of the account (Allow); returns the redirect
+/// to the host.
 async fn authorize(env: &Env, auth_url: &str, user: &str) -> String {
     let browser = reqwest::Client::builder()
         .cookie_store(true)
@@ -107,13 +106,26 @@ async fn authorize(env: &Env, auth_url: &str, user: &str) -> String {
         assert_eq!(r.status(), 200, "{next}");
         let html = r.text().await.unwrap();
         let action = unescape(html.split("action=\"").nth(1).unwrap().split('"').next().unwrap());
+        let confirmation;
         let fields: Vec<(&str, &str)> = if html.contains("name=\"login\"") {
             vec![("prompt", "login"), ("login", user), ("password", "any")]
+        } else if let Some(rest) = html.split("name=\"confirmation\" value=\"").nth(1) {
+            // Ours, after the upstream sign-in (plain http): confirm the account.
+            assert!(html.contains(user), "the confirmation names {user}");
+            confirmation = rest.split('"').next().unwrap().to_owned();
+            vec![("confirmation", &confirmation), ("decision", "allow")]
         } else {
             vec![("prompt", "consent")]
         };
         let action = url.join(&action).unwrap();
-        let r = browser.post(action.clone()).form(&fields).send().await.unwrap();
+        // The page's own form: a browser sends the page's origin.
+        let r = browser
+            .post(action.clone())
+            .header(header::ORIGIN, url.origin().ascii_serialization())
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_redirection(), "{action}: {}", r.status());
         next = location(&r, &action);
     }
@@ -142,49 +154,6 @@ async fn login(env: &Env, user: &str, scopes: &[&str]) -> AuthorizationManager {
     state.into_authorization_manager().unwrap()
 }
 
-/// tools/list, then each call: (sorted names, per call the text or the error).
-async fn use_tools(
-    env: &Env,
-    manager: AuthorizationManager,
-    calls: &[(&str, Value)],
-) -> (Vec<String>, Vec<Result<String, String>>) {
-    let transport = StreamableHttpClientTransport::with_client(
-        AuthClient::new(reqwest::Client::default(), manager),
-        StreamableHttpClientTransportConfig::with_uri(env.mcp.clone()),
-    );
-    let client = ClientConfig::default()
-        .serve(transport)
-        .await
-        .expect("MCP session");
-    let mut names: Vec<String> = client
-        .peer()
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    names.sort();
-    let mut results = Vec::new();
-    for (name, args) in calls {
-        let mut params = CallToolRequestParams::new(name.to_string());
-        if let Value::Object(map) = args {
-            params = params.with_arguments(map.clone());
-        }
-        results.push(match client.peer().call_tool(params).await {
-            Ok(r) => Ok(r
-                .content
-                .iter()
-                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-                .collect::<Vec<_>>()
-                .join("")),
-            Err(e) => Err(format!("{e} {e:?}")),
-        });
-    }
-    let _ = client.cancel().await;
-    (names, results)
-}
-
 async fn upstream_refreshes(env: &Env) -> u64 {
     let stats: Value = reqwest::get(format!("{}/__interop/stats", env.upstream))
         .await
@@ -195,20 +164,6 @@ async fn upstream_refreshes(env: &Env) -> u64 {
     stats["grants"]["refresh_token"].as_u64().unwrap_or(0)
 }
 
-async fn mcp_status(env: &Env, token: &str) -> u16 {
-    reqwest::Client::new()
-        .post(&env.mcp)
-        .bearer_auth(token)
-        .header(header::ACCEPT, "application/json, text/event-stream")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[tokio::test]
 #[ignore = "needs the servers interop/run starts (oidc-provider and the example server)"]
 async fn john_sees_and_gets_add_only() {
@@ -216,8 +171,8 @@ async fn john_sees_and_gets_add_only() {
     let manager = login(&env, "johndoe@test.com", &[]).await;
     let token = manager.get_access_token().await.unwrap();
     assert!(token.starts_with("a3mcp_at_"), "our opaque token, not A3's JWT");
-    let (names, results) = use_tools(
-        &env,
+    let (names, results) = use_tools_at(
+        &env.mcp,
         manager,
         &[
             ("add", json!({"a": 2, "b": 3})),
@@ -243,13 +198,13 @@ async fn john_sees_and_gets_add_only() {
 async fn jane_sees_multiply_and_steps_up_for_it() {
     let env = interop_env_or_fail!();
     let manager = login(&env, "janedoe@test.com", &[]).await;
-    let (names, results) = use_tools(&env, manager, &[("multiply", json!({"a": 6, "b": 7}))]).await;
+    let (names, results) = use_tools_at(&env.mcp, manager, &[("multiply", json!({"a": 6, "b": 7}))]).await;
     assert_eq!(names, ["add", "multiply", "whoami"]);
     let err = results[0].as_ref().unwrap_err();
     assert!(err.contains("insufficient_scope"), "{err}");
     // Step up: authorize again with the extra scope.
     let manager = login(&env, "janedoe@test.com", &["mcp:call", "mcp:admin"]).await;
-    let (_, results) = use_tools(&env, manager, &[("multiply", json!({"a": 6, "b": 7}))]).await;
+    let (_, results) = use_tools_at(&env.mcp, manager, &[("multiply", json!({"a": 6, "b": 7}))]).await;
     assert_eq!(results[0].as_deref(), Ok("42"));
 }
 
@@ -261,7 +216,11 @@ async fn refresh_upstream_after_expiry_and_ours_then_revoke() {
     let first = manager.get_access_token().await.unwrap();
     let before = upstream_refreshes(&env).await;
     tokio::time::sleep(Duration::from_millis(6500)).await; // the upstream token lived 5 s
-    assert_eq!(mcp_status(&env, &first).await, 200, "our token still works");
+    assert_eq!(
+        mcp_status_at(&env.mcp, &first).await,
+        200,
+        "our token still works"
+    );
     assert!(
         upstream_refreshes(&env).await > before,
         "the bridge refreshed at oidc-provider"
@@ -269,7 +228,7 @@ async fn refresh_upstream_after_expiry_and_ours_then_revoke() {
     manager.refresh_token().await.expect("our refresh_token grant");
     let second = manager.get_access_token().await.unwrap();
     assert_ne!(second, first);
-    let (names, results) = use_tools(&env, manager, &[("add", json!({"a": 1, "b": 2}))]).await;
+    let (names, results) = use_tools_at(&env.mcp, manager, &[("add", json!({"a": 1, "b": 2}))]).await;
     assert_eq!(names, ["add", "multiply", "whoami"]);
     assert_eq!(results[0].as_deref(), Ok("3"));
 
@@ -280,5 +239,5 @@ async fn refresh_upstream_after_expiry_and_ours_then_revoke() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(mcp_status(&env, &second).await, 401, "revoked");
+    assert_eq!(mcp_status_at(&env.mcp, &second).await, 401, "revoked");
 }

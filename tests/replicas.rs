@@ -342,12 +342,18 @@ async fn host_flow_with_every_hop_on_another_replica() {
         return;
     };
     let manager = rmcp_host_login(d.front(), &browser(), "johndoe@test.com").await;
-    // Registration, consent page, consent decision, callback and token each landed on the
-    // replica after the previous one's.
-    let hops: Vec<usize> = ["/register", "/authorize", "/auth/callback", "/token"]
-        .iter()
-        .flat_map(|p| d.lb.served(p))
-        .collect();
+    // Registration, consent page, consent decision, callback, confirmation and token each
+    // landed on the replica after the previous one's.
+    let hops: Vec<usize> = [
+        "/register",
+        "/authorize",
+        "/auth/callback",
+        "/auth/confirm",
+        "/token",
+    ]
+    .iter()
+    .flat_map(|p| d.lb.served(p))
+    .collect();
     let mut distinct = hops.clone();
     distinct.sort();
     distinct.dedup();
@@ -493,9 +499,8 @@ async fn killing_a_replica_mid_flow_loses_nothing() {
     let r = decide(&b, &public, &fields, "approve").await;
     assert_eq!(r.status(), 303);
     let callback = sign_in_upstream(&b, &location(&r), "johndoe@test.com").await;
-    let r = b.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), 303, "the transaction survived");
-    let code = query_param(&location(&r), "code").unwrap();
+    let back = allow_at_callback(&b, &callback, "johndoe@test.com").await;
+    let code = query_param(&back, "code").expect("the transaction survived");
     let r = redeem(&public, &id, &code, &verifier, REDIRECT).await;
     assert_eq!(r.status(), 200);
     let tokens: Value = r.json().await.unwrap();
@@ -662,9 +667,8 @@ async fn example_server_processes_configured_by_environment() {
     // browser back.
     processes[lb.last("POST", "/authorize")] = None;
     let callback = sign_in_upstream(&b, &location(&r), "johndoe@test.com").await;
-    let r = b.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), 303);
-    let code = query_param(&location(&r), "code").unwrap();
+    let back = allow_at_callback(&b, &callback, "johndoe@test.com").await;
+    let code = query_param(&back, "code").unwrap();
     let r = redeem(&public, &id, &code, &verifier, REDIRECT).await;
     assert_eq!(r.status(), 200);
     let tokens: Value = r.json().await.unwrap();

@@ -1,25 +1,36 @@
 //! The composition of the quickstart's MCP server, apart from how it is started: the calculator
-//! (which knows nothing about tokens), its context policy, and [`mcp_app`], which puts the
-//! calculator behind every layer of the crate. `main.rs` reads the environment and listens;
-//! the end-to-end tests include this file to test exactly what `cargo run --example server`
-//! serves.
+//! (which knows nothing about tokens: tools, drill prompts, constants and tables), its context
+//! policy, and [`mcp_app`], which puts the calculator behind every layer of the crate. `main.rs`
+//! reads the environment and listens; the end-to-end tests include this file to test exactly what
+//! `cargo run --example server` serves.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use a3_mcp_auth::context::policy::{ContextRule, TemplateRule};
 use a3_mcp_auth::{
-    A3Config, BearerAuthLayer, Caller, ContextFiltered, OriginCheckLayer, ProtectedResourceMetadata,
-    RequireScopeLayer, SessionBindingLayer, TokenVerifier, ToolContextLayer, ToolPolicy, ToolRule,
+    A3Config, BearerAuthLayer, Caller, ContextFiltered, ContextPolicy, OriginCheckLayer,
+    ProtectedResourceMetadata, RequireScopeLayer, SessionBindingLayer, TokenVerifier, ToolContextLayer,
 };
 use axum::Router;
 use http::{HeaderName, Method, header};
+use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    CompleteRequestParams, CompleteResult, CompletionInfo, Implementation, ListResourceTemplatesResult,
+    ListResourcesResult, PaginatedRequestParams, PromptMessage, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Reference, Resource, ResourceContents, ResourceTemplate, Role,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use rmcp::{
+    ErrorData, RoleServer, ServerHandler, prompt, prompt_handler, prompt_router, tool, tool_handler,
+    tool_router,
+};
 use serde::Deserialize;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -40,17 +51,33 @@ pub struct Operands {
     pub b: f64,
 }
 
+/// The arguments of a drill prompt.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct Drill {
+    /// `easy` (operands up to 10, the default) or `hard` (up to 100).
+    pub level: Option<String>,
+}
+
+/// The public resource: mathematical constants.
+pub const CONSTANTS: &str = "calc://constants";
+/// The resource template: the table of one operation.
+pub const TABLES: &str = "calc://tables/{operation}";
+const OPERATIONS: [(&str, &str); 2] = [("addition", "+"), ("multiplication", "×")];
+const LEVELS: [&str; 2] = ["easy", "hard"];
+
 /// The quickstart's calculator. It knows nothing about tokens or contexts: the layers and
-/// [`ContextFiltered`] decide who sees which tool.
+/// [`ContextFiltered`] decide who sees which tool, prompt and resource.
 #[derive(Clone)]
 pub struct Calculator {
     tool_router: ToolRouter<Self>,
+    prompt_router: PromptRouter<Self>,
 }
 
 impl Default for Calculator {
     fn default() -> Self {
         Calculator {
             tool_router: Self::tool_router(),
+            prompt_router: Self::prompt_router(),
         }
     }
 }
@@ -81,20 +108,154 @@ impl Calculator {
     }
 }
 
-#[tool_handler(router = self.tool_router)]
-impl ServerHandler for Calculator {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("a3-calculator", env!("CARGO_PKG_VERSION")))
+#[prompt_router]
+impl Calculator {
+    /// Practice additions: the assistant asks, the user answers, `add` checks.
+    #[prompt]
+    async fn addition_drill(
+        &self,
+        Parameters(drill): Parameters<Drill>,
+    ) -> Result<Vec<PromptMessage>, ErrorData> {
+        drill_messages("addition", "add", drill)
+    }
+
+    /// Practice multiplications: the assistant asks, the user answers, `multiply` checks.
+    #[prompt]
+    async fn multiplication_drill(
+        &self,
+        Parameters(drill): Parameters<Drill>,
+    ) -> Result<Vec<PromptMessage>, ErrorData> {
+        drill_messages("multiplication", "multiply", drill)
     }
 }
 
-/// Which context unlocks which tool (the quickstart's Contexts).
-pub fn calculator_policy() -> ToolPolicy {
-    ToolPolicy::new()
-        .tool("add", ToolRule::any_of([("operation", "addition")]))
-        .tool("multiply", ToolRule::any_of([("operation", "multiplication")]))
+fn drill_messages(operation: &str, tool: &str, drill: Drill) -> Result<Vec<PromptMessage>, ErrorData> {
+    let up_to = match drill.level.as_deref().unwrap_or("easy") {
+        "easy" => 10,
+        "hard" => 100,
+        _ => return Err(ErrorData::invalid_params("level must be easy or hard", None)),
+    };
+    Ok(vec![PromptMessage::new_text(
+        Role::User,
+        format!(
+            "Drill me on {operation}: ask me five questions with operands up to {up_to}, one at a time, \
+             and check each of my answers with the `{tool}` tool."
+        ),
+    )])
+}
+
+/// The table of `operation` for operands 1 to 10, one `a op b = c` per line.
+fn table(operation: &str) -> Option<String> {
+    let (name, sign) = OPERATIONS.into_iter().find(|(name, _)| *name == operation)?;
+    let mut out = String::new();
+    for a in 1..=10u32 {
+        for b in 1..=10u32 {
+            let c = if name == "addition" { a + b } else { a * b };
+            out.push_str(&format!("{a} {sign} {b} = {c}\n"));
+        }
+    }
+    Some(out)
+}
+
+#[tool_handler(router = self.tool_router)]
+#[prompt_handler(router = self.prompt_router)]
+impl ServerHandler for Calculator {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities = ServerCapabilities::builder()
+            .enable_completions()
+            .enable_prompts()
+            .enable_resources()
+            .enable_tools()
+            .build();
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("a3-calculator", env!("CARGO_PKG_VERSION")))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let constants = Resource::new(CONSTANTS, "constants")
+            .with_description("pi and e")
+            .with_mime_type("text/plain");
+        let tables = OPERATIONS.map(|(operation, _)| {
+            Resource::new(format!("calc://tables/{operation}"), format!("{operation} table"))
+                .with_mime_type("text/plain")
+        });
+        Ok(ListResourcesResult::with_all_items(
+            [constants].into_iter().chain(tables).collect(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let tables = ResourceTemplate::new(TABLES, "tables")
+            .with_description("the table of addition or multiplication for 1 to 10")
+            .with_mime_type("text/plain");
+        Ok(ListResourceTemplatesResult::with_all_items(vec![tables]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let text = match request.uri.as_str() {
+            CONSTANTS => Some(format!(
+                "pi = {}\ne = {}\n",
+                std::f64::consts::PI,
+                std::f64::consts::E
+            )),
+            uri => uri.strip_prefix("calc://tables/").and_then(table),
+        };
+        match text {
+            Some(text) => Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri)]).into()),
+            // rmcp's own convention for an unknown URI (its example servers answer the same).
+            None => Err(ErrorData::resource_not_found(
+                "resource_not_found",
+                Some(serde_json::json!({ "uri": request.uri })),
+            )),
+        }
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let candidates: Vec<&str> = match (&request.r#ref, request.argument.name.as_str()) {
+            (Reference::Resource(r), "operation") if r.uri == TABLES => {
+                OPERATIONS.iter().map(|(name, _)| *name).collect()
+            }
+            (Reference::Prompt(p), "level") if self.prompt_router.has_route(&p.name) => LEVELS.to_vec(),
+            _ => Vec::new(),
+        };
+        let values = candidates
+            .into_iter()
+            .filter(|v| v.starts_with(&request.argument.value))
+            .map(str::to_owned)
+            .collect();
+        let completion = CompletionInfo::new(values).map_err(|e| ErrorData::internal_error(e, None))?;
+        Ok(CompleteResult::new(completion))
+    }
+}
+
+/// Which context unlocks which tool, prompt and resource (the quickstart's Contexts).
+pub fn calculator_policy() -> ContextPolicy {
+    let addition = || ContextRule::any_of([("operation", "addition")]);
+    let multiplication = || ContextRule::any_of([("operation", "multiplication")]);
+    ContextPolicy::new()
+        .tool("add", addition())
+        .tool("multiply", multiplication())
         .public_tool("whoami")
+        .prompt("addition_drill", addition())
+        .prompt("multiplication_drill", multiplication())
+        .public_resource(CONSTANTS)
+        .resource_template(TABLES, TemplateRule::binding("operation", "operation"))
 }
 
 /// Session handling of the MCP endpoint.
@@ -115,8 +276,8 @@ pub struct McpSettings {
     pub issuer: String,
     /// The claim that holds A3 Contexts.
     pub context_claim: String,
-    /// The tool policy.
-    pub policy: Arc<ToolPolicy>,
+    /// Which contexts unlock which tools, prompts and resources.
+    pub policy: Arc<ContextPolicy>,
     /// Stateful or stateless.
     pub mode: Mode,
     /// Allowed `Host` values besides the loopback names.
@@ -252,7 +413,7 @@ where
 
 /// The scopes the DCR bridge offers to hosts: `mcp:call` and every extra scope the tool policy
 /// requires, so a host answered `insufficient_scope` can step up to it.
-pub fn offered_scopes(policy: &ToolPolicy) -> Vec<String> {
+pub fn offered_scopes(policy: &ContextPolicy) -> Vec<String> {
     let mut scopes = vec![MCP_SCOPE.to_owned()];
     for scope in policy.scopes() {
         if !scopes.contains(&scope) {
@@ -262,15 +423,26 @@ pub fn offered_scopes(policy: &ToolPolicy) -> Vec<String> {
     scopes
 }
 
-/// The start-up summary: where tokens come from, and which tools each context unlocks.
+/// The start-up summary: where tokens come from, and which tools, prompts and resources each
+/// context unlocks.
 pub fn summary(settings: &McpSettings) -> String {
     let mut s = format!(
         "issuer:   {}\nresource: {}\nmode:     {:?}\ncontexts (claim \"{}\"):\n",
         settings.issuer, settings.resource_uri, settings.mode, settings.context_claim
     );
-    for (context, tools) in settings.policy.unlocks() {
+    for (context, unlocked) in settings.policy.unlocks() {
         let who = context.map_or_else(|| "(everyone)".to_owned(), |c| c.to_string());
-        s.push_str(&format!("  {who:<28} -> {}\n", tools.join(", ")));
+        let kinds = [
+            ("tools", &unlocked.tools),
+            ("prompts", &unlocked.prompts),
+            ("resources", &unlocked.resources),
+        ];
+        let what: Vec<String> = kinds
+            .into_iter()
+            .filter(|(_, items)| !items.is_empty())
+            .map(|(kind, items)| format!("{kind}: {}", items.join(", ")))
+            .collect();
+        s.push_str(&format!("  {who:<28} -> {}\n", what.join("; ")));
     }
     s
 }

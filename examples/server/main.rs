@@ -16,9 +16,12 @@
 //! ```
 //!
 //! Tools: `add` (context `operation=addition`), `multiply` (`operation=multiplication`) and the
-//! public `whoami`. Every request needs a token with scope `mcp:call`: one the DCR bridge issued
-//! (when `CLIENT_ID`/`CLIENT_SECRET` are set, or with the development issuer), or an A3 access
-//! token for the resource.
+//! public `whoami`. Prompts: `addition_drill` (`operation=addition`), `multiplication_drill`
+//! (`operation=multiplication`). Resources: the public `calc://constants`, and the template
+//! `calc://tables/{operation}` whose instance `calc://tables/<op>` needs `operation=<op>`.
+//! Every request needs a token with scope `mcp:call`: one the DCR bridge issued (when
+//! `CLIENT_ID`/`CLIENT_SECRET` are set, or with the development issuer), or an A3 access token
+//! for the resource.
 
 mod app;
 
@@ -28,15 +31,15 @@ use std::sync::Arc;
 use a3_mcp_auth::config::A3ConfigBuilder;
 use a3_mcp_auth::dcr::DcrBridge;
 use a3_mcp_auth::dev_issuer::{self, DevIssuer};
-use a3_mcp_auth::{A3Config, JwtVerifier, ToolPolicy};
+use a3_mcp_auth::{A3Config, ContextPolicy, JwtVerifier};
 use app::{McpSettings, Mode, mcp_app, offered_scopes, summary};
 
-/// The example's own settings on top of [`McpSettings::new`]: `TOOL_POLICY` (a JSON policy
-/// file), `MCP_STATELESS=1`, `ALLOWED_ORIGINS` (space-separated browser origins).
+/// The example's own settings on top of [`McpSettings::new`]: `TOOL_POLICY` (a JSON context
+/// policy file: tools, prompts, resources), `MCP_STATELESS=1`, `ALLOWED_ORIGINS` (space-separated browser origins).
 fn settings_from_env(config: &A3Config) -> Result<McpSettings, Box<dyn std::error::Error>> {
     let mut settings = McpSettings::new(config);
     if let Ok(path) = std::env::var("TOOL_POLICY") {
-        settings.policy = Arc::new(ToolPolicy::from_json_file(path)?);
+        settings.policy = Arc::new(ContextPolicy::from_json_file(path)?);
     }
     if let Ok("1" | "true") = std::env::var("MCP_STATELESS").as_deref() {
         settings.mode = Mode::Stateless;

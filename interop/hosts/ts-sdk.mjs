@@ -70,6 +70,20 @@ async function connect(provider) {
 
 const names = async (client) => (await client.listTools()).tools.map((t) => t.name).sort();
 const text = (result) => result.content.filter((c) => c.type === 'text').map((c) => c.text).join('');
+const prompts = async (client) => (await client.listPrompts()).prompts.map((p) => p.name).sort();
+const resources = async (client) => (await client.listResources()).resources.map((r) => r.uri).sort();
+const templates = async (client) => (await client.listResourceTemplates()).resourceTemplates.map((t) => t.uriTemplate);
+const read = async (client, uri) => (await client.readResource({ uri })).contents.map((c) => c.text).join('');
+
+/** The error a request gets, or null if it succeeded. */
+async function failure(promise) {
+  try {
+    await promise;
+    return null;
+  } catch (e) {
+    return e;
+  }
+}
 
 async function callError(client, name, args) {
   try {
@@ -100,10 +114,42 @@ await runChecks('ts-sdk', [
     assert.match(String(hidden.message), /tool not found/i);
     await client.close();
   }],
-  ['jane (both contexts): sees multiply; call needs mcp:admin; step-up re-authorization', async () => {
+  ['john (operation=addition): prompts, resources and template instances of his context only', async () => {
+    const client = await connect(new HeadlessProvider(USERS.john));
+    assert.deepEqual(await prompts(client), ['addition_drill']);
+    assert.deepEqual(await resources(client), ['calc://constants', 'calc://tables/addition']);
+    assert.deepEqual(await templates(client), ['calc://tables/{operation}']);
+    assert.match(await read(client, 'calc://constants'), /pi = 3\.14159/);
+    assert.match(await read(client, 'calc://tables/addition'), /2 \+ 3 = 5/);
+    const hidden = await failure(read(client, 'calc://tables/multiplication'));
+    assert.equal(hidden?.code, -32002, 'the multiplication table is "resource not found"');
+    assert.deepEqual(hidden.data, { uri: 'calc://tables/multiplication' });
+    const unknown = await failure(read(client, 'calc://tables/division'));
+    assert.equal(unknown?.code, hidden.code);
+    assert.equal(unknown.message, hidden.message);
+    assert.deepEqual(unknown.data, { uri: 'calc://tables/division' });
+    const drill = await client.getPrompt({ name: 'addition_drill' });
+    assert.match(drill.messages[0].content.text, /`add`/);
+    const hiddenPrompt = await failure(client.getPrompt({ name: 'multiplication_drill' }));
+    assert.match(String(hiddenPrompt?.message), /prompt 'multiplication_drill' not found/);
+    const completion = await client.complete({
+      ref: { type: 'ref/resource', uri: 'calc://tables/{operation}' },
+      argument: { name: 'operation', value: '' },
+    });
+    assert.deepEqual(completion.completion.values, ['addition']);
+    await client.close();
+  }],
+  ['jane (both contexts): sees multiply, both drills and both tables; multiply needs mcp:admin; step-up', async () => {
     jane = new HeadlessProvider(USERS.jane);
     let client = await connect(jane);
     assert.deepEqual(await names(client), ['add', 'multiply', 'whoami']);
+    assert.deepEqual(await prompts(client), ['addition_drill', 'multiplication_drill']);
+    assert.deepEqual(
+      await resources(client),
+      ['calc://constants', 'calc://tables/addition', 'calc://tables/multiplication'],
+    );
+    assert.match(await read(client, 'calc://tables/multiplication'), /6 × 7 = 42/);
+    assert.match(await read(client, 'calc://tables/addition'), /2 \+ 3 = 5/);
     assert.equal(jane.savedTokens.scope, 'mcp:call');
     const refused = await callError(client, 'multiply', { a: 6, b: 7 });
     assert.ok(refused, 'multiply without mcp:admin is refused');

@@ -1,9 +1,11 @@
 //! A3 Contexts: [`Context`], the [`ContextSet`] a token carries and its claim-shape parser; the
-//! [`policy`] that maps contexts to tools.
+//! [`policy`] that maps contexts to tools, prompts and resources; the [`uri_template`]s that
+//! policy names resource templates by; the [`visibility`] a policy gives one caller.
 //!
 //! A3 Contexts are `key=value` pairs an administrator makes visible to a client for users in a
-//! role. They narrow what the MCP server exposes beyond the `mcp:call` scope: a user holding
-//! `operation=addition` sees the tool `add`. How A3 puts them in the access token is not
+//! role: in A3's words, "a specific subset of MCP functionality or data". They narrow what the
+//! MCP server exposes beyond the `mcp:call` scope: a user holding `operation=addition` sees the
+//! tool `add` and may read `calc://tables/addition`. How A3 puts them in the access token is not
 //! documented, so the claim name is configuration ([`A3Config::context_claim`](crate::A3Config::context_claim))
 //! and [`ContextSet::from_claims`] accepts every plausible shape.
 
@@ -17,6 +19,8 @@ use serde_json::Value;
 use crate::claims::Claims;
 
 pub mod policy;
+pub mod uri_template;
+pub mod visibility;
 
 /// Longest context key or value accepted from a token, in bytes.
 ///

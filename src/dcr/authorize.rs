@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::cookies::CSRF_COOKIE;
+use super::pages;
 use super::store::Namespace;
 use super::{Inner, RegisteredClient};
-use crate::fetch::is_loopback_host;
-use crate::oauth::html::{csp_source, error_page, escape_html, html_response, page};
+use crate::oauth::html::{error_page, escape_html, same_origin_post};
 use crate::oauth::pkce;
 use crate::oauth::response::{redirect_with, see_other};
 use crate::oauth::unix_now;
@@ -66,17 +66,34 @@ impl Validated {
         ]);
         crate::oauth::sha256_b64url(&canonical.to_string())
     }
+
+    fn page_request(&self) -> pages::Request<'_> {
+        pages::Request {
+            client: &self.client,
+            redirect_uri: &self.redirect_uri,
+            scope: &self.scope,
+            resource: &self.resource,
+        }
+    }
 }
 
-/// An upstream authorization transaction: created on approval, keyed by A3's `state`, single use.
+/// The host's authorization request, as approved: what the code that ends it is bound to.
 #[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct Transaction {
+pub(crate) struct HostRequest {
     pub client_id: String,
     pub redirect_uri: String,
     pub state: Option<String>,
     pub code_challenge: String,
     pub scope: String,
     pub resource: String,
+}
+
+/// An upstream authorization transaction: created on approval, keyed by A3's `state`, single use.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Transaction {
+    // Flattened: the stored layout is the same as before the host's request had its own type.
+    #[serde(flatten)]
+    pub request: HostRequest,
     /// Our PKCE verifier towards A3.
     pub upstream_verifier: String,
 }
@@ -268,26 +285,8 @@ pub(crate) async fn show(
     response
 }
 
+/// The consent page of `v`, with its form's hidden fields.
 fn consent_page(inner: &Inner, v: &Validated, p: &AuthorizeParams, csrf_token: &str) -> Response {
-    let name = v
-        .client
-        .client_name
-        .as_deref()
-        .unwrap_or("An unnamed application");
-    let redirect = Url::parse(&v.redirect_uri).ok();
-    let host = redirect
-        .as_ref()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_else(|| {
-            redirect
-                .as_ref()
-                .map(|u| u.scheme().to_owned())
-                .unwrap_or_default()
-        });
-    let local = redirect
-        .as_ref()
-        .and_then(|u| u.host())
-        .is_some_and(|h| is_loopback_host(&h));
     let hidden = |name: &str, value: Option<&str>| match value {
         Some(value) => format!(
             "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
@@ -295,84 +294,26 @@ fn consent_page(inner: &Inner, v: &Validated, p: &AuthorizeParams, csrf_token: &
         ),
         None => String::new(),
     };
-    let scopes: String = v
-        .scope
-        .split(' ')
-        .map(|s| format!("<li><code>{}</code></li>", escape_html(s)))
-        .collect();
-    let upstream = Url::parse(&inner.upstream.metadata.issuer)
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or_default();
-    let body = format!(
-        "<h1>Authorize {name}?</h1>\
-<p>An application that claims to be <strong>{name}</strong> (a name it chose itself; client id <code>{client_id}</code>) asks to use <code>{resource}</code> on your behalf.</p>\
-<p>It will receive access at <strong>{host}</strong>{local_note}:<br><code>{redirect_uri}</code></p>\
-<p>Requested scopes:</p><ul>{scopes}</ul>\
-<p>If you approve, you will sign in at <code>{upstream}</code>. Only approve applications you just started connecting yourself.</p>\
-<form method=\"post\" action=\"/authorize\">{fields}\
-<button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
-<button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
-        name = escape_html(name),
-        client_id = escape_html(&v.client.client_id),
-        resource = escape_html(&v.resource),
-        host = escape_html(&host),
-        local_note = if local {
-            " (an application on this computer)"
-        } else {
-            ""
-        },
-        redirect_uri = escape_html(&v.redirect_uri),
-        upstream = escape_html(&upstream),
-        fields = [
-            hidden("client_id", Some(&v.client.client_id)),
-            hidden("redirect_uri", Some(&v.redirect_uri)),
-            hidden("response_type", Some("code")),
-            hidden("code_challenge", Some(&v.code_challenge)),
-            hidden("code_challenge_method", Some("S256")),
-            hidden("state", v.state.as_deref()),
-            hidden("scope", Some(&v.scope)),
-            hidden("resource", p.resource.as_deref().map(|_| v.resource.as_str())),
-            hidden("csrf_token", Some(csrf_token)),
-        ]
-        .concat(),
-    );
-    // The form's POST is answered with a redirect, and CSP form-action applies to redirects that
-    // follow a form submission: Approve goes to A3's authorization endpoint, Deny back to the
-    // host's redirect URI. Both must be allowed, or the browser stops on our page.
-    let mut form_action = vec![upstream.clone()];
-    if let Some(origin) = inner
-        .upstream
-        .metadata
-        .authorization_endpoint
-        .as_deref()
-        .and_then(|e| Url::parse(e).ok())
-        .map(|u| u.origin().ascii_serialization())
-    {
-        form_action.push(origin);
-    }
-    if let Some(u) = &redirect {
-        form_action.push(csp_source(u));
-    }
-    form_action.dedup();
-    html_response(
-        StatusCode::OK,
-        page("Authorize access", &body),
-        &form_action.join(" "),
+    let fields = [
+        hidden("client_id", Some(&v.client.client_id)),
+        hidden("redirect_uri", Some(&v.redirect_uri)),
+        hidden("response_type", Some("code")),
+        hidden("code_challenge", Some(&v.code_challenge)),
+        hidden("code_challenge_method", Some("S256")),
+        hidden("state", v.state.as_deref()),
+        hidden("scope", Some(&v.scope)),
+        hidden("resource", p.resource.as_deref().map(|_| v.resource.as_str())),
+        hidden("csrf_token", Some(csrf_token)),
+    ]
+    .concat();
+    let origin = |url: &str| Url::parse(url).ok().map(|u| u.origin().ascii_serialization());
+    let metadata = &inner.upstream.metadata;
+    pages::consent_page(
+        &v.page_request(),
+        &origin(&metadata.issuer).unwrap_or_default(),
+        metadata.authorization_endpoint.as_deref().and_then(origin),
+        &fields,
     )
-}
-
-/// Whether a form post comes from our own page: `Sec-Fetch-Site` and `Origin`, when sent, must say so.
-fn same_origin_post(inner: &Inner, headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && site != "same-origin"
-        && site != "none"
-    {
-        return false;
-    }
-    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        Some(origin) => origin == inner.issuer,
-        None => true,
-    }
 }
 
 pub(crate) async fn decide(
@@ -383,7 +324,7 @@ pub(crate) async fn decide(
     let Ok(Form(p)) = form else {
         return error_page(StatusCode::BAD_REQUEST, "The consent form is malformed.");
     };
-    if !same_origin_post(&inner, &headers) {
+    if !same_origin_post(&headers, &inner.issuer) {
         return error_page(
             StatusCode::FORBIDDEN,
             "This consent was not submitted from this server's page.",
@@ -441,12 +382,14 @@ pub(crate) async fn decide(
     let tx_id = crate::oauth::random_token();
     let (upstream_url, verifier) = inner.upstream.authorize_url(&tx_id, &v.scope, &v.resource);
     let tx = Transaction {
-        client_id: v.client.client_id.clone(),
-        redirect_uri: v.redirect_uri.clone(),
-        state: v.state.clone(),
-        code_challenge: v.code_challenge.clone(),
-        scope: v.scope.clone(),
-        resource: v.resource.clone(),
+        request: HostRequest {
+            client_id: v.client.client_id.clone(),
+            redirect_uri: v.redirect_uri.clone(),
+            state: v.state.clone(),
+            code_challenge: v.code_challenge.clone(),
+            scope: v.scope.clone(),
+            resource: v.resource.clone(),
+        },
         upstream_verifier: verifier,
     };
     if let Err(e) = inner

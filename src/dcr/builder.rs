@@ -125,7 +125,8 @@ impl DcrBridgeBuilder {
         self
     }
 
-    /// Lifetime of an upstream transaction and of a consent page (default 10 min).
+    /// Lifetime of an upstream transaction, of a consent page and of a sign-in waiting for the
+    /// user's confirmation on a plain-http public URL (default 10 min).
     pub fn transaction_ttl(mut self, ttl: Duration) -> Self {
         self.limits.transaction_ttl = ttl;
         self.limits.consent_ttl = ttl;

@@ -1,4 +1,10 @@
 //! `GET /auth/callback`: A3 sends the browser back here after the user signed in.
+//!
+//! The callback checks the browser binding and A3's answer, redeems A3's code and verifies the
+//! access token. On an https public URL it then stores the grant and sends the host our code. On
+//! plain http the binding cookie proves nothing (any page on any port of the host can set it), so
+//! the user first confirms, on the page this response is, which account goes to which client
+//! (see `confirm`).
 
 use std::sync::Arc;
 
@@ -8,12 +14,12 @@ use axum::response::Response;
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
-use super::authorize::{Transaction, error_redirect};
+use super::authorize::{HostRequest, Transaction, error_redirect};
 use super::grant::{self, Grant};
 use super::store::Namespace;
 use super::token::CodeEntry;
 use super::upstream::UpstreamError;
-use super::{Inner, crypto};
+use super::{Inner, confirm, crypto};
 use crate::oauth::html::error_page;
 use crate::oauth::response::redirect_with;
 use crate::verifier::TokenVerifier;
@@ -71,15 +77,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
             );
         }
     };
-    let to_client = |error: &str, description: &str| {
-        error_redirect(
-            &tx.redirect_uri,
-            tx.state.as_deref(),
-            error,
-            description,
-            &inner.issuer,
-        )
-    };
+    let to_client = |error: &str, description: &str| to_host(inner, &tx.request, error, description);
     // RFC 9207: the response must come from A3, not from another server in a mix-up.
     let upstream = &inner.upstream.metadata;
     match p.iss.as_deref() {
@@ -106,7 +104,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
     };
     let tokens = match inner
         .upstream
-        .exchange_code(code, &tx.upstream_verifier, &tx.resource)
+        .exchange_code(code, &tx.upstream_verifier, &tx.request.resource)
         .await
     {
         Ok(t) => t,
@@ -138,26 +136,37 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
     }
     let mut grant = Grant {
         id: crate::oauth::random_token(),
-        client_id: tx.client_id.clone(),
+        client_id: tx.request.client_id.clone(),
         subject: claims.subject().map(str::to_owned),
-        scope: tx.scope.clone(),
-        resource: tx.resource.clone(),
+        scope: tx.request.scope.clone(),
+        resource: tx.request.resource.clone(),
         upstream: Vec::new(),
     };
     grant.seal(&inner.keys, &tokens);
+    if inner.cookies.can_be_planted() {
+        // Any page on this host could have planted the binding cookie checked above: the user
+        // confirms, on a page only her browser received, which account goes to which client.
+        return confirm::ask(inner, tx.request, grant, &claims).await;
+    }
+    issue_code(inner, &tx.request, &grant).await
+}
+
+/// Stores `grant` and an authorization code for it, and sends the browser back to the host with
+/// the code, its `state` and our `iss`: the end of an authorization the user approved.
+pub(crate) async fn issue_code(inner: &Inner, request: &HostRequest, grant: &Grant) -> Response {
     let code = crypto::new_token(crypto::CODE_PREFIX);
     let entry = CodeEntry {
         grant_id: grant.id.clone(),
-        client_id: tx.client_id.clone(),
-        redirect_uri: tx.redirect_uri.clone(),
-        code_challenge: tx.code_challenge.clone(),
-        resource: tx.resource.clone(),
-        scope: tx.scope.clone(),
+        client_id: request.client_id.clone(),
+        redirect_uri: request.redirect_uri.clone(),
+        code_challenge: request.code_challenge.clone(),
+        resource: request.resource.clone(),
+        scope: request.scope.clone(),
     };
     // Until the code is redeemed the grant lives only slightly longer than the code.
     let pending = inner.limits.code_ttl + std::time::Duration::from_secs(60);
     let stored = async {
-        grant::store_new_grant(inner, &grant, pending).await?;
+        grant::store_new_grant(inner, grant, pending).await?;
         inner
             .store
             .put_json(
@@ -170,13 +179,29 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
     };
     if let Err(e) = stored.await {
         tracing::error!(error = %e, "DCR store failure");
-        return to_client("temporarily_unavailable", "storage is unavailable");
+        return to_host(
+            inner,
+            request,
+            "temporarily_unavailable",
+            "storage is unavailable",
+        );
     }
-    tracing::info!(client_id = %tx.client_id, "authorized a client");
+    tracing::info!(client_id = %request.client_id, "authorized a client");
     let mut params = vec![("code", code.as_str())];
-    if let Some(state) = tx.state.as_deref() {
+    if let Some(state) = request.state.as_deref() {
         params.push(("state", state));
     }
     params.push(("iss", inner.issuer.as_str()));
-    redirect_with(&tx.redirect_uri, &params)
+    redirect_with(&request.redirect_uri, &params)
+}
+
+/// An error response to the host's redirect URI, with its `state` and our `iss`.
+pub(crate) fn to_host(inner: &Inner, request: &HostRequest, error: &str, description: &str) -> Response {
+    error_redirect(
+        &request.redirect_uri,
+        request.state.as_deref(),
+        error,
+        description,
+        &inner.issuer,
+    )
 }

@@ -3,8 +3,10 @@
 //!
 //! On an https public URL they are `__Host-` prefixed and `Secure` (RFC 6265bis §4.1.3.2); on
 //! plain-http loopback browsers refuse `Secure` cookies, so plain names are used. Cookies are not
-//! isolated by port, so on `http://127.0.0.1` every local page can plant one: that is why the
-//! binding is signed and named after its transaction.
+//! isolated by port, so on `http://127.0.0.1` every local page can plant one, including a binding
+//! it copied from its own browser: there the binding only tells browsers apart that are not
+//! attacking each other, and the user confirms the account after the sign-in
+//! ([`Cookies::can_be_planted`]).
 
 use std::time::Duration;
 
@@ -30,6 +32,15 @@ impl Cookies {
         Cookies {
             secure: public_url.starts_with("https://"),
         }
+    }
+
+    /// Whether a page of another origin can set these cookies in the user's browser: plain
+    /// names on http can be set by any page of the host, whatever its port ([RFC 6265 §8.5]);
+    /// `__Host-` cookies only by an https page of our own host.
+    ///
+    /// [RFC 6265 §8.5]: https://www.rfc-editor.org/rfc/rfc6265#section-8.5
+    pub(crate) fn can_be_planted(&self) -> bool {
+        !self.secure
     }
 
     fn name(&self, base: &str) -> String {
@@ -116,6 +127,8 @@ mod tests {
             https,
             "__Host-c=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=5; Secure"
         );
+        assert!(!Cookies::for_public_url("https://mcp.example.com").can_be_planted());
+        assert!(Cookies::for_public_url("http://127.0.0.1:8000").can_be_planted());
         let http = Cookies::for_public_url("http://127.0.0.1:8000").set("c", "v", Duration::from_secs(5));
         assert_eq!(http, "c=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=5");
         assert_eq!(

@@ -16,6 +16,9 @@
 //! sent to A3, and the callback only completes in the browser that consented: A3 may sign a user
 //! in silently, so these are what stop a [confused
 //! deputy](https://modelcontextprotocol.io/specification/2025-11-25/basic/security_best_practices#confused-deputy-problem).
+//! On a plain-http public URL (`http://127.0.0.1:8000`) any local page can plant the cookie that
+//! binds the callback to the consenting browser, so there the user also confirms, after signing
+//! in, which account goes to which client before any code is issued.
 //!
 //! | route | module | what it does |
 //! |---|---|---|
@@ -23,7 +26,8 @@
 //! | `POST /register` | `register` | [RFC 7591 §3](https://www.rfc-editor.org/rfc/rfc7591#section-3) registration of public clients (JSON only; rate-limited per address and browser origin, capped) |
 //! | `GET /authorize` | `authorize` | validates the request ([RFC 6749 §4.1.1](https://www.rfc-editor.org/rfc/rfc6749#section-4.1.1), PKCE S256 required), shows the consent page |
 //! | `POST /authorize` | `authorize` | the consent decision (CSRF-checked); on approval redirects to A3 |
-//! | `GET /auth/callback` | `callback` | A3 returns here; exchanges A3's code and redirects to the host with ours ([RFC 9207](https://www.rfc-editor.org/rfc/rfc9207) `iss` both ways) |
+//! | `GET /auth/callback` | `callback` | A3 returns here; exchanges A3's code and redirects to the host with ours ([RFC 9207](https://www.rfc-editor.org/rfc/rfc9207) `iss` both ways); on plain http, shows the confirmation naming the signed-in account instead |
+//! | `POST /auth/confirm` | `confirm` | plain http only: the confirmation (same-origin post of the page's secret); Allow redirects to the host with our code, Deny revokes A3's tokens |
 //! | `POST /token` | `token` | `authorization_code` ([RFC 7636 §4.6](https://www.rfc-editor.org/rfc/rfc7636#section-4.6)) and `refresh_token` grants, with rotation and reuse detection ([OAuth 2.1 §4.3.1](https://datatracker.ietf.org/doc/html/draft-ietf-oauth-v2-1#section-4.3.1)) |
 //! | `POST /revoke` | `revoke` | [RFC 7009](https://www.rfc-editor.org/rfc/rfc7009) revocation of our tokens (and A3's) |
 //!
@@ -55,12 +59,14 @@ mod authorize;
 mod builder;
 mod callback;
 mod client_lifetime;
+mod confirm;
 mod cookies;
 mod crypto;
 mod errors;
 mod files;
 mod grant;
 mod metadata;
+mod pages;
 mod rate_limit;
 mod register;
 mod revoke;
@@ -294,7 +300,8 @@ impl DcrBridge {
             .layer(cors);
         let browser = Router::new()
             .route("/authorize", get(authorize::show).post(authorize::decide))
-            .route(CALLBACK_PATH, get(callback::callback));
+            .route(CALLBACK_PATH, get(callback::callback))
+            .route(pages::CONFIRM_PATH, post(confirm::decide));
         api.merge(browser)
             .layer(DefaultBodyLimit::max(64 * 1024))
             .with_state(self.inner.clone())

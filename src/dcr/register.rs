@@ -20,6 +20,7 @@ use super::errors::store_failure;
 use super::store::Namespace;
 use super::{Inner, client_lifetime};
 use crate::fetch::is_loopback_host;
+use crate::oauth::html::visible_text;
 use crate::oauth::response::oauth_error;
 use crate::oauth::unix_now;
 
@@ -243,9 +244,8 @@ pub(crate) async fn register(
     }
     let client_name = match request.client_name {
         Some(n) if n.chars().count() > 200 => return invalid_metadata("client_name is too long"),
-        Some(n) => {
-            Some(n.chars().filter(|c| !c.is_control()).collect::<String>()).filter(|n| !n.trim().is_empty())
-        }
+        // Stored as it will be shown: invisible and reordering characters gone.
+        Some(n) => Some(visible_text(&n)).filter(|n| !n.is_empty()),
         None => None,
     };
     let client_uri = match request.client_uri {

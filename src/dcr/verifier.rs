@@ -18,7 +18,9 @@ const RETRY: Duration = Duration::from_secs(5);
 /// ours is never passed on. Our refresh tokens (`a3mcp_rt_…`) and codes are not access tokens and
 /// are refused. A known token resolves to its grant; A3's access token behind it is refreshed when
 /// it has expired (once, for all concurrent requests) and verified with the bridge's verifier of
-/// A3's tokens (by default a [`JwtVerifier`](crate::jwt::JwtVerifier)); its claims are the result.
+/// A3's tokens (by default a [`JwtVerifier`](crate::jwt::JwtVerifier)); its claims are the result,
+/// [with the client id](Claims::with_client_id) of the registered host the token was issued to,
+/// so that each host of a user is its own [principal](Claims::principal).
 ///
 /// Get it from [`DcrBridge::token_verifier`](super::DcrBridge::token_verifier) (combined with
 /// the verifier of A3's tokens) or [`DcrBridge::proxy_verifier`](super::DcrBridge::proxy_verifier).
@@ -89,6 +91,8 @@ impl TokenVerifier for ProxyTokenVerifier {
             FreshError::Gone => VerifyError::invalid("the authorization expired; sign in again"),
             FreshError::Unavailable => VerifyError::Unavailable { retry_after: RETRY },
         })?;
-        inner.a3_verifier.verify(&tokens.access_token).await
+        // The A3 token names the bridge's own A3 client; the token presented is the host's.
+        let claims = inner.a3_verifier.verify(&tokens.access_token).await?;
+        Ok(claims.with_client_id(entry.client_id))
     }
 }

@@ -1,6 +1,14 @@
 //! The sign-in form that `GET /authorize` shows, `POST /login` that checks its e-mail and
 //! password, and the browser session that lets a later authorization skip the form (unless it
 //! asks for `prompt=login`).
+//!
+//! `POST /login` is refused unless it comes from the issuer's own page (`Origin` and
+//! `Sec-Fetch-Site`): otherwise any page, on any port of this host too, could post the form of a
+//! sign-in it started itself with its own e-mail and password, and sign the visitor's browser in
+//! as itself ([login CSRF](https://datatracker.ietf.org/doc/html/rfc6749#section-10.12)), so that
+//! the visitor's next authorization is silently the attacker's account. No cookie can tell the
+//! pages apart, since any page of the host can set one. Password guessing is bounded per form
+//! ([`MAX_LOGIN_FAILURES`]) and per account ([`MAX_ACCOUNT_FAILURES`] in [`FAILURE_WINDOW`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,8 +21,9 @@ use axum::response::Response;
 
 use super::builder::UserConfig;
 use super::pages::{error_page, login_page};
-use super::state::{AuthRequest, Pending, Session, Shared};
+use super::state::{AuthRequest, Pending, Session, Shared, Store};
 use crate::oauth::form::Params;
+use crate::oauth::html::same_origin_post;
 use crate::oauth::{ct_eq, random_token, sha256_b64url};
 
 /// How long a login form stays usable.
@@ -23,6 +32,12 @@ const PENDING_TTL: Duration = Duration::from_secs(600);
 const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 /// Wrong passwords allowed on one login form before it is withdrawn.
 const MAX_LOGIN_FAILURES: u32 = 5;
+/// Wrong passwords for one account, over every form, after which it cannot sign in until the
+/// oldest of them is [`FAILURE_WINDOW`] old: a script guesses at most this many passwords in
+/// that time, however many forms it opens.
+pub(super) const MAX_ACCOUNT_FAILURES: usize = 10;
+/// How long a wrong password counts against its account.
+pub(super) const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 
 impl Shared {
     /// Checks an e-mail and password, in time independent of which one is wrong.
@@ -31,6 +46,31 @@ impl Shared {
         let expected = user.as_ref().map_or("\u{0}no such user", |u| u.password.as_str());
         let ok = ct_eq(expected, password);
         user.filter(|_| ok)
+    }
+}
+
+impl Store {
+    /// How long the account `email` (as configured) must wait before signing in again, if it
+    /// has had too many wrong passwords.
+    fn account_locked(&mut self, email: &str, now: Instant) -> Option<Duration> {
+        self.prune(now);
+        let failures = self.failed_sign_ins.get(email)?;
+        (failures.len() >= MAX_ACCOUNT_FAILURES)
+            .then(|| {
+                failures
+                    .front()
+                    .map(|first| FAILURE_WINDOW.saturating_sub(now - *first))
+            })
+            .flatten()
+    }
+
+    /// Counts a wrong password against the account `email` (as configured).
+    fn account_failed(&mut self, email: &str, now: Instant) {
+        let failures = self.failed_sign_ins.entry(email.to_owned()).or_default();
+        failures.push_back(now);
+        while failures.len() > MAX_ACCOUNT_FAILURES {
+            failures.pop_front();
+        }
     }
 }
 
@@ -55,6 +95,12 @@ pub(super) fn sign_in_form(s: &Shared, request: AuthRequest) -> Response {
 
 /// `POST /login`.
 pub(super) async fn login(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !same_origin_post(&headers, s.handle.url()) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "this sign-in was not submitted from this issuer's own page",
+        );
+    }
     let params = match Params::from_request(&headers, &body) {
         Ok(p) => p,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -75,8 +121,28 @@ pub(super) async fn login(State(s): State<Arc<Shared>>, headers: HeaderMap, body
             }
         }
     };
+    // A locked account is refused whatever the password, so that guessing on learns nothing.
+    let account = s.user(email).map(|u| u.email);
+    if let Some(account) = &account
+        && let Some(wait) = s.store().account_locked(account, Instant::now())
+    {
+        let mut refused = error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "too many wrong passwords for this account; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        );
+        refused
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+        return refused;
+    }
     let Some(user) = s.check_password(email, password) else {
         let mut store = s.store();
+        if let Some(account) = &account {
+            store.account_failed(account, Instant::now());
+        }
         let withdrawn = match store.pending.get_mut(id) {
             Some(p) => {
                 p.failures += 1;
@@ -180,6 +246,38 @@ mod tests {
         assert_eq!(reply.status, 303);
         assert!(reply.location_query().contains_key("code"));
         assert!(reply.headers.contains_key("set-cookie"));
+    }
+
+    /// Ten wrong passwords lock an account until the oldest of them is five minutes old; then
+    /// one more guess is allowed per wrong password that ages out, never a fresh burst of ten.
+    #[test]
+    fn wrong_passwords_lock_an_account_until_they_age_out() {
+        use super::super::state::Store;
+        use super::{FAILURE_WINDOW, MAX_ACCOUNT_FAILURES};
+        use std::time::{Duration, Instant};
+
+        let mut store = Store::default();
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        for i in 0..MAX_ACCOUNT_FAILURES as u32 {
+            assert_eq!(store.account_locked("a@test.com", t0 + i * second), None);
+            store.account_failed("a@test.com", t0 + i * second);
+        }
+        let after = t0 + 10 * second;
+        assert_eq!(
+            store.account_locked("a@test.com", after),
+            Some(FAILURE_WINDOW - 10 * second)
+        );
+        assert_eq!(store.account_locked("b@test.com", after), None, "per account");
+        // The first wrong password ages out: one more guess, then locked again.
+        let later = t0 + FAILURE_WINDOW;
+        assert_eq!(store.account_locked("a@test.com", later), None);
+        store.account_failed("a@test.com", later);
+        assert_eq!(store.account_locked("a@test.com", later), Some(second));
+        // All of them age out, and the account's entry is dropped.
+        let much_later = later + FAILURE_WINDOW;
+        assert_eq!(store.account_locked("a@test.com", much_later), None);
+        assert!(store.failed_sign_ins.is_empty());
     }
 
     /// The issuer's own `random_token` took a length, and the sign-in form's id (like the

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `GET /.well-known/openid-configuration`, `GET /jwks` | discovery and keys, served by [`TestIssuer`] |
 //! | `GET /authorize` | checks the request ([RFC 6749 §4.1.1]): client, exact redirect URI, PKCE S256 ([RFC 7636 §4.3]), `resource` ([RFC 8707 §2]), `scope`; then shows the sign-in form, or approves at once when the browser already has a session |
-//! | `POST /login` | checks the e-mail and password, sets the session cookie, redirects with `code`, `state` and `iss` ([RFC 9207 §2]) |
+//! | `POST /login` | only from the issuer's own page (`Origin`, `Sec-Fetch-Site`: no login CSRF); checks the e-mail and password (5 wrong ones withdraw the form, 10 in 5 minutes lock the account until they age out), sets the session cookie, redirects with `code`, `state` and `iss` ([RFC 9207 §2]) |
 //! | `POST /token` | `authorization_code` and `refresh_token` grants ([RFC 6749 §4.1.3], [§6]), `client_secret_post` only; RS256 access tokens with `aud` = resource, `scope` and the context claim; refresh tokens rotate, and a rotated or replayed one revokes its grant |
 //! | `POST /revoke` | revocation of refresh tokens ([RFC 7009 §2]) |
 //!

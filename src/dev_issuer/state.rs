@@ -5,7 +5,7 @@
 //! value ([`crate::oauth::sha256_b64url`]), never by the value itself; expiry is on the monotonic
 //! clock, so that lifetimes below a second (as tests use) work.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,9 @@ pub(super) struct Store {
     pub(super) refresh: HashMap<String, RefreshEntry>,
     /// Refresh tokens already rotated: presenting one again revokes its grant.
     pub(super) spent_refresh: HashMap<String, (u64, Instant)>,
+    /// When each configured user's recent wrong passwords were tried (keyed by the user's
+    /// e-mail as configured, so bounded by the number of users; see `login`).
+    pub(super) failed_sign_ins: HashMap<String, VecDeque<Instant>>,
     pub(super) next_grant: u64,
 }
 
@@ -98,6 +101,10 @@ impl Store {
         self.codes.retain(|_, c| c.expires > now);
         self.refresh.retain(|_, r| r.expires > now);
         self.spent_refresh.retain(|_, (_, expires)| *expires > now);
+        self.failed_sign_ins.retain(|_, failures| {
+            failures.retain(|t| now.duration_since(*t) < super::login::FAILURE_WINDOW);
+            !failures.is_empty()
+        });
     }
 
     /// Revokes every refresh token of `grant` (a replayed code or refresh token).

@@ -1,8 +1,11 @@
 //! HTML pages of the authorization servers (consent, sign-in, errors): one shell with the
-//! headers every such page needs, and escaping.
+//! headers every such page needs, escaping, the text a page may show of what others chose, and
+//! the check that a form post comes from the server's own page.
 
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use icu_properties::props::{DefaultIgnorableCodePoint, GeneralCategory, GeneralCategoryGroup};
+use icu_properties::{CodePointMapData, CodePointSetData};
 use url::Url;
 
 /// Escapes text for HTML element content and quoted attribute values. Control characters are
@@ -21,6 +24,75 @@ pub(crate) fn escape_html(s: &str) -> String {
         }
     }
     out
+}
+
+/// Combining marks kept in a row: enough for every script's stacked diacritics, too few for the
+/// "Zalgo" piles that spill over the lines above and below.
+const MAX_COMBINING_RUN: usize = 3;
+
+/// `text` reduced to what a reader sees, for names that someone else chose (a client's
+/// `client_name`, an account name) before a page shows them.
+///
+/// Dropped: controls, format characters (general category Cf: the bidi overrides and isolates
+/// U+202A–U+202E and U+2066–U+2069 that reorder what follows, the zero-width U+200B–U+200F,
+/// U+FEFF, tag characters, …), every other default-ignorable code point (variation selectors,
+/// Hangul fillers, U+034F, …), private-use, surrogate and unassigned code points, and combining
+/// marks beyond [`MAX_COMBINING_RUN`] in a row. Line and paragraph separators and every run of
+/// white space become one space, trimmed at both ends. What remains is visible, so a name cannot
+/// hide or rearrange text, nor pass for another by differences nobody can see
+/// ([Unicode TR 36 §2](https://www.unicode.org/reports/tr36/#visual_spoofing)). Letters that look
+/// alike across scripts stay: pages say that a client's name is its own claim.
+pub(crate) fn visible_text(text: &str) -> String {
+    let category = CodePointMapData::<GeneralCategory>::new();
+    let ignorable = CodePointSetData::new::<DefaultIgnorableCodePoint>();
+    let mut out = String::with_capacity(text.len());
+    let mut marks = 0;
+    for c in text.chars() {
+        let gc = category.get(c);
+        if GeneralCategoryGroup::Separator.contains(gc) || c.is_whitespace() {
+            marks = 0;
+            if !out.is_empty() && !out.ends_with(' ') {
+                out.push(' ');
+            }
+            continue;
+        }
+        if GeneralCategoryGroup::Other.contains(gc) || ignorable.contains(c) {
+            continue;
+        }
+        if GeneralCategoryGroup::Mark.contains(gc) && gc != GeneralCategory::SpacingMark {
+            marks += 1;
+            if marks > MAX_COMBINING_RUN {
+                continue;
+            }
+        } else {
+            marks = 0;
+        }
+        out.push(c);
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// Whether a form post comes from the server's own page at `origin` (e.g.
+/// `http://127.0.0.1:8000`): `Sec-Fetch-Site`, when sent, is `same-origin` (or `none`, the user's
+/// own navigation), and `Origin`, when sent, is `origin`.
+///
+/// Browsers send both on every form post and a page cannot forge them. A page on another port
+/// of the same host is `same-site`, not `same-origin`, so it is refused too, although it shares
+/// our cookies ([RFC 6265 §8.5](https://www.rfc-editor.org/rfc/rfc6265#section-8.5)): this,
+/// not a cookie, is what tells our own page from any other. Clients that are not browsers send
+/// neither header; they have no cookies of a victim to ride on.
+pub(crate) fn same_origin_post(headers: &HeaderMap, origin: &str) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site != "same-origin"
+        && site != "none"
+    {
+        return false;
+    }
+    headers
+        .get_all(header::ORIGIN)
+        .iter()
+        .all(|o| o.to_str().is_ok_and(|o| o == origin))
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}\
@@ -117,6 +189,60 @@ mod tests {
             escape_html("<a href=\"x\">'&'</a>\u{7}\u{1b}[31m"),
             "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;[31m"
         );
+    }
+
+    /// Every kind of character that hides or rearranges text goes; what can be seen stays.
+    #[test]
+    fn visible_text_keeps_only_what_a_reader_sees() {
+        for (hostile, seen) in [
+            // Right-to-left override: "Code" would read backwards after it.
+            ("Visual Studio \u{202e}edoC", "Visual Studio edoC"),
+            // Isolates, zero-width space, joiners, marks, BOM, soft hyphen, word joiner.
+            (
+                "\u{2066}Visual\u{2069} St\u{200b}u\u{200d}d\u{200e}i\u{200f}o\u{feff}\u{ad}\u{2060}",
+                "Visual Studio",
+            ),
+            // Tag characters (an invisible second text), variation selectors, Hangul fillers.
+            ("VS\u{e0041}\u{e0042}\u{fe0f} Code\u{3164}\u{115f}", "VS Code"),
+            // Private-use and unassigned code points, controls; separators become one space.
+            (
+                "A\u{e000}\u{10ffff}\u{378}\u{7}B\u{2028}C\u{2029}\t\n  D\u{a0}E",
+                "AB C D E",
+            ),
+            // Combining marks: three in a row at most.
+            ("e\u{301}\u{302}\u{303}\u{304}\u{305}x", "e\u{301}\u{302}\u{303}x"),
+            ("  \u{200b} ", ""),
+        ] {
+            assert_eq!(visible_text(hostile), seen, "{hostile:?}");
+        }
+        // Other scripts, spacing marks and emoji are text like any other.
+        for kept in ["Ελληνικά", "עברית", "日本語", "हिन्दी", "Café ☕"] {
+            assert_eq!(visible_text(kept), kept);
+        }
+    }
+
+    #[test]
+    fn a_form_post_is_our_own_only_with_our_origin_and_same_origin_fetch() {
+        let ours = "http://127.0.0.1:8000";
+        let post = |headers: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (name, value) in headers {
+                h.append(*name, HeaderValue::from_static(value));
+            }
+            same_origin_post(&h, ours)
+        };
+        assert!(post(&[("origin", ours), ("sec-fetch-site", "same-origin")]));
+        assert!(post(&[("sec-fetch-site", "none")]));
+        assert!(post(&[]), "not a browser");
+        // Another port of the same host: the same site, another origin.
+        assert!(!post(&[
+            ("origin", "http://127.0.0.1:9999"),
+            ("sec-fetch-site", "same-site")
+        ]));
+        assert!(!post(&[("origin", "http://127.0.0.1:9999")]));
+        assert!(!post(&[("sec-fetch-site", "same-site")]));
+        assert!(!post(&[("origin", "null")]));
+        assert!(!post(&[("origin", ours), ("origin", "http://evil.example")]));
     }
 
     #[test]

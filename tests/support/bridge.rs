@@ -158,6 +158,19 @@ pub async fn serve_replica(
     }
 }
 
+/// Registers a client with the metadata `body`; returns the registration response.
+pub async fn register(server: &str, body: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{server}/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Registers a client like VS Code does.
 pub async fn register_vscode(server: &str) -> Value {
     let r = reqwest::Client::new()
@@ -235,8 +248,13 @@ pub async fn redeem(
 
 /// A JSON-RPC tools/list POST to /mcp with a bearer token: the HTTP status tells whether it passed auth.
 pub async fn mcp_status(server: &Server, token: &str) -> u16 {
+    mcp_status_at(&server.mcp_url(), token).await
+}
+
+/// [`mcp_status`] against any MCP endpoint.
+pub async fn mcp_status_at(mcp_url: &str, token: &str) -> u16 {
     reqwest::Client::new()
-        .post(server.mcp_url())
+        .post(mcp_url)
         .bearer_auth(token)
         .header(header::ACCEPT, "application/json, text/event-stream")
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -254,12 +272,19 @@ pub const VSCODE_REDIRECT: &str = "http://127.0.0.1:33418/";
 /// Registers a VS Code client and runs johndoe through our consent page and the upstream login;
 /// returns (client id, our code, its PKCE verifier) for [`VSCODE_REDIRECT`].
 pub async fn johndoe_code(server: &Server) -> (String, String, String) {
+    host_code(server, &browser(), "johndoe@test.com").await
+}
+
+/// Registers a VS Code client and runs `user` in `browser` through our consent page, the
+/// upstream login and our confirmation; returns (client id, our code, its PKCE verifier) for
+/// [`VSCODE_REDIRECT`].
+pub async fn host_code(server: &Server, browser: &reqwest::Client, user: &str) -> (String, String, String) {
     let id = register_vscode(&server.url).await["client_id"]
         .as_str()
         .unwrap()
         .to_owned();
     let (url, verifier, _) = host_request(&server.url, &id, VSCODE_REDIRECT, &[]);
-    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
+    let back = authorize(browser, &server.url, &url, user).await;
     (id, query_param(&back, "code").unwrap(), verifier)
 }
 
@@ -272,4 +297,92 @@ pub async fn login_tokens(server: &Server) -> (String, Value) {
         .await
         .unwrap();
     (id, tokens)
+}
+
+/// The `whoami` tool's answer for a bearer token, through a real MCP client session.
+pub async fn whoami(server: &Server, token: &str) -> Value {
+    use rmcp::ServiceExt;
+    use rmcp::model::{CallToolRequestParams, ClientConfig};
+    use rmcp::transport::streamable_http_client::{
+        StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
+    };
+    let transport = StreamableHttpClientTransport::with_client(
+        reqwest::Client::default(),
+        StreamableHttpClientTransportConfig::with_uri(server.mcp_url()).auth_header(token),
+    );
+    let client = ClientConfig::default()
+        .serve(transport)
+        .await
+        .expect("MCP session");
+    let result = client
+        .peer()
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap();
+    let _ = client.cancel().await;
+    let text = result.content[0].as_text().unwrap().text.clone();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A raw JSON-RPC POST to /mcp with a bearer token and, optionally, an `Mcp-Session-Id`;
+/// returns the status and the session id the response names.
+pub async fn mcp_post(
+    server: &Server,
+    token: &str,
+    session: Option<&str>,
+    body: Value,
+) -> (u16, Option<String>) {
+    let mut request = reqwest::Client::new()
+        .post(server.mcp_url())
+        .bearer_auth(token)
+        .header(header::ACCEPT, "application/json, text/event-stream")
+        .json(&body);
+    if let Some(id) = session {
+        request = request
+            .header("mcp-session-id", id)
+            .header("mcp-protocol-version", "2025-06-18");
+    }
+    let r = request.send().await.unwrap();
+    let id = r
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let status = r.status().as_u16();
+    let _ = r.bytes().await;
+    (status, id)
+}
+
+/// Opens an MCP session (initialize, then initialized) with a bearer token; returns its id.
+pub async fn mcp_session(server: &Server, token: &str) -> String {
+    let (status, id) = mcp_post(
+        server,
+        token,
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let id = id.expect("a stateful server names the session");
+    let (status, _) = mcp_post(
+        server,
+        token,
+        Some(&id),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    id
+}
+
+/// The status of `tools/list` in the MCP session `session` with a bearer token.
+pub async fn mcp_list_status(server: &Server, token: &str, session: &str) -> u16 {
+    mcp_post(
+        server,
+        token,
+        Some(session),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    )
+    .await
+    .0
 }

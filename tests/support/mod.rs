@@ -5,6 +5,7 @@
 pub mod bridge;
 pub mod browser;
 pub mod example;
+pub mod hostile;
 pub mod resource;
 pub mod rmcp_host;
 pub mod stub_a3;
@@ -16,5 +17,6 @@ pub mod server;
 pub use bridge::*;
 pub use browser::*;
 pub use example::*;
+pub use hostile::*;
 pub use rmcp_host::*;
 pub use stub_a3::*;

@@ -43,9 +43,18 @@ pub async fn use_tools(
     manager: AuthorizationManager,
     calls: &[(&str, Value)],
 ) -> (Vec<String>, Vec<Result<String, String>>) {
+    use_tools_at(&server.mcp_url(), manager, calls).await
+}
+
+/// [`use_tools`] against any MCP endpoint.
+pub async fn use_tools_at(
+    mcp_url: &str,
+    manager: AuthorizationManager,
+    calls: &[(&str, Value)],
+) -> (Vec<String>, Vec<Result<String, String>>) {
     let transport = StreamableHttpClientTransport::with_client(
         AuthClient::new(reqwest::Client::default(), manager),
-        StreamableHttpClientTransportConfig::with_uri(server.mcp_url()),
+        StreamableHttpClientTransportConfig::with_uri(mcp_url.to_owned()),
     );
     let client = ClientConfig::default()
         .serve(transport)
