@@ -138,6 +138,18 @@ impl RedisStore {
         format!("{}index:{}:{key}", self.prefix, index.name())
     }
 
+    /// Runs `script` on `key` with `args` (each idempotent: retried when the connection broke).
+    async fn script(&self, script: &Script, key: &str, args: &[&str]) -> Result<(), StoreError> {
+        self.run(retryable, |mut c| {
+            let mut invocation = script.key(key);
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            async move { invocation.invoke_async::<i64>(&mut c).await.map(|_| ()) }
+        })
+        .await
+    }
+
     /// Runs `op`, and once more after a pause when the connection broke and `retry_if` agrees.
     async fn run<T, F, Fut>(&self, retry_if: fn(&RedisError) -> bool, op: F) -> Result<T, StoreError>
     where
@@ -260,21 +272,10 @@ impl Store for RedisStore {
         expires_at: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let key = self.index_key(index, key);
+        let now = crate::oauth::unix_now().to_string();
         Box::pin(async move {
-            self.run(retryable, |mut c| {
-                let (key, script) = (key.clone(), self.index_put.clone());
-                async move {
-                    script
-                        .key(&key)
-                        .arg(expires_at)
-                        .arg(member)
-                        .arg(crate::oauth::unix_now())
-                        .invoke_async::<i64>(&mut c)
-                        .await
-                        .map(|_| ())
-                }
-            })
-            .await
+            self.script(&self.index_put, &key, &[&expires_at.to_string(), member, &now])
+                .await
         })
     }
 
@@ -285,21 +286,8 @@ impl Store for RedisStore {
         member: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let key = self.index_key(index, key);
-        Box::pin(async move {
-            self.run(retryable, |mut c| {
-                let (key, script) = (key.clone(), self.index_remove.clone());
-                async move {
-                    script
-                        .key(&key)
-                        .arg(member)
-                        .arg(crate::oauth::unix_now())
-                        .invoke_async::<i64>(&mut c)
-                        .await
-                        .map(|_| ())
-                }
-            })
-            .await
-        })
+        let now = crate::oauth::unix_now().to_string();
+        Box::pin(async move { self.script(&self.index_remove, &key, &[member, &now]).await })
     }
 
     fn index_members<'a>(
@@ -362,21 +350,7 @@ impl Store for RedisStore {
 
     fn unlock<'a>(&'a self, name: &'a str, token: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         let key = format!("{}lock:{name}", self.prefix);
-        Box::pin(async move {
-            self.run(retryable, |mut c| {
-                let key = key.clone();
-                let script = self.unlock.clone();
-                async move {
-                    script
-                        .key(&key)
-                        .arg(token)
-                        .invoke_async::<i64>(&mut c)
-                        .await
-                        .map(|_| ())
-                }
-            })
-            .await
-        })
+        Box::pin(async move { self.script(&self.unlock, &key, &[token]).await })
     }
 }
 
