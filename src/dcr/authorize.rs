@@ -13,12 +13,13 @@ use axum::Form;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::response::Response;
-use http::{HeaderMap, StatusCode, header};
+use http::{Extensions, HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::cookies::CSRF_COOKIE;
 use super::pages;
+use super::rate_limit::peer_ip;
 use super::store::Namespace;
 use super::{Inner, RegisteredClient};
 use crate::oauth::html::{error_page, escape_html, same_origin_post};
@@ -318,6 +319,7 @@ fn consent_page(inner: &Inner, v: &Validated, p: &AuthorizeParams, csrf_token: &
 
 pub(crate) async fn decide(
     State(inner): State<Arc<Inner>>,
+    extensions: Extensions,
     headers: HeaderMap,
     form: Result<Form<AuthorizeParams>, FormRejection>,
 ) -> Response {
@@ -369,6 +371,22 @@ pub(crate) async fn decide(
             );
         }
         _ => return error_page(StatusCode::BAD_REQUEST, "No decision was made."),
+    }
+    // Approving needs no sign-in and writes a transaction: bounded per address (and origin).
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| String::from_utf8_lossy(o.as_bytes()));
+    if !inner.approve_limiter.take(peer_ip(&extensions), origin.as_deref()) {
+        let mut page = error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-ins were started from your network. Wait a minute, then start again \
+             from your application.",
+        );
+        page.headers_mut().insert(
+            header::RETRY_AFTER,
+            http::HeaderValue::from(inner.limits.approve_refill.as_secs().max(1)),
+        );
+        return page;
     }
     // A consent form approves once: replaying the post cannot make us write transactions.
     let consent = crate::oauth::sha256_b64url(p.csrf_token.as_deref().unwrap_or_default());

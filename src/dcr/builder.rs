@@ -175,6 +175,40 @@ impl DcrBridgeBuilder {
         self
     }
 
+    /// Consent approvals allowed per client address: a burst of `burst`, then one per `refill`
+    /// (default 10, then one every 30 s). Approving needs no sign-in and stores an upstream
+    /// transaction for [`transaction_ttl`](Self::transaction_ttl), so this bounds what one
+    /// address can store that way (by default at most 30 transactions live at once). As for
+    /// registrations, a browser's approvals draw from its origin's bucket, not from the one of
+    /// the requests without `Origin`; beyond the limit the user sees a 429 page.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use a3_mcp_auth::A3Config;
+    /// use a3_mcp_auth::dcr::DcrBridge;
+    /// use a3_mcp_auth::dcr::store::MemoryStore;
+    /// use a3_mcp_auth::testing::TestIssuer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let issuer = TestIssuer::start().await;
+    /// let config = A3Config::builder().issuer_url(issuer.url()).client("proxy", "secret").build().unwrap();
+    /// // Many users behind one address (a company's NAT): a larger burst, a faster refill.
+    /// let bridge = DcrBridge::builder(&config)
+    ///     .store(MemoryStore::new())
+    ///     .consent_rate_limit(50, Duration::from_secs(5))
+    ///     .build()
+    ///     .await
+    ///     .unwrap();
+    /// # let _ = bridge;
+    /// # }
+    /// ```
+    pub fn consent_rate_limit(mut self, burst: u32, refill: Duration) -> Self {
+        self.limits.approve_burst = burst.max(1);
+        self.limits.approve_refill = refill;
+        self
+    }
+
     /// The verifier of A3's access tokens (default: a [`JwtVerifier`] for the configured issuer
     /// and resource, with the keys A3's discovery names). It checks the tokens A3 issues at the
     /// callback and on refresh, the A3 token behind each of ours on every request, and A3 tokens
@@ -290,6 +324,7 @@ impl DcrBridgeBuilder {
             upstream,
             a3_verifier,
             register_limiter: RateLimiter::new(limits.register_burst, limits.register_refill),
+            approve_limiter: RateLimiter::new(limits.approve_burst, limits.approve_refill),
             cookies,
             used_consents: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)

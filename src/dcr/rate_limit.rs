@@ -1,6 +1,7 @@
-//! The rate limit of `POST /register`: registrations are unauthenticated, so one caller must not
-//! be able to fill the registration cap for everyone, and one web page must not be able to use up
-//! the registrations of the other applications on its machine.
+//! The rate limits of `POST /register` and of consent approvals (`POST /authorize`): both are
+//! unauthenticated and write to the store, so one caller must not be able to fill the
+//! registration cap or the store for everyone, and one web page must not be able to use up the
+//! registrations of the other applications on its machine.
 //!
 //! Buckets are per client address (an IPv4 address or an IPv6 /64), and within an address per
 //! browser origin: a request without `Origin` (VS Code, CLI hosts: not a browser) draws from the
@@ -10,11 +11,23 @@
 //! the non-browser hosts on the same machine, and the browsers of one address cannot fill the
 //! registration cap.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::ConnectInfo;
+use http::Extensions;
+
 use crate::serve::network;
+
+/// The peer address of a request served with its `ConnectInfo` (as [`crate::serve()`] does);
+/// without it, every caller shares the bucket of `0.0.0.0`.
+pub(crate) fn peer_ip(extensions: &Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
 
 /// What one registration draws from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -6,10 +6,9 @@
 //! Only registrations that succeed are counted against the rate limit (see `rate_limit`); an
 //! invalid body costs a parse and nothing else.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use url::{Host, Url};
 
 use super::errors::store_failure;
+use super::rate_limit::peer_ip;
 use super::store::Namespace;
 use super::{Inner, client_lifetime};
 use crate::fetch::is_loopback_host;
@@ -178,10 +178,7 @@ pub(crate) async fn register(
             "the body must be JSON client metadata sent as Content-Type: application/json",
         );
     }
-    let ip = extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let ip = peer_ip(&extensions);
     // Browsers always send Origin with a cross-origin (CORS) request; other hosts send none.
     let origin = headers
         .get(header::ORIGIN)
