@@ -105,7 +105,9 @@ async fn junk_registrations_cannot_keep_the_cap_full_beyond_the_unused_lifetime(
     }
     // Approving each junk client's consent page needs no sign-in: it must not extend anything.
     // From the address that registered it (approvals are rate-limited per address too).
-    let browsers: Vec<_> = (0..3u8).map(|i| browser_at(IpAddr::from([127, 0, 0, 10 + i]))).collect();
+    let browsers: Vec<_> = (0..3u8)
+        .map(|i| browser_at(IpAddr::from([127, 0, 0, 10 + i])))
+        .collect();
     for (n, id) in junk.iter().enumerate() {
         let b = &browsers[n / 4];
         let (url, _, _) = host_request(&server.url, id, "http://127.0.0.1:5/cb", &[]);

@@ -376,7 +376,10 @@ pub(crate) async fn decide(
     let origin = headers
         .get(header::ORIGIN)
         .map(|o| String::from_utf8_lossy(o.as_bytes()));
-    if !inner.approve_limiter.take(peer_ip(&extensions), origin.as_deref()) {
+    if !inner
+        .approve_limiter
+        .take(peer_ip(&extensions), origin.as_deref())
+    {
         let mut page = error_page(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many sign-ins were started from your network. Wait a minute, then start again \

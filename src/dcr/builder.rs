@@ -262,7 +262,7 @@ impl DcrBridgeBuilder {
                 }
                 .into());
             }
-            self.store = Some(store::open_url(url, config.store_prefix()).await?);
+            self.store = Some(store::open_shared(config, url).await?);
         }
         let config = &self.config;
         let issuer = config.public_url().to_owned();

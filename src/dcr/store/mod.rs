@@ -28,13 +28,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::DcrError;
-use crate::config::ConfigError;
+use crate::config::{A3Config, ConfigError};
 use crate::oauth::unix_now;
 
 pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
 #[cfg(feature = "redis")]
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisStore, RedisStoreBuilder};
 
 /// A boxed future, as [`Store`] methods return (so that `Arc<dyn Store>` works). An
 /// implementation writes its method bodies as `Box::pin(async move { … })`; see [`Store`].
@@ -462,19 +462,36 @@ impl dyn Store {
     }
 }
 
-/// Opens the shared store that `STORE_URL` names.
-pub(crate) async fn open_url(url: &str, prefix: Option<&str>) -> Result<Arc<dyn Store>, DcrError> {
+/// Opens the shared store that `STORE_URL` names, with `STORE_PREFIX` and the `STORE_TLS_*`
+/// files of `config`.
+pub(crate) async fn open_shared(config: &A3Config, url: &str) -> Result<Arc<dyn Store>, DcrError> {
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
     match scheme {
         #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+unix" | "unix" => {
-            let prefix = prefix.unwrap_or(DEFAULT_STORE_PREFIX);
-            Ok(Arc::new(RedisStore::connect(url, prefix).await?))
+        "redis" | "rediss" | "redis+unix" | "unix" | "redis+sentinel" | "rediss+sentinel" => {
+            let read = |name: &'static str, path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| ConfigError::Invalid {
+                    name,
+                    reason: format!("cannot read {}: {}", path.display(), e.kind()),
+                })
+            };
+            let mut builder =
+                RedisStore::builder(url).prefix(config.store_prefix().unwrap_or(DEFAULT_STORE_PREFIX));
+            if let Some(ca) = config.store_tls_ca_file() {
+                builder = builder.tls_ca_pem(read("STORE_TLS_CA_FILE", ca)?);
+            }
+            if let Some((cert, key)) = config.store_tls_client_cert_files() {
+                builder = builder.tls_client_cert_pem(
+                    read("STORE_TLS_CERT_FILE", cert)?,
+                    read("STORE_TLS_KEY_FILE", key)?,
+                );
+            }
+            Ok(Arc::new(builder.connect().await?))
         }
         _ => {
-            let _ = prefix;
+            let _ = config;
             let reason = if cfg!(feature = "redis") {
-                "expected redis://host:port/db"
+                "expected redis://host:port/db, rediss://host:port/db or redis+sentinel://host:port/master-name/db"
             } else {
                 "this build has no shared store: enable the cargo feature `redis`"
             };

@@ -2,15 +2,16 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisError, Script};
 
 use super::{BoxFuture, Index, IndexEntry, Namespace, Store, StoreError};
 
-/// How long one Redis command may take before the request fails (and is answered with 503).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long connecting may take.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+mod connection;
+
+use connection::Connection;
+pub use connection::RedisStoreBuilder;
+
 /// Pause before the one retry of a command whose connection broke (Redis restarted).
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
@@ -50,9 +51,13 @@ return 1
 /// keys: it only serves the registration cap of the (rate-limited) `/register`.
 ///
 /// The connection is a [`ConnectionManager`]: after Redis restarts it reconnects by itself.
-/// A command that fails because the connection broke is sent once more after a short pause
-/// (except `GETDEL` after an ambiguous failure: a code is never redeemed twice); every other
-/// failure is a [`StoreError`], which the bridge answers with `503 Service Unavailable`.
+/// [`RedisStore::builder`] adds TLS (`rediss://`, a CA, a client certificate) and Sentinel
+/// (`redis+sentinel://`), where a broken connection or a read-only answer (the old master after
+/// a failover) makes the store ask the Sentinels for the master again.
+/// A command that fails because the connection broke, or that a read-only replica refused, is
+/// sent once more after a short pause (except `GETDEL` after an ambiguous failure: a code is
+/// never redeemed twice); every other failure is a [`StoreError`], which the bridge answers
+/// with `503 Service Unavailable`.
 ///
 /// ```no_run
 /// use a3_mcp_auth::dcr::store::{Namespace, RedisStore, Store};
@@ -66,7 +71,7 @@ return 1
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
     unlock: Script,
     index_put: Script,
@@ -102,27 +107,33 @@ fn retryable(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_connection_refusal() || e.is_io_error()
 }
 
+/// A write refused by a replica: the master moved (a Sentinel failover); nothing was done.
+fn read_only(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+}
+
 impl RedisStore {
-    /// Connects to `url` (`redis://[user:password@]host:port/db`; `rediss://` would need a TLS
-    /// feature of `redis`, which this crate does not enable) and checks the server answers. Every key starts with
-    /// `prefix`, so several servers can share one Redis.
+    /// Connects to `url` (`redis://[user:password@]host:port/db`, or any URL of
+    /// [`RedisStoreBuilder`]) and checks the server answers. Every key starts with `prefix`, so
+    /// several servers can share one Redis.
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(err)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(err)?;
-        Ok(RedisStore {
+        Self::builder(url).prefix(prefix).connect().await
+    }
+
+    /// A builder for a store at `url`, with TLS material or a Sentinel URL; see
+    /// [`RedisStoreBuilder`].
+    pub fn builder(url: &str) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(url)
+    }
+
+    fn new(conn: Connection, prefix: String) -> Self {
+        RedisStore {
             conn,
-            prefix: prefix.into(),
+            prefix,
             unlock: Script::new(UNLOCK),
             index_put: Script::new(INDEX_PUT),
             index_remove: Script::new(INDEX_REMOVE),
-        })
+        }
     }
 
     /// The key prefix.
@@ -156,12 +167,13 @@ impl RedisStore {
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        match op(self.conn.clone()).await {
+        match op(self.conn.get()).await {
             Ok(v) => Ok(v),
-            Err(e) if retry_if(&e) => {
-                tracing::warn!(error = %e, "redis connection broke; retrying once");
+            Err(e) if retry_if(&e) || read_only(&e) => {
+                tracing::warn!(error = %e, "redis connection broke or the server is read-only; retrying once");
                 tokio::time::sleep(RETRY_PAUSE).await;
-                op(self.conn.clone()).await.map_err(err)
+                self.conn.rediscover().await;
+                op(self.conn.get()).await.map_err(err)
             }
             Err(e) => Err(err(e)),
         }
@@ -454,7 +466,7 @@ pub(crate) mod tests {
         // An index set holds no expired members and expires with its last member.
         let now = crate::oauth::unix_now();
         let set = store.index_key(Index::GrantsByClient, "c9");
-        let mut c = store.conn.clone();
+        let mut c = store.conn.get();
         store
             .index_put(Index::GrantsByClient, "c9", "expired", now - 5)
             .await
