@@ -829,6 +829,55 @@ async fn replicas_through_sentinel_follow_a_failover() {
     assert!(more["access_token"].is_string());
 }
 
+/// POST /register from `local` to `base` (no `Origin`: a host like VS Code).
+async fn register_at(base: &str, local: std::net::IpAddr) -> u16 {
+    reqwest::Client::builder()
+        .local_address(local)
+        .build()
+        .unwrap()
+        .post(format!("{base}/register"))
+        .json(&serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The registration rate limit is one limit for all replicas: it lives in Redis. Before, each
+/// replica kept its own buckets, so behind a round-robin balancer one address registered
+/// replicas × the burst. Another address still registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registration_limit_holds_across_replicas() {
+    let Some(d) = Deployment::start(3, Duration::from_secs(3600)).await else {
+        return;
+    };
+    let here = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut created = 0;
+    let refused = loop {
+        let status = register_at(&d.public, here).await;
+        if status != 201 || created == 40 {
+            break status;
+        }
+        created += 1;
+    };
+    assert_eq!(created, 10, "the default burst, across three replicas");
+    assert_eq!(refused, 429);
+    let mut spread = d.lb.served("/register");
+    spread.sort();
+    spread.dedup();
+    assert_eq!(spread, [0, 1, 2], "every replica answered some");
+    for i in 0..3 {
+        let at = format!("http://{}", d.replica(i).addr);
+        assert_eq!(register_at(&at, here).await, 429, "replica {i}");
+        assert_eq!(
+            register_at(&at, std::net::IpAddr::from([127, 0, 0, 2 + i as u8])).await,
+            201,
+            "another address, replica {i}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn store_url_needs_the_shared_key() {
     let config = a3_mcp_auth::config::A3ConfigBuilder::from_vars(|name| {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::cookies::CSRF_COOKIE;
+use super::errors::store_failure_page;
 use super::pages;
 use super::rate_limit::peer_ip;
 use super::store::Namespace;
@@ -376,20 +377,25 @@ pub(crate) async fn decide(
     let origin = headers
         .get(header::ORIGIN)
         .map(|o| String::from_utf8_lossy(o.as_bytes()));
-    if !inner
+    match inner
         .approve_limiter
         .take(peer_ip(&extensions), origin.as_deref())
+        .await
     {
-        let mut page = error_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many sign-ins were started from your network. Wait a minute, then start again \
-             from your application.",
-        );
-        page.headers_mut().insert(
-            header::RETRY_AFTER,
-            http::HeaderValue::from(inner.limits.approve_refill.as_secs().max(1)),
-        );
-        return page;
+        Ok(true) => {}
+        Ok(false) => {
+            let mut page = error_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-ins were started from your network. Wait a minute, then start again \
+                 from your application.",
+            );
+            page.headers_mut().insert(
+                header::RETRY_AFTER,
+                http::HeaderValue::from(inner.limits.approve_refill.as_secs().max(1)),
+            );
+            return page;
+        }
+        Err(e) => return store_failure_page(e),
     }
     // A consent form approves once: replaying the post cannot make us write transactions.
     let consent = crate::oauth::sha256_b64url(p.csrf_token.as_deref().unwrap_or_default());
@@ -423,11 +429,7 @@ pub(crate) async fn decide(
         )
         .await
     {
-        tracing::error!(error = %e, "DCR store failure");
-        return error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The server's storage is unavailable. Try again later.",
-        );
+        return store_failure_page(e);
     }
     let mut response = see_other(&upstream_url);
     if response.status() != StatusCode::SEE_OTHER {

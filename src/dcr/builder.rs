@@ -319,12 +319,22 @@ impl DcrBridgeBuilder {
             issuer,
             resource: config.resource_uri().to_owned(),
             scopes: self.scopes,
-            store,
+            store: store.clone(),
             keys,
             upstream,
             a3_verifier,
-            register_limiter: RateLimiter::new(limits.register_burst, limits.register_refill),
-            approve_limiter: RateLimiter::new(limits.approve_burst, limits.approve_refill),
+            register_limiter: RateLimiter::new(
+                "register",
+                store.clone(),
+                limits.register_burst,
+                limits.register_refill,
+            ),
+            approve_limiter: RateLimiter::new(
+                "approve",
+                store.clone(),
+                limits.approve_burst,
+                limits.approve_refill,
+            ),
             cookies,
             used_consents: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)

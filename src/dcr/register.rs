@@ -184,8 +184,10 @@ pub(crate) async fn register(
         .get(header::ORIGIN)
         .map(|o| String::from_utf8_lossy(o.as_bytes()));
     let origin = origin.as_deref();
-    if !inner.register_limiter.allows(ip, origin) {
-        return too_many_registrations(&inner);
+    match inner.register_limiter.allows(ip, origin).await {
+        Ok(true) => {}
+        Ok(false) => return too_many_registrations(&inner),
+        Err(e) => return store_failure(e),
     }
     let request: RegistrationRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -275,8 +277,10 @@ pub(crate) async fn register(
         Err(e) => return store_failure(e),
     }
     // Counted only now that the registration is valid and fits.
-    if !inner.register_limiter.take(ip, origin) {
-        return too_many_registrations(&inner);
+    match inner.register_limiter.take(ip, origin).await {
+        Ok(true) => {}
+        Ok(false) => return too_many_registrations(&inner),
+        Err(e) => return store_failure(e),
     }
     let client = RegisteredClient {
         client_id: crate::oauth::random_token(),

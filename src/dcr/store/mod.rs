@@ -188,6 +188,42 @@ impl IndexEntry {
     }
 }
 
+/// A token bucket of a rate limit, as [`Store::take_tokens`] keeps it: `burst` tokens when full,
+/// one more every `refill`.
+///
+/// ```
+/// use std::time::Duration;
+/// use a3_mcp_auth::dcr::store::{MemoryStore, Store, TokenBucket};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let bucket = TokenBucket::new("register:addr:192.0.2.7", 10, Duration::from_secs(60));
+/// // A store that only this process uses keeps no buckets: the bridge keeps them in memory.
+/// assert_eq!(MemoryStore::new().take_tokens(&[bucket], true).await.unwrap(), None);
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenBucket {
+    /// What the bucket counts (the limit, the kind of caller, the caller's address).
+    pub key: String,
+    /// Tokens when full.
+    pub burst: u32,
+    /// Time to earn one token back.
+    pub refill: Duration,
+}
+
+impl TokenBucket {
+    /// A bucket.
+    pub fn new(key: impl Into<String>, burst: u32, refill: Duration) -> Self {
+        TokenBucket {
+            key: key.into(),
+            burst,
+            refill,
+        }
+    }
+}
+
 /// A storage failure. The message never contains stored values or keys (keys of tokens are
 /// hashes, but client ids and grant ids are not). The bridge answers it with
 /// `503 temporarily_unavailable`.
@@ -344,6 +380,21 @@ pub trait Store: Send + Sync + 'static {
         let _ = (name, token);
         Box::pin(async { Ok(()) })
     }
+
+    /// Rate limits shared by every process using this store: whether every bucket of `buckets`
+    /// holds a token and, if so and `take` is set, takes one from each (all or none, atomically).
+    ///
+    /// `Ok(None)` (the default): this store does not keep rate limits, and the bridge keeps them
+    /// in its own memory, per process. A shared store (such as Redis) overrides it, so that
+    /// replicas enforce one limit together.
+    fn take_tokens<'a>(
+        &'a self,
+        buckets: &'a [TokenBucket],
+        take: bool,
+    ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
+        let _ = (buckets, take);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -400,6 +451,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn unlock<'a>(&'a self, name: &'a str, token: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         (**self).unlock(name, token)
+    }
+    fn take_tokens<'a>(
+        &'a self,
+        buckets: &'a [TokenBucket],
+        take: bool,
+    ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
+        (**self).take_tokens(buckets, take)
     }
 }
 
