@@ -8,8 +8,12 @@
 //! configured only by environment variables (`STORE_URL`, `STORE_PREFIX`, `TOKEN_ENCRYPTION_KEY`,
 //! `PUBLIC_URL`, `BIND_ADDR`, `MCP_STATELESS`), and kills one with SIGKILL mid-flow; it uses the
 //! binary `cargo test` builds (after changing the example, `cargo build --example server` before
-//! `cargo test --test replicas`). Without `redis-server` (or the example binary) the tests are
-//! skipped with a message, except under CI (`CI` set), where they fail.
+//! `cargo test --test replicas`). Other tests run the replicas over `rediss://` (a CA, a server
+//! and a client certificate made at test time with rcgen; Redis asks for the client's) and through
+//! one Sentinel (`redis-server --sentinel`) watching a master and its replica, with a failover.
+//! Every server a test starts is a child process, killed by its PID when the test ends.
+//! Without `redis-server` (or the example binary) the tests are skipped with a message, except
+//! under CI (`CI` set), where they fail.
 
 mod support;
 

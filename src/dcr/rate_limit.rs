@@ -10,6 +10,9 @@
 //! origin's bucket (or at most, with many origins, the browsers' shared one), never the bucket of
 //! the non-browser hosts on the same machine, and the browsers of one address cannot fill the
 //! registration cap.
+//!
+//! With a store that shares rate limits ([`Store::take_tokens`]: Redis), the buckets live there,
+//! so every replica draws from the same ones; otherwise they live in this process.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
