@@ -717,8 +717,7 @@ async fn replicas_over_tls_with_a_client_certificate() {
             .prefix("x:")
             .connect()
             .await
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string()
     };
     let e = refused(RedisStore::builder(&redis.url())).await;
