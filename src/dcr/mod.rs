@@ -58,6 +58,8 @@
 mod authorize;
 mod builder;
 mod callback;
+mod cimd;
+mod client;
 mod client_lifetime;
 mod confirm;
 mod cookies;
@@ -83,7 +85,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use http::header;
 
-use crate::config::{A3Config, ConfigError};
+use crate::config::{A3Config, ClientRegistration, ConfigError};
 use crate::metadata::ProtectedResourceMetadata;
 use crate::verifier::{DynVerifier, Or, TokenVerifier};
 
@@ -92,6 +94,8 @@ pub use crypto::{ACCESS_TOKEN_PREFIX, CODE_PREFIX, REFRESH_TOKEN_PREFIX};
 pub use register::RegisteredClient;
 pub use verifier::ProxyTokenVerifier;
 
+#[cfg(feature = "testing")]
+pub(crate) use cimd::fetcher as cimd_fetcher;
 use cookies::Cookies;
 use crypto::Keys;
 use rate_limit::RateLimiter;
@@ -179,6 +183,9 @@ pub(crate) struct Limits {
     pub max_grants_per_user: usize,
     pub register_burst: u32,
     pub register_refill: Duration,
+    pub max_cached_documents: u64,
+    pub metadata_fetch_burst: u32,
+    pub metadata_fetch_refill: Duration,
 }
 
 impl Default for Limits {
@@ -196,6 +203,9 @@ impl Default for Limits {
             max_grants_per_user: 32,
             register_burst: 10,
             register_refill: Duration::from_secs(60),
+            max_cached_documents: 10_000,
+            metadata_fetch_burst: 10,
+            metadata_fetch_refill: Duration::from_secs(60),
         }
     }
 }
@@ -223,6 +233,12 @@ pub(crate) struct Inner {
     pub limits: Limits,
     pub cookies: Cookies,
     pub register_limiter: RateLimiter,
+    /// Fetches of metadata documents not in the cache, per caller.
+    pub metadata_fetch_limiter: RateLimiter,
+    /// How hosts may identify themselves (CIMD, DCR) and the CIMD admission policy.
+    pub client_registration: ClientRegistration,
+    /// Fetches client metadata documents.
+    pub fetcher: cimd::fetcher::Fetcher,
     /// One mutex per grant (so concurrent requests refresh A3's tokens once) and per client
     /// (its lifetime), by lock name (see [`grant::lock`]).
     pub locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
