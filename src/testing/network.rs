@@ -37,9 +37,12 @@ pub struct TestNetwork {
     inner: Arc<Inner>,
 }
 
+/// The answers each `(host, port)` gives, one list per resolution.
+type Answers = HashMap<(String, u16), Vec<Vec<SocketAddr>>>;
+
 #[derive(Default)]
 struct Inner {
-    names: Mutex<HashMap<(String, u16), Vec<Vec<SocketAddr>>>>,
+    names: Mutex<Answers>,
     resolutions: Mutex<HashMap<String, u64>>,
     roots: Mutex<Vec<Vec<u8>>>,
     attempts: Mutex<Vec<SocketAddr>>,
