@@ -1,7 +1,7 @@
-//! The rate limits of `POST /register` and of consent approvals (`POST /authorize`): both are
-//! unauthenticated and write to the store, so one caller must not be able to fill the
-//! registration cap or the store for everyone, and one web page must not be able to use up the
-//! registrations of the other applications on its machine.
+//! The rate limits of `POST /register`, of consent approvals (`POST /authorize`) and of metadata
+//! document fetches: all are unauthenticated and write to the store (or make the bridge fetch),
+//! so one caller must not be able to fill the registration cap or the store for everyone, and one
+//! web page must not be able to use up the registrations of the other applications on its machine.
 //!
 //! Buckets are per client address (an IPv4 address or an IPv6 /64), and within an address per
 //! browser origin: a request without `Origin` (VS Code, CLI hosts: not a browser) draws from the
@@ -19,18 +19,30 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
-use http::Extensions;
+use http::{Extensions, HeaderMap, header};
 
 use super::store::{Store, StoreError, TokenBucket};
 use crate::serve::network;
 
-/// The peer address of a request served with its `ConnectInfo` (as [`crate::serve()`] does);
-/// without it, every caller shares the bucket of `0.0.0.0`.
-pub(crate) fn peer_ip(extensions: &Extensions) -> IpAddr {
-    extensions
+/// Who makes a request, as the limits count callers: the peer address ([`crate::serve()`] puts
+/// it in the extensions; without it every caller is `0.0.0.0`) and the browser origin. Browsers
+/// send `Origin` with every cross-origin request but not with a navigation (a GET of
+/// `/authorize`); a navigation another page started says so in `Sec-Fetch-Site`, and those all
+/// count as one pseudo-origin, apart from the requests of hosts that send neither.
+pub(crate) fn caller(extensions: &Extensions, headers: &HeaderMap) -> (IpAddr, Option<String>) {
+    let ip = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let origin = match headers.get(header::ORIGIN) {
+        Some(o) => Some(String::from_utf8_lossy(o.as_bytes()).into_owned()),
+        None => headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| matches!(*v, "cross-site" | "same-site"))
+            .map(|v| format!("(a page: {v})")),
+    };
+    (ip, origin)
 }
 
 /// What one request draws from.
