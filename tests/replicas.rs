@@ -431,6 +431,38 @@ impl Deployment {
         (id, query_param(&back, "code").unwrap(), verifier)
     }
 
+    /// janedoe through an rmcp host: sign-in, a refresh, her tools; her token works at every
+    /// replica, and once revoked (at whichever replica the balancer picks) fails at every one.
+    async fn refresh_and_revoke_everywhere(&self) {
+        let manager = rmcp_host_login(self.front(), &browser(), "janedoe@test.com").await;
+        manager.refresh_token().await.expect("refresh works");
+        let token = manager.get_access_token().await.unwrap();
+        assert_eq!(
+            tool_names(self.front(), manager).await.unwrap(),
+            ["add", "multiply", "whoami"]
+        );
+        for i in 0..self.replicas.len() {
+            assert_eq!(status_at(self.replica(i).addr, &token).await, 200);
+        }
+        let r = reqwest::Client::new()
+            .post(format!("{}/revoke", self.public))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let revoked_at = self.lb.last("POST", "/revoke");
+        // Every replica refuses it at once (the bound is 0: our tokens resolve through Redis on
+        // every request; no replica caches them).
+        for i in 0..self.replicas.len() {
+            assert_eq!(
+                status_at(self.replica(i).addr, &token).await,
+                401,
+                "replica {i} (revoked at {revoked_at})"
+            );
+        }
+    }
+
     /// The whole flow up to tokens; returns (client id, token response).
     async fn tokens(&self, user: &str) -> (String, Value) {
         let (id, code, verifier) = self.code(user).await;
@@ -510,33 +542,7 @@ async fn host_flow_with_every_hop_on_another_replica() {
         "MCP calls went round the replicas"
     );
 
-    let manager = rmcp_host_login(d.front(), &browser(), "janedoe@test.com").await;
-    manager.refresh_token().await.expect("refresh works");
-    let token = manager.get_access_token().await.unwrap();
-    assert_eq!(
-        tool_names(d.front(), manager).await.unwrap(),
-        ["add", "multiply", "whoami"]
-    );
-    for i in 0..3 {
-        assert_eq!(status_at(d.replica(i).addr, &token).await, 200);
-    }
-    let r = reqwest::Client::new()
-        .post(format!("{}/revoke", d.public))
-        .form(&[("token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let revoked_at = d.lb.last("POST", "/revoke");
-    // Every replica refuses it at once (the bound is 0: our tokens resolve through Redis on
-    // every request; no replica caches them).
-    for i in 0..3 {
-        assert_eq!(
-            status_at(d.replica(i).addr, &token).await,
-            401,
-            "replica {i} (revoked at {revoked_at})"
-        );
-    }
+    d.refresh_and_revoke_everywhere().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -740,26 +746,7 @@ async fn replicas_over_tls_with_a_client_certificate() {
         ("STORE_TLS_KEY_FILE", ca.path("client.key")),
     ];
     let d = Deployment::start_on(redis, vars, vec![Box::new(ca)], 3, Duration::from_secs(3600)).await;
-    let manager = rmcp_host_login(d.front(), &browser(), "janedoe@test.com").await;
-    manager.refresh_token().await.expect("refresh works");
-    let token = manager.get_access_token().await.unwrap();
-    assert_eq!(
-        tool_names(d.front(), manager).await.unwrap(),
-        ["add", "multiply", "whoami"]
-    );
-    for i in 0..3 {
-        assert_eq!(status_at(d.replica(i).addr, &token).await, 200);
-    }
-    let r = reqwest::Client::new()
-        .post(format!("{}/revoke", d.public))
-        .form(&[("token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    for i in 0..3 {
-        assert_eq!(status_at(d.replica(i).addr, &token).await, 401, "replica {i}");
-    }
+    d.refresh_and_revoke_everywhere().await;
 }
 
 /// Waits (up to 15 s) until the Redis at `port` reports `field` in `INFO replication`.
