@@ -22,6 +22,7 @@ use super::upstream::UpstreamError;
 use super::{Inner, confirm, crypto};
 use crate::oauth::html::error_page;
 use crate::oauth::response::redirect_with;
+use crate::oauth::unix_now;
 use crate::verifier::TokenVerifier;
 
 #[derive(Deserialize)]
@@ -141,6 +142,9 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
         scope: tx.request.scope.clone(),
         resource: tx.request.resource.clone(),
         upstream: Vec::new(),
+        created_at: unix_now(),
+        access_tokens: Vec::new(),
+        refresh: None,
     };
     grant.seal(&inner.keys, &tokens);
     if inner.cookies.can_be_planted() {

@@ -5,7 +5,8 @@
 //! plus [`Index`]es: sets of members with their own expiry (a Redis sorted set scored by expiry),
 //! which say which grants a registered client or a user holds.
 //! Values are opaque bytes (JSON written by the bridge; upstream tokens inside are already
-//! encrypted); keys of tokens and codes are SHA-256 hashes, never the values themselves.
+//! encrypted); keys of codes are SHA-256 hashes, never the codes themselves, and a grant holds
+//! only hashes of our tokens.
 //!
 //! | store | for | chosen by |
 //! |---|---|---|
@@ -74,9 +75,11 @@ pub enum Namespace {
     Client,
     /// Grants (a user's authorization of a client, with the sealed A3 tokens), by grant id.
     Grant,
-    /// Hashes of our access tokens → grant.
+    /// Hashes of our access tokens → grant, as earlier versions stored them; read for the tokens
+    /// they issued until those expire. (A grant now holds the hashes of its own tokens.)
     AccessToken,
-    /// Hashes of our refresh tokens → grant.
+    /// Hashes of our refresh tokens → grant, as earlier versions stored them; read for the tokens
+    /// they issued until those are rotated or expire.
     RefreshToken,
     /// Hashes of our authorization codes → grant (single use).
     Code,
