@@ -11,6 +11,7 @@
 //! # several replicas (README "Running several replicas"): STORE_URL=redis://127.0.0.1:6379/0,
 //! #           STORE_PREFIX, TOKEN_ENCRYPTION_KEY (required then), PUBLIC_URL, MCP_STATELESS=1,
 //! #           BIND_ADDR=127.0.0.1:8001 (default: host and port of RESOURCE_URI)
+//! # the admin API (README "Operating it"): ADMIN_ADDR (default 127.0.0.1:9464), ADMIN_TOKEN
 //!
 //! cargo run --example server
 //! ```
@@ -25,6 +26,7 @@
 
 mod app;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -118,6 +120,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             bridge.issuer(),
             config.client_id().unwrap_or_default()
         );
+        // The operator's routes, on their own listener (ADMIN_ADDR), never on the public one.
+        let admin = a3_mcp_auth::admin::serve(&config, bridge.admin_router()).await?;
+        tracing::info!("admin API listening on http://{}/admin/", admin.local_addr()?);
+        tokio::spawn(admin.into_future());
         mcp_app(bridge.token_verifier(), &settings)?.merge(bridge.router())
     } else {
         tracing::warn!("CLIENT_ID/CLIENT_SECRET unset: no DCR bridge; only A3 access tokens are accepted");

@@ -475,3 +475,19 @@ pub(crate) async fn revoke_grant_locked(inner: &Inner, grant_id: &str) {
         Err(e) => tracing::error!(error = %e, "revoking a grant failed"),
     }
 }
+
+/// Ends a grant now, for the admin API: deleted under its lock (after a refresh in progress),
+/// so every token of it stops working at every replica, then A3's tokens revoked, awaited.
+/// `Ok(None)`: no such grant; `Ok(Some(revoked))`: whether A3 confirmed the revocation.
+pub(crate) async fn end_grant(inner: &Inner, grant_id: &str) -> Result<Option<bool>, StoreError> {
+    let guard = lock_grant(inner, grant_id).await?;
+    let Some(grant) = inner.store.take_json::<Grant>(Namespace::Grant, grant_id).await? else {
+        return Ok(None);
+    };
+    grant_deleted(inner, &grant).await;
+    drop(guard);
+    Ok(Some(match grant.open(&inner.keys) {
+        Some(tokens) => inner.upstream.revoke(&tokens).await,
+        None => false,
+    }))
+}
