@@ -413,11 +413,12 @@ impl DcrBridge {
         Ok(total)
     }
 
-    /// The admin API's routes (see the [module docs](self)), to serve on the admin listener:
-    /// `a3_mcp_auth::admin::serve(&config, bridge.admin_router())`. They carry their own
-    /// [`AdminAuthLayer`](crate::admin::AdminAuthLayer) (from the configuration's `ADMIN_TOKEN`),
-    /// so they stay closed to everyone but the operator wherever they are mounted; merge other
-    /// admin routes (metrics) beside them.
+    /// The admin API's routes (see the [module docs](self)): a plain [`Router`], to serve on the
+    /// admin listener with `a3_mcp_auth::admin::serve(&config, bridge.admin_router())`, which
+    /// puts every route of the listener (these, and any merged beside them, such as metrics)
+    /// behind [`AdminAuthLayer`](crate::admin::AdminAuthLayer). They carry no check of their
+    /// own: never merge them into the public router; to serve them yourself, add
+    /// `AdminAuthLayer::from_config(&config)` on top.
     ///
     /// ```
     /// use a3_mcp_auth::A3Config;
@@ -454,7 +455,6 @@ impl DcrBridge {
             .route("/admin/grants/{grant_id}", delete(remove_grant))
             .route("/admin/sign-out", post(sign_out))
             .layer(DefaultBodyLimit::max(16 * 1024))
-            .layer(self.inner.admin_auth.clone())
             .with_state(self.clone())
     }
 }

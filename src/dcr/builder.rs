@@ -298,7 +298,6 @@ impl DcrBridgeBuilder {
             locks: moka::sync::Cache::builder()
                 .time_to_idle(Duration::from_secs(60))
                 .build(),
-            admin_auth: crate::admin::AdminAuthLayer::from_config(config),
             limits,
         });
         store::spawn_purger(Arc::downgrade(&inner.store));

@@ -234,8 +234,6 @@ pub(crate) struct Inner {
     /// Hashes of consent tokens already approved: each approval (which writes a transaction)
     /// is single use, within this process.
     pub used_consents: moka::sync::Cache<String, ()>,
-    /// Who may use [`DcrBridge::admin_router`]: `ADMIN_TOKEN`, else loopback callers.
-    pub admin_auth: crate::admin::AdminAuthLayer,
 }
 
 /// The bridge. Build it with [`DcrBridge::builder`], serve [`DcrBridge::router`] beside the
