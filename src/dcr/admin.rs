@@ -483,13 +483,14 @@ fn unavailable(e: StoreError) -> Response {
     super::errors::store_failure(e)
 }
 
-fn params(query: Result<Query<ListParams>, QueryRejection>) -> Result<ListParams, Response> {
-    let Query(p) = query.map_err(|_| invalid_request("malformed query: after, limit, subject, client_id"))?;
+/// The listing's parameters, or why they are refused (400).
+fn params(query: Result<Query<ListParams>, QueryRejection>) -> Result<ListParams, &'static str> {
+    let Query(p) = query.map_err(|_| "malformed query: after, limit, subject, client_id")?;
     let too_long = [&p.after, &p.subject, &p.client_id]
         .iter()
         .any(|v| v.as_ref().is_some_and(|v| v.len() > MAX_ID_LEN));
     if too_long {
-        return Err(invalid_request("a parameter is too long"));
+        return Err("a parameter is too long");
     }
     Ok(p)
 }
@@ -504,7 +505,7 @@ async fn list_clients(
 ) -> Response {
     let p = match params(query) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return invalid_request(why),
     };
     match bridge
         .clients(p.after.as_deref(), p.limit.unwrap_or(DEFAULT_PAGE))
@@ -537,7 +538,7 @@ async fn list_grants(
 ) -> Response {
     let p = match params(query) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return invalid_request(why),
     };
     let (after, limit) = (p.after.as_deref(), p.limit.unwrap_or(DEFAULT_PAGE));
     let page = match (p.subject.as_deref(), p.client_id.as_deref()) {
