@@ -474,15 +474,6 @@ fn invalid_request(description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_request", description)
 }
 
-fn not_found(description: &str) -> Response {
-    oauth_error(StatusCode::NOT_FOUND, "not_found", description)
-}
-
-/// 503: the store failed (logged; the answer names no detail).
-fn unavailable(e: StoreError) -> Response {
-    super::errors::store_failure(e)
-}
-
 /// The listing's parameters, or why they are refused (400).
 fn params(query: Result<Query<ListParams>, QueryRejection>) -> Result<ListParams, &'static str> {
     let Query(p) = query.map_err(|_| "malformed query: after, limit, subject, client_id")?;
@@ -495,8 +486,14 @@ fn params(query: Result<Query<ListParams>, QueryRejection>) -> Result<ListParams
     Ok(p)
 }
 
-fn json<T: Serialize>(value: &T) -> Response {
-    crate::oauth::response::no_store(axum::Json(value).into_response())
+/// An operation's outcome as JSON (uncached); `None` is 404 `not_found` with `missing` as its
+/// description, a store failure 503.
+fn answer<T: Serialize>(outcome: Result<Option<T>, StoreError>, missing: &str) -> Response {
+    match outcome {
+        Ok(Some(value)) => crate::oauth::response::no_store(axum::Json(value).into_response()),
+        Ok(None) => oauth_error(StatusCode::NOT_FOUND, "not_found", missing),
+        Err(e) => super::errors::store_failure(e),
+    }
 }
 
 async fn list_clients(
@@ -507,29 +504,21 @@ async fn list_clients(
         Ok(p) => p,
         Err(why) => return invalid_request(why),
     };
-    match bridge
-        .clients(p.after.as_deref(), p.limit.unwrap_or(DEFAULT_PAGE))
-        .await
-    {
-        Ok(page) => json(&page),
-        Err(e) => unavailable(e),
-    }
+    answer(
+        bridge
+            .clients(p.after.as_deref(), p.limit.unwrap_or(DEFAULT_PAGE))
+            .await
+            .map(Some),
+        "",
+    )
 }
 
 async fn show_client(State(bridge): State<DcrBridge>, Path(client_id): Path<String>) -> Response {
-    match bridge.client(&client_id).await {
-        Ok(Some(c)) => json(&c),
-        Ok(None) => not_found("no such client"),
-        Err(e) => unavailable(e),
-    }
+    answer(bridge.client(&client_id).await, "no such client")
 }
 
 async fn remove_client(State(bridge): State<DcrBridge>, Path(client_id): Path<String>) -> Response {
-    match bridge.delete_client(&client_id).await {
-        Ok(Some(r)) => json(&r),
-        Ok(None) => not_found("no such client"),
-        Err(e) => unavailable(e),
-    }
+    answer(bridge.delete_client(&client_id).await, "no such client")
 }
 
 async fn list_grants(
@@ -546,18 +535,11 @@ async fn list_grants(
         (None, Some(client_id)) => bridge.grants_of_client(client_id, after, limit).await,
         _ => return invalid_request("name exactly one of subject and client_id"),
     };
-    match page {
-        Ok(page) => json(&page),
-        Err(e) => unavailable(e),
-    }
+    answer(page.map(Some), "")
 }
 
 async fn remove_grant(State(bridge): State<DcrBridge>, Path(grant_id): Path<String>) -> Response {
-    match bridge.revoke_grant(&grant_id).await {
-        Ok(Some(r)) => json(&r),
-        Ok(None) => not_found("no such grant"),
-        Err(e) => unavailable(e),
-    }
+    answer(bridge.revoke_grant(&grant_id).await, "no such grant")
 }
 
 #[derive(Deserialize)]
@@ -579,8 +561,5 @@ async fn sign_out(State(bridge): State<DcrBridge>, headers: HeaderMap, body: Byt
     if subject.is_empty() || subject.len() > MAX_ID_LEN {
         return invalid_request("subject must be 1 to 1024 bytes");
     }
-    match bridge.sign_out(&subject).await {
-        Ok(r) => json(&r),
-        Err(e) => unavailable(e),
-    }
+    answer(bridge.sign_out(&subject).await.map(Some), "")
 }
