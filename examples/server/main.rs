@@ -12,6 +12,9 @@
 //! #           STORE_PREFIX, TOKEN_ENCRYPTION_KEY (required then), PUBLIC_URL, MCP_STATELESS=1,
 //! #           BIND_ADDR=127.0.0.1:8001 (default: host and port of RESOURCE_URI)
 //! # the admin API (README "Operating it"): ADMIN_ADDR (default 127.0.0.1:9464), ADMIN_TOKEN
+//! # how hosts identify themselves (README "Client ID Metadata Documents"): CIMD_ENABLED,
+//! #           CIMD_ALLOWED_HOSTS="vscode.dev claude.ai", DCR_ENABLED=false,
+//! #           CIMD_ALLOW_LOOPBACK=1 (development and tests only)
 //!
 //! cargo run --example server
 //! ```

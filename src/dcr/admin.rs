@@ -17,6 +17,11 @@
 //! | `DELETE /admin/grants/{grant_id}` | the grant revoked: a [`Revocation`], or 404 |
 //! | `POST /admin/sign-out` with `{"subject": "…"}` | every grant of the user revoked: a [`Revocation`] |
 //!
+//! Clients are the hosts registered at `/register`. A host identified by the URL of its Client ID
+//! Metadata Document is no registration (its document is fetched again when needed): its grants
+//! are listed with `?client_id=<url>` and revoked one by one or by user; keep such a host out
+//! with `CIMD_ALLOWED_HOSTS`.
+//!
 //! Errors are JSON (`{"error", "error_description"}`): 400 `invalid_request`, 404 `not_found`,
 //! 415 for a body that is not `application/json`, 503 `temporarily_unavailable` when the store
 //! fails (nothing is half done that a retry does not finish).

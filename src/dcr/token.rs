@@ -7,10 +7,11 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 use super::authorize::same_resource;
+use super::client::{self, LookupError};
 use super::errors::{parse_form, store_failure};
 use super::grant::{
     FreshError, Grant, RefreshChain, RefreshUse, RotatedToken, fresh_upstream_locked, grant_named_by,
@@ -40,7 +41,12 @@ fn invalid_grant(description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
 }
 
-pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn token(
+    State(inner): State<Arc<Inner>>,
+    extensions: Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form = match parse_form(&headers, &body) {
         Ok(f) => f,
         Err(r) => return *r,
@@ -60,10 +66,29 @@ pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, b
             "client_id is required",
         );
     };
-    let client: RegisteredClient = match inner.store.get_json(Namespace::Client, client_id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client"),
-        Err(e) => return store_failure(e),
+    let client = match client::lookup(&inner, client_id, &client::requester(&extensions, &headers)).await {
+        Ok(c) => c.metadata,
+        Err(LookupError::Unknown) => {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client");
+        }
+        Err(LookupError::Refused(why)) => {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &why);
+        }
+        Err(LookupError::Unreachable(_)) => {
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the client's metadata document cannot be fetched right now",
+            );
+        }
+        Err(LookupError::TooManyFetches) => {
+            return oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many client metadata documents fetched, retry later",
+            );
+        }
+        Err(LookupError::Store(e)) => return store_failure(e),
     };
     if let Some(resource) = field("resource")
         && !same_resource(resource, &inner.resource)
