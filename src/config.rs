@@ -2,6 +2,7 @@
 //! This is the one place that reads them, for the layers and the DCR bridge alike.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -19,6 +20,13 @@ pub const DEFAULT_RESOURCE_URI: &str = "http://127.0.0.1:8000/mcp";
 /// The claim the context layer reads by default (see [`A3Config::context_claim`]).
 pub const DEFAULT_CONTEXT_CLAIM: &str = "contexts";
 
+/// Where the admin listener (the admin API, metrics) listens unless `ADMIN_ADDR` says otherwise:
+/// loopback only.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
+
+/// The shortest `ADMIN_TOKEN` accepted: 32 characters (`openssl rand -base64 32` gives 44).
+const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
 /// Settings shared by the resource-server layers and the DCR bridge.
 ///
 /// | variable | meaning | default |
@@ -35,6 +43,8 @@ pub const DEFAULT_CONTEXT_CLAIM: &str = "contexts";
 /// | `STORE_TLS_CA_FILE` | PEM CA certificates the Redis server's certificate must chain to (`rediss://`) | the system's roots |
 /// | `STORE_TLS_CERT_FILE`, `STORE_TLS_KEY_FILE` | a PEM client certificate chain and its key, for a Redis that asks for one | — |
 /// | `TOKEN_ENCRYPTION_KEY` | base64 of 32 bytes: seals A3's tokens at rest, signs the bridge's cookies; required with `STORE_URL` | generated into `{STORE_PATH}.key` (mode 0600) |
+/// | `ADMIN_ADDR` | the admin listener's address (IP and port): the admin API and metrics | `127.0.0.1:9464` |
+/// | `ADMIN_TOKEN` | bearer token the admin listener requires (at least 32 characters); required when `ADMIN_ADDR` is not a loopback address | — (loopback callers only) |
 /// | `CIMD_ENABLED` | hosts may identify by a Client ID Metadata Document URL (`true`/`false`) | `true` |
 /// | `CIMD_ALLOWED_HOSTS` | space-separated host names whose metadata documents are accepted | any host |
 /// | `CIMD_ALLOW_LOOPBACK` | development and tests only: also fetch documents from loopback addresses (`http://127.0.0.1:<port>/…` too) | `false` |
@@ -68,6 +78,8 @@ pub struct A3Config {
     store_tls_cert_file: Option<PathBuf>,
     store_tls_key_file: Option<PathBuf>,
     token_encryption_key: Option<String>,
+    admin_addr: SocketAddr,
+    admin_token: Option<String>,
     client_registration: ClientRegistration,
 }
 
@@ -154,6 +166,8 @@ impl fmt::Debug for A3Config {
             .field("store_tls_cert_file", &self.store_tls_cert_file)
             .field("store_tls_key_file", &self.store_tls_key_file)
             .field("token_encryption_key", &redacted(&self.token_encryption_key))
+            .field("admin_addr", &self.admin_addr)
+            .field("admin_token", &redacted(&self.admin_token))
             .field("client_registration", &self.client_registration)
             .finish()
     }
@@ -304,6 +318,26 @@ impl A3Config {
         self.token_encryption_key.as_deref()
     }
 
+    /// The admin listener's address (`ADMIN_ADDR`, default [`DEFAULT_ADMIN_ADDR`]): where
+    /// [`admin::serve`](crate::admin::serve()) serves the admin API and metrics.
+    ///
+    /// ```
+    /// use a3_mcp_auth::A3Config;
+    ///
+    /// let config = A3Config::builder().issuer_path("env-1").build().unwrap();
+    /// assert!(config.admin_addr().ip().is_loopback());
+    /// assert_eq!(config.admin_addr().port(), 9464);
+    /// ```
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The bearer token the admin listener requires (`ADMIN_TOKEN`), if set. Without it, only
+    /// loopback callers are admitted, and `ADMIN_ADDR` must be a loopback address. Never logged.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
     /// How hosts may identify themselves to the DCR bridge (`CIMD_*`, `DCR_ENABLED`).
     pub fn client_registration(&self) -> &ClientRegistration {
         &self.client_registration
@@ -327,6 +361,8 @@ pub struct A3ConfigBuilder {
     store_tls_cert_file: Option<PathBuf>,
     store_tls_key_file: Option<PathBuf>,
     token_encryption_key: Option<String>,
+    admin_addr: Option<String>,
+    admin_token: Option<String>,
     cimd_enabled: Option<String>,
     cimd_allowed_hosts: Option<String>,
     cimd_allow_loopback: Option<String>,
@@ -350,6 +386,8 @@ impl fmt::Debug for A3ConfigBuilder {
             .field("store_tls_cert_file", &self.store_tls_cert_file)
             .field("store_tls_key_file", &self.store_tls_key_file)
             .field("token_encryption_key", &redacted(&self.token_encryption_key))
+            .field("admin_addr", &self.admin_addr)
+            .field("admin_token", &redacted(&self.admin_token))
             .field("cimd_enabled", &self.cimd_enabled)
             .field("cimd_allowed_hosts", &self.cimd_allowed_hosts)
             .field("cimd_allow_loopback", &self.cimd_allow_loopback)
@@ -414,6 +452,8 @@ impl A3ConfigBuilder {
             store_tls_cert_file: var("STORE_TLS_CERT_FILE").map(PathBuf::from),
             store_tls_key_file: var("STORE_TLS_KEY_FILE").map(PathBuf::from),
             token_encryption_key: var("TOKEN_ENCRYPTION_KEY"),
+            admin_addr: var("ADMIN_ADDR"),
+            admin_token: var("ADMIN_TOKEN"),
             cimd_enabled: var("CIMD_ENABLED"),
             cimd_allowed_hosts: var("CIMD_ALLOWED_HOSTS"),
             cimd_allow_loopback: var("CIMD_ALLOW_LOOPBACK"),
@@ -504,6 +544,19 @@ impl A3ConfigBuilder {
     /// The bridge's key, base64 of 32 bytes (`TOKEN_ENCRYPTION_KEY`).
     pub fn token_encryption_key(mut self, base64_key: impl Into<String>) -> Self {
         self.token_encryption_key = Some(base64_key.into());
+        self
+    }
+
+    /// The admin listener's address (`ADMIN_ADDR`), an IP address and port such as
+    /// `127.0.0.1:9464`.
+    pub fn admin_addr(mut self, addr: impl Into<String>) -> Self {
+        self.admin_addr = Some(addr.into());
+        self
+    }
+
+    /// The bearer token the admin listener requires (`ADMIN_TOKEN`).
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into());
         self
     }
 
@@ -617,6 +670,51 @@ impl A3ConfigBuilder {
                 reason: "must be base64 of exactly 32 bytes".into(),
             });
         }
+        let admin_addr: SocketAddr = self
+            .admin_addr
+            .as_deref()
+            .unwrap_or(DEFAULT_ADMIN_ADDR)
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                name: "ADMIN_ADDR",
+                reason: "expected an IP address and port, e.g. 127.0.0.1:9464".into(),
+            })?;
+        match &self.admin_token {
+            // The message never quotes the token.
+            Some(token) if token.trim().chars().count() < MIN_ADMIN_TOKEN_LEN => {
+                return Err(ConfigError::Invalid {
+                    name: "ADMIN_TOKEN",
+                    reason: format!(
+                        "must be at least {MIN_ADMIN_TOKEN_LEN} characters, e.g. from `openssl rand -base64 32`"
+                    ),
+                });
+            }
+            // As a bearer token (RFC 6750 §2.1 b64token), or no request could present it.
+            Some(token)
+                if !token
+                    .trim()
+                    .trim_end_matches('=')
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)) =>
+            {
+                return Err(ConfigError::Invalid {
+                    name: "ADMIN_TOKEN",
+                    reason: "may contain letters, digits and - . _ ~ + / (then = padding) only".into(),
+                });
+            }
+            Some(_) => {}
+            None if !admin_addr.ip().is_loopback() => {
+                return Err(ConfigError::Invalid {
+                    name: "ADMIN_TOKEN",
+                    reason: format!(
+                        "required: ADMIN_ADDR ({admin_addr}) is not a loopback address, and the admin API \
+                         revokes grants and deletes clients"
+                    ),
+                });
+            }
+            None => {}
+        }
         let client_registration = ClientRegistration {
             cimd_enabled: flag("CIMD_ENABLED", self.cimd_enabled.as_deref(), true)?,
             cimd_allowed_hosts: self
@@ -649,6 +747,8 @@ impl A3ConfigBuilder {
             store_tls_cert_file: self.store_tls_cert_file,
             store_tls_key_file: self.store_tls_key_file,
             token_encryption_key: self.token_encryption_key,
+            admin_addr,
+            admin_token: self.admin_token.map(|t| t.trim().to_owned()),
         })
     }
 }
@@ -943,6 +1043,64 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_listener_needs_a_token_off_loopback() {
+        let token = "0123456789abcdef0123456789abcdef";
+        let c = build(&[("ISSUER_PATH", "x")]).unwrap();
+        assert_eq!(c.admin_addr(), "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(c.admin_token(), None);
+        let c = build(&[("ISSUER_PATH", "x"), ("ADMIN_ADDR", "[::1]:9000")]).unwrap();
+        assert_eq!(c.admin_addr(), "[::1]:9000".parse().unwrap());
+        for addr in ["0.0.0.0:9464", "10.0.0.5:9464", "[::]:9464"] {
+            let err = build(&[("ISSUER_PATH", "x"), ("ADMIN_ADDR", addr)]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        name: "ADMIN_TOKEN",
+                        ..
+                    }
+                ),
+                "{addr}: {err}"
+            );
+            let c = build(&[("ISSUER_PATH", "x"), ("ADMIN_ADDR", addr), ("ADMIN_TOKEN", token)]).unwrap();
+            assert_eq!(c.admin_token(), Some(token));
+        }
+        let spaced = "0123456789abcdef 0123456789abcdef";
+        let err = build(&[("ISSUER_PATH", "x"), ("ADMIN_TOKEN", spaced)]).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "ADMIN_TOKEN",
+                ..
+            }
+        ));
+        let base64 = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+        assert!(build(&[("ISSUER_PATH", "x"), ("ADMIN_TOKEN", base64)]).is_ok());
+        let err = build(&[("ISSUER_PATH", "x"), ("ADMIN_TOKEN", "short-secret")]).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "ADMIN_TOKEN",
+                ..
+            }
+        ));
+        assert!(!err.to_string().contains("short-secret"), "{err}");
+        for bad in ["localhost:9464", "127.0.0.1", "9464"] {
+            let err = build(&[("ISSUER_PATH", "x"), ("ADMIN_ADDR", bad)]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        name: "ADMIN_ADDR",
+                        ..
+                    }
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn debug_redacts_the_secret() {
         let c = build(&[
             ("ISSUER_PATH", "x"),
@@ -965,6 +1123,12 @@ mod tests {
             !debug.contains("hunter3") && !debug.contains("AAECAwQF"),
             "{debug}"
         );
+        let c = build(&[
+            ("ISSUER_PATH", "x"),
+            ("ADMIN_TOKEN", "hunter5-hunter5-hunter5-hunter5-"),
+        ])
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter5"));
         assert!(debug.contains("127.0.0.1:6379"), "{debug}");
         let builder = A3ConfigBuilder::from_vars(|name| {
             (name == "STORE_URL").then(|| "redis://u:hunter4@h/0".to_owned())

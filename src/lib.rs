@@ -58,7 +58,8 @@
 //! | [`metadata`] | [`ProtectedResourceMetadata`] (RFC 9728) and its routes |
 //! | [`context`] | A3 Contexts in a token; [`context::policy`]: [`ContextPolicy`] (alias [`ToolPolicy`]) and [`ToolRule`] |
 //!
-//! Serving them: [`serve`](mod@serve), `axum::serve` with a header-read timeout and a connection cap.
+//! Serving them: [`serve`](mod@serve), `axum::serve` with a header-read timeout and a connection
+//! cap; [`admin`], the admin listener (`ADMIN_ADDR`) and the layer that admits only the operator.
 //!
 //! Above them: [`dcr`], the DCR bridge (an OAuth authorization server towards MCP hosts, one
 //! confidential client towards A3); `dev_issuer`, a development stand-in for A3; `testing`, a
@@ -76,6 +77,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod bearer_auth;
 pub mod challenge;
 pub mod claims;

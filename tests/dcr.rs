@@ -707,6 +707,90 @@ async fn registrations_and_grants_survive_a_restart() {
     assert_eq!(tool_names(&server, manager).await.unwrap(), ["add", "whoami"]);
 }
 
+/// Tokens issued before grants held their own token hashes (an entry per token, stored by its
+/// hash; no grant id in the token) keep working after an upgrade: the access token until it
+/// expires, the refresh token until it is rotated into the grant's chain, with the retry within
+/// the grace period and reuse detection as for any other.
+#[tokio::test]
+async fn tokens_issued_by_an_earlier_version_keep_working() {
+    let upstream = Upstream::start().await;
+    let store = std::sync::Arc::new(MemoryStore::new());
+    let server = start_server(&upstream, store.clone(), |b| b).await;
+    let (id, tokens) = login_tokens(&server).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let grant_id = refresh
+        .strip_prefix("a3mcp_rt_")
+        .and_then(|t| t.split_once('.'))
+        .map(|(g, _)| g.to_owned())
+        .expect("our tokens name their grant");
+    // The grant as an earlier version stored it, and one entry per token beside it.
+    let later = std::time::UNIX_EPOCH.elapsed().unwrap().as_secs() + 3600;
+    let raw = store.get(Namespace::Grant, &grant_id).await.unwrap().unwrap();
+    let mut grant: serde_json::Map<String, Value> = serde_json::from_slice(&raw).unwrap();
+    grant.remove("access_tokens");
+    grant.remove("refresh");
+    let put = |ns, key: String, value: Value| {
+        let store = store.clone();
+        async move {
+            store
+                .put(ns, &key, value.to_string().into_bytes(), Some(later))
+                .await
+                .unwrap()
+        }
+    };
+    put(Namespace::Grant, grant_id.clone(), Value::Object(grant)).await;
+    let (old_access, old_refresh) = (format!("a3mcp_at_{}", random()), format!("a3mcp_rt_{}", random()));
+    put(
+        Namespace::AccessToken,
+        s256(&old_access),
+        json!({"grant_id": grant_id, "client_id": id}),
+    )
+    .await;
+    put(
+        Namespace::RefreshToken,
+        s256(&old_refresh),
+        json!({"grant_id": grant_id, "client_id": id, "expires_at": later}),
+    )
+    .await;
+    assert_eq!(
+        mcp_status(&server, tokens["access_token"].as_str().unwrap()).await,
+        401,
+        "the rewritten grant knows no token of this version"
+    );
+    assert_eq!(mcp_status(&server, &old_access).await, 200);
+
+    let r = refresh_request(&server, &id, &old_refresh).await;
+    assert_eq!(r.status(), 200);
+    let next: Value = r.json().await.unwrap();
+    let successor = next["refresh_token"].as_str().unwrap();
+    assert!(successor.starts_with(&format!("a3mcp_rt_{grant_id}.")));
+    assert_eq!(
+        mcp_status(&server, next["access_token"].as_str().unwrap()).await,
+        200
+    );
+    let retry: Value = refresh_request(&server, &id, &old_refresh)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        retry["refresh_token"], successor,
+        "a retry within the grace period"
+    );
+    let newest: Value = refresh_request(&server, &id, successor)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = refresh_request(&server, &id, &old_refresh).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        mcp_status(&server, newest["access_token"].as_str().unwrap()).await,
+        401,
+        "the old token used again after its successor: reuse, the grant is revoked"
+    );
+}
+
 #[tokio::test]
 async fn two_authorizations_in_one_browser_do_not_clash() {
     let upstream = Upstream::start().await;

@@ -348,3 +348,99 @@ async fn approving_consent_forms_in_a_loop_is_bounded_per_address() {
     let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
     assert!(query_param(&back, "code").is_some());
 }
+
+/// Entries of every namespace of `store`, live or not yet purged.
+async fn entries(store: &dyn Store) -> Vec<(&'static str, u64)> {
+    let mut all = Vec::new();
+    for ns in Namespace::ALL {
+        all.push((ns.name(), store.count(ns).await.unwrap()));
+    }
+    all
+}
+
+/// A signed-in host refreshing in a loop (issue 10 left it open): each refresh stored an
+/// access-token entry (1 h) and kept the rotated refresh token for its 30 days, so the loop grew
+/// the store without bound. Now a grant holds the hashes of its four newest access tokens and
+/// of its current and previous refresh tokens: the loop stores nothing more, while rotation,
+/// the retry within the grace period and reuse detection (of a token however old) still hold.
+#[tokio::test]
+async fn a_refresh_loop_stores_a_bounded_number_of_entries() {
+    let upstream = Upstream::start().await;
+    let store = Arc::new(MemoryStore::new());
+    let server = start_server(&upstream, store.clone(), |b| b).await;
+    let (id, first) = login_tokens(&server).await;
+    let baseline = entries(&*store).await;
+
+    let refresh = |token: String| {
+        let (url, id) = (format!("{}/token", server.url), id.clone());
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", id.as_str()),
+                    ("refresh_token", token.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let mut current = first["refresh_token"].as_str().unwrap().to_owned();
+    let mut access = vec![first["access_token"].as_str().unwrap().to_owned()];
+    for round in 0..60 {
+        let next = refresh(current.clone()).await;
+        access.push(next["access_token"].as_str().unwrap().to_owned());
+        if round % 10 == 0 {
+            // A client that lost the response retries: the same successor, one more access token.
+            let again = refresh(current.clone()).await;
+            assert_eq!(again["refresh_token"], next["refresh_token"]);
+            access.push(again["access_token"].as_str().unwrap().to_owned());
+        }
+        current = next["refresh_token"].as_str().unwrap().to_owned();
+    }
+    assert_eq!(
+        entries(&*store).await,
+        baseline,
+        "66 token responses later, the store holds what it held after the sign-in"
+    );
+    let (older, newest) = access.split_at(access.len() - 4);
+    for token in newest.iter().chain(older.last()).rev() {
+        let expected = if newest.contains(token) { 200 } else { 401 };
+        assert_eq!(
+            mcp_status(&server, token).await,
+            expected,
+            "the four newest access tokens work, the fifth newest no longer does"
+        );
+    }
+    // The very first refresh token, 60 rotations ago, is still recognised as reuse: the grant ends.
+    let r = reqwest::Client::new()
+        .post(format!("{}/token", server.url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", id.as_str()),
+            ("refresh_token", first["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(mcp_status(&server, access.last().unwrap()).await, 401);
+    let r = reqwest::Client::new()
+        .post(format!("{}/token", server.url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", id.as_str()),
+            ("refresh_token", current.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "invalid_grant",
+        "the current chain ended with the grant"
+    );
+}

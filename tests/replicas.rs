@@ -622,6 +622,76 @@ async fn a_code_redeemed_at_one_replica_cannot_be_redeemed_at_another() {
     }
 }
 
+/// The admin API of one replica signs a user out everywhere: the user's hosts' tokens fail at the
+/// next request on every replica, their refresh tokens too, A3's refresh tokens are revoked at
+/// A3, and another replica's admin API sees the same grants (the index is in Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sign_out_ends_a_user_everywhere_on_every_replica() {
+    let Some(d) = Deployment::start(3, Duration::from_secs(3600)).await else {
+        return;
+    };
+    let (jane_1, tokens_1) = d.tokens("janedoe@test.com").await;
+    let (jane_2, tokens_2) = d.tokens("janedoe@test.com").await;
+    let (_, johns) = d.tokens("johndoe@test.com").await;
+    let token = |t: &Value, name: &str| t[name].as_str().unwrap().to_owned();
+    let janes = [(jane_1, &tokens_1), (jane_2, &tokens_2)];
+    for (_, t) in &janes {
+        for i in 0..3 {
+            assert_eq!(status_at(d.replica(i).addr, &token(t, "access_token")).await, 200);
+        }
+    }
+    let admin_0 = AdminApi::serve(&d.replica(0).bridge, None).await;
+    let admin_2 = AdminApi::serve(&d.replica(2).bridge, None).await;
+    let (status, listed) = admin_2.get("/admin/grants?subject=janedoe@test.com").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+    let (_, clients) = admin_2.get("/admin/clients").await;
+    assert_eq!(clients["items"].as_array().unwrap().len(), 3, "{clients}");
+
+    let revocations = d.dev.revocation_requests();
+    let (status, body) = admin_0.sign_out("janedoe@test.com").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        serde_json::json!({"grants_revoked": 2, "a3_tokens_revoked": 2})
+    );
+    assert_eq!(
+        d.dev.revocation_requests() - revocations,
+        2,
+        "both A3 refresh tokens revoked at A3"
+    );
+    for (client_id, t) in &janes {
+        for i in 0..3 {
+            let replica = d.replica(i);
+            assert_eq!(
+                status_at(replica.addr, &token(t, "access_token")).await,
+                401,
+                "replica {i}"
+            );
+            let r = refresh_at(
+                &format!("http://{}", replica.addr),
+                client_id,
+                &token(t, "refresh_token"),
+            )
+            .await;
+            assert_eq!(
+                r.json::<Value>().await.unwrap()["error"],
+                "invalid_grant",
+                "replica {i}"
+            );
+        }
+    }
+    let (_, listed) = admin_2.get("/admin/grants?subject=janedoe@test.com").await;
+    assert_eq!(listed["items"], serde_json::json!([]));
+    for i in 0..3 {
+        assert_eq!(
+            status_at(d.replica(i).addr, &token(&johns, "access_token")).await,
+            200,
+            "another user stays signed in"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_replica_mid_flow_loses_nothing() {
     let Some(mut d) = Deployment::start(3, Duration::from_secs(3600)).await else {
@@ -917,6 +987,7 @@ async fn example_server_processes_configured_by_environment() {
             .env("RESOURCE_URI", format!("{public}/mcp"))
             .env("PUBLIC_URL", &public)
             .env("BIND_ADDR", addr.to_string())
+            .env("ADMIN_ADDR", "127.0.0.1:0")
             .env("MCP_STATELESS", "1")
             .env("STORE_URL", redis.url())
             .env("STORE_PREFIX", "processes:")

@@ -11,6 +11,7 @@
 //! # several replicas (README "Running several replicas"): STORE_URL=redis://127.0.0.1:6379/0,
 //! #           STORE_PREFIX, TOKEN_ENCRYPTION_KEY (required then), PUBLIC_URL, MCP_STATELESS=1,
 //! #           BIND_ADDR=127.0.0.1:8001 (default: host and port of RESOURCE_URI)
+//! # the admin API (README "Operating it"): ADMIN_ADDR (default 127.0.0.1:9464), ADMIN_TOKEN
 //! # how hosts identify themselves (README "Client ID Metadata Documents"): CIMD_ENABLED,
 //! #           CIMD_ALLOWED_HOSTS="vscode.dev claude.ai", DCR_ENABLED=false,
 //! #           CIMD_ALLOW_LOOPBACK=1 (development and tests only)
@@ -28,6 +29,7 @@
 
 mod app;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -108,6 +110,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = builder.build().unwrap_or_else(|e| fail(&e));
     let mut settings = settings_from_env(&config)?;
 
+    // The operator's routes (the admin API with the bridge), served on their own listener.
+    let mut admin_routes = axum::Router::new();
     // With the predefined A3 client configured, hosts register with us (DCR) and get our tokens;
     // A3 access tokens for this resource are still accepted directly.
     let app = if config.client_id().is_some() {
@@ -121,11 +125,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             bridge.issuer(),
             config.client_id().unwrap_or_default()
         );
+        admin_routes = admin_routes.merge(bridge.admin_router());
         mcp_app(bridge.token_verifier(), &settings)?.merge(bridge.router())
     } else {
         tracing::warn!("CLIENT_ID/CLIENT_SECRET unset: no DCR bridge; only A3 access tokens are accepted");
         mcp_app(JwtVerifier::from_config(&config).await?, &settings)?
     };
+    // On ADMIN_ADDR (loopback by default), never on the public listener; admin::serve admits
+    // only the operator (ADMIN_TOKEN, else loopback callers) to every route there.
+    let admin = a3_mcp_auth::admin::serve(&config, admin_routes).await?;
+    tracing::info!("admin listener on http://{}", admin.local_addr()?);
+    tokio::spawn(admin.into_future());
 
     let resource = url::Url::parse(&settings.resource_uri)?;
     let port = resource.port_or_known_default().unwrap_or(8000);

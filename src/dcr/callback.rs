@@ -22,6 +22,7 @@ use super::upstream::UpstreamError;
 use super::{Inner, client, confirm, crypto};
 use crate::oauth::html::error_page;
 use crate::oauth::response::redirect_with;
+use crate::oauth::unix_now;
 use crate::verifier::TokenVerifier;
 
 #[derive(Deserialize)]
@@ -142,6 +143,9 @@ async fn handle(inner: &Inner, extensions: &Extensions, headers: &HeaderMap, p: 
         scope: tx.request.scope.clone(),
         resource: tx.request.resource.clone(),
         upstream: Vec::new(),
+        created_at: unix_now(),
+        access_tokens: Vec::new(),
+        refresh: None,
         redirect_uri: Some(tx.request.redirect_uri.clone()),
     };
     grant.seal(&inner.keys, &tokens);

@@ -76,9 +76,29 @@ pub const CODE_PREFIX: &str = "a3mcp_code_";
 /// Length in bytes of the key that seals upstream tokens and signs cookies.
 const KEY_LEN: usize = 32;
 
-/// A fresh opaque token with a type prefix, e.g. `a3mcp_at_…`.
+/// A fresh opaque token with a type prefix, e.g. `a3mcp_code_…`.
 pub(crate) fn new_token(prefix: &str) -> String {
     format!("{prefix}{}", crate::oauth::random_token())
+}
+
+/// A fresh access or refresh token of the grant `grant_id`: `{prefix}{grant id}.{random}`.
+/// Naming the grant lets the grant itself hold the hashes of its few live tokens (no entry per
+/// token), and lets a refresh token that is neither the grant's current nor its previous one be
+/// recognised as reuse however old it is.
+pub(crate) fn grant_token(prefix: &str, grant_id: &str) -> String {
+    format!("{prefix}{grant_id}.{}", crate::oauth::random_token())
+}
+
+/// The grant id that a token made by [`grant_token`] with `prefix` names; `None` for anything
+/// else (tokens issued by earlier versions had no grant id).
+pub(crate) fn grant_of<'a>(token: &'a str, prefix: &str) -> Option<&'a str> {
+    let (grant_id, secret) = token.strip_prefix(prefix)?.split_once('.')?;
+    let well_formed = |s: &str| {
+        s.len() == 43
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    (well_formed(grant_id) && well_formed(secret)).then_some(grant_id)
 }
 
 /// The bridge's secret key material: an AEAD key for upstream tokens at rest and an HMAC key for
@@ -221,10 +241,35 @@ mod tests {
 
     #[test]
     fn tokens_are_prefixed_random_and_hashed() {
-        let a = new_token(ACCESS_TOKEN_PREFIX);
-        assert!(a.starts_with("a3mcp_at_") && a.len() == 9 + 43);
-        assert_ne!(a, new_token(ACCESS_TOKEN_PREFIX));
-        assert!(!crate::oauth::sha256_b64url(&a).contains(&a[9..]));
+        let a = new_token(CODE_PREFIX);
+        assert!(a.starts_with("a3mcp_code_") && a.len() == 11 + 43);
+        assert_ne!(a, new_token(CODE_PREFIX));
+        assert!(!crate::oauth::sha256_b64url(&a).contains(&a[11..]));
+    }
+
+    #[test]
+    fn grant_tokens_name_their_grant() {
+        let grant = crate::oauth::random_token();
+        let at = grant_token(ACCESS_TOKEN_PREFIX, &grant);
+        assert!(at.starts_with(&format!("a3mcp_at_{grant}.")) && at.len() == 9 + 43 + 1 + 43);
+        assert_ne!(at, grant_token(ACCESS_TOKEN_PREFIX, &grant));
+        assert_eq!(grant_of(&at, ACCESS_TOKEN_PREFIX), Some(grant.as_str()));
+        assert_eq!(
+            grant_of(&at, REFRESH_TOKEN_PREFIX),
+            None,
+            "the prefix is part of the type"
+        );
+        let rt = grant_token(REFRESH_TOKEN_PREFIX, &grant);
+        assert_eq!(grant_of(&rt, REFRESH_TOKEN_PREFIX), Some(grant.as_str()));
+        for malformed in [
+            new_token(ACCESS_TOKEN_PREFIX),
+            format!("{ACCESS_TOKEN_PREFIX}{grant}."),
+            format!("{ACCESS_TOKEN_PREFIX}../../x.{grant}"),
+            format!("{ACCESS_TOKEN_PREFIX}{grant}.{grant}.{grant}"),
+            format!("{ACCESS_TOKEN_PREFIX}{}.{grant}", "a:".repeat(21) + "a"),
+        ] {
+            assert_eq!(grant_of(&malformed, ACCESS_TOKEN_PREFIX), None, "{malformed}");
+        }
     }
 
     #[test]

@@ -17,7 +17,14 @@ use super::upstream::{UpstreamError, UpstreamTokens};
 use crate::oauth::unix_now;
 use crate::verifier::{TokenVerifier, VerifyError};
 
-/// A grant: one user's authorization of one registered client, holding A3's tokens sealed.
+/// Most access tokens of one grant that work at once: issuing another (a refresh, a retried
+/// refresh) drops the oldest, so a refresh loop cannot grow the store.
+pub(crate) const MAX_ACCESS_TOKENS: usize = 4;
+
+/// A grant: one user's authorization of one registered client, holding A3's tokens sealed, and
+/// the hashes of our tokens that are valid for it (a bounded number: see [`MAX_ACCESS_TOKENS`]
+/// and [`RefreshChain`]). Our tokens name their grant ([`crypto::grant_token`]), so no entry
+/// per token is stored.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Grant {
     pub id: String,
@@ -27,9 +34,59 @@ pub(crate) struct Grant {
     pub resource: String,
     /// `UpstreamTokens` as JSON, sealed with the grant id as associated data.
     pub upstream: Vec<u8>,
+    /// When the user signed in (Unix seconds; 0 for grants written by earlier versions).
+    #[serde(default)]
+    pub created_at: u64,
+    /// Our live access tokens, oldest first, at most [`MAX_ACCESS_TOKENS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_tokens: Vec<IssuedToken>,
+    /// Our refresh token chain: `None` until a refresh token was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshChain>,
     /// Where the host received the code (absent in grants written by earlier versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_uri: Option<String>,
+}
+
+/// The hash of one of our access tokens and when it expires (Unix seconds).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct IssuedToken {
+    pub hash: String,
+    pub expires_at: u64,
+}
+
+/// A grant's refresh tokens: the one valid now, and the one it replaced, kept through the grace
+/// period for a client that lost the response. Any other refresh token naming the grant is an
+/// older one presented again: reuse ([OAuth 2.1
+/// §4.3.1](https://datatracker.ietf.org/doc/html/draft-ietf-oauth-v2-1#section-4.3.1)).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct RefreshChain {
+    /// SHA-256 of the current refresh token.
+    pub current: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<RotatedToken>,
+}
+
+/// A refresh token replaced by the current one.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct RotatedToken {
+    /// Its SHA-256.
+    pub hash: String,
+    /// When it was replaced (Unix seconds).
+    pub rotated_at: u64,
+    /// The current token, sealed (associated data: `hash`), handed out again to a retry within
+    /// the grace period.
+    pub successor: Vec<u8>,
+}
+
+/// What a refresh token presented for a grant is.
+pub(crate) enum RefreshUse {
+    /// The grant's current refresh token.
+    Current,
+    /// The previous one within the grace period: a retry, answered with this successor.
+    Retry(String),
+    /// Anything else naming the grant: an old token used again.
+    Reuse,
 }
 
 impl Grant {
@@ -46,6 +103,66 @@ impl Grant {
 }
 
 impl Grant {
+    /// Whether `hash` is one of this grant's access tokens and has not expired.
+    pub(crate) fn has_access_token(&self, hash: &str, now: u64) -> bool {
+        // The hashes are of 256-bit random values: comparing them leaks nothing usable.
+        self.access_tokens
+            .iter()
+            .any(|t| t.hash == hash && t.expires_at > now)
+    }
+
+    /// Records a new access token, dropping expired ones and the oldest beyond
+    /// [`MAX_ACCESS_TOKENS`].
+    pub(crate) fn add_access_token(&mut self, hash: String, expires_at: u64, now: u64) {
+        self.access_tokens.retain(|t| t.expires_at > now);
+        self.access_tokens.push(IssuedToken { hash, expires_at });
+        let excess = self.access_tokens.len().saturating_sub(MAX_ACCESS_TOKENS);
+        self.access_tokens.drain(..excess);
+    }
+
+    /// What the refresh token with hash `presented` is for this grant. `legacy_unrotated`: the
+    /// token was issued by an earlier version (stored by hash) and not yet rotated, which makes
+    /// it current while the grant has no chain yet.
+    pub(crate) fn refresh_use(
+        &self,
+        keys: &Keys,
+        presented: &str,
+        legacy_unrotated: bool,
+        now: u64,
+        grace: Duration,
+    ) -> RefreshUse {
+        let Some(chain) = &self.refresh else {
+            return if legacy_unrotated {
+                RefreshUse::Current
+            } else {
+                RefreshUse::Reuse
+            };
+        };
+        if chain.current == presented {
+            return RefreshUse::Current;
+        }
+        let retry = chain
+            .previous
+            .as_ref()
+            .filter(|p| p.hash == presented && now < p.rotated_at.saturating_add(grace.as_secs()))
+            .and_then(|p| keys.open(p.hash.as_bytes(), &p.successor))
+            .and_then(|s| String::from_utf8(s).ok());
+        match retry {
+            Some(successor) => RefreshUse::Retry(successor),
+            None => RefreshUse::Reuse,
+        }
+    }
+
+    /// Whether `hash` is a token this grant would honour (a live access token, or the current or
+    /// previous refresh token): what `/revoke` needs before it ends the grant.
+    pub(crate) fn knows(&self, hash: &str, now: u64) -> bool {
+        self.has_access_token(hash, now)
+            || self
+                .refresh
+                .as_ref()
+                .is_some_and(|c| c.current == hash || c.previous.as_ref().is_some_and(|p| p.hash == hash))
+    }
+
     pub(crate) fn open(&self, keys: &Keys) -> Option<UpstreamTokens> {
         serde_json::from_slice(&keys.open(self.id.as_bytes(), &self.upstream)?).ok()
     }
@@ -58,38 +175,52 @@ impl Grant {
     }
 }
 
-/// What our access and refresh token hashes map to.
-#[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct TokenEntry {
-    pub grant_id: String,
-    pub client_id: String,
-    /// Written by earlier versions for a rotated refresh token (without a successor).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub rotated: bool,
-    /// Refresh tokens: when the token itself expires (Unix seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<u64>,
-    /// Refresh tokens: when it was rotated. A rotated token is kept until its own expiry, so
-    /// that a use after the grace period is recognised as reuse and ends the grant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotated_at: Option<u64>,
-    /// Refresh tokens: the successor issued at rotation, sealed (associated data: this
-    /// token's hash), returned again to a retry within the grace period.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub successor: Option<Vec<u8>>,
+/// What our access and refresh token hashes mapped to in earlier versions, which stored an
+/// entry per token ([`Namespace::AccessToken`], [`Namespace::RefreshToken`]). Only read now, for
+/// the tokens those versions issued, until they expire.
+#[derive(Deserialize)]
+struct TokenEntry {
+    grant_id: String,
+    #[serde(default)]
+    rotated: bool,
+    #[serde(default)]
+    rotated_at: Option<u64>,
 }
 
-impl TokenEntry {
-    pub(crate) fn new(grant_id: &str, client_id: &str) -> Self {
-        TokenEntry {
+/// The grant one of our access or refresh tokens names.
+pub(crate) struct NamedGrant {
+    pub grant_id: String,
+    /// `Some` for a token issued by an earlier version (no grant id in it, an entry per token):
+    /// whether that entry was still unrotated.
+    pub legacy: Option<bool>,
+}
+
+/// The grant that `token`, an access or refresh token of ours (`prefix` says which), names; a
+/// token issued by an earlier version is looked up by its hash in `legacy`. `None`: not a token
+/// of that kind, or unknown.
+pub(crate) async fn grant_named_by(
+    inner: &Inner,
+    token: &str,
+    prefix: &str,
+    legacy: Namespace,
+) -> Result<Option<NamedGrant>, StoreError> {
+    if let Some(grant_id) = super::crypto::grant_of(token, prefix) {
+        return Ok(Some(NamedGrant {
             grant_id: grant_id.to_owned(),
-            client_id: client_id.to_owned(),
-            rotated: false,
-            expires_at: None,
-            rotated_at: None,
-            successor: None,
-        }
+            legacy: None,
+        }));
     }
+    if !token.starts_with(prefix) {
+        return Ok(None);
+    }
+    let entry: Option<TokenEntry> = inner
+        .store
+        .get_json(legacy, &crate::oauth::sha256_b64url(token))
+        .await?;
+    Ok(entry.map(|e| NamedGrant {
+        legacy: Some(!e.rotated && e.rotated_at.is_none()),
+        grant_id: e.grant_id,
+    }))
 }
 
 /// How long a lock in a shared store lives at most: longer than one upstream refresh (whose HTTP
@@ -377,4 +508,20 @@ pub(crate) async fn revoke_grant_locked(inner: &Inner, grant_id: &str) {
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "revoking a grant failed"),
     }
+}
+
+/// Ends a grant now, for the admin API: deleted under its lock (after a refresh in progress),
+/// so every token of it stops working at every replica, then A3's tokens revoked, awaited.
+/// `Ok(None)`: no such grant; `Ok(Some(revoked))`: whether A3 confirmed the revocation.
+pub(crate) async fn end_grant(inner: &Inner, grant_id: &str) -> Result<Option<bool>, StoreError> {
+    let guard = lock_grant(inner, grant_id).await?;
+    let Some(grant) = inner.store.take_json::<Grant>(Namespace::Grant, grant_id).await? else {
+        return Ok(None);
+    };
+    grant_deleted(inner, &grant).await;
+    drop(guard);
+    Ok(Some(match grant.open(&inner.keys) {
+        Some(tokens) => inner.upstream.revoke(&tokens).await,
+        None => false,
+    }))
 }

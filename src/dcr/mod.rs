@@ -34,6 +34,10 @@
 //! | `POST /token` | `token` | `authorization_code` ([RFC 7636 §4.6](https://www.rfc-editor.org/rfc/rfc7636#section-4.6)) and `refresh_token` grants, with rotation and reuse detection ([OAuth 2.1 §4.3.1](https://datatracker.ietf.org/doc/html/draft-ietf-oauth-v2-1#section-4.3.1)) |
 //! | `POST /revoke` | `revoke` | [RFC 7009](https://www.rfc-editor.org/rfc/rfc7009) revocation of our tokens (and A3's) |
 //!
+//! On the admin listener, [`DcrBridge::admin_router`] serves the operator's view ([`admin`]):
+//! registered clients and grants, revoking a grant, signing a user out everywhere, deleting a
+//! client.
+//!
 //! Registered clients, grants, codes and token hashes live in a [`store::Store`]: an embedded
 //! [`store::RedbStore`] by default, or a `store::RedisStore` (cargo feature `redis`) shared by
 //! several replicas.
@@ -58,6 +62,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 mod authorize;
 mod builder;
 mod callback;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::errors::{parse_form, store_failure};
-use super::grant::{TokenEntry, revoke_grant};
+use super::grant::{Grant, grant_named_by, revoke_grant};
 use super::store::Namespace;
 use super::{Inner, crypto};
 use crate::oauth::response::oauth_error;
@@ -25,23 +25,43 @@ pub(crate) async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap, 
     let Some(token) = form.get("token") else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required");
     };
-    let ns = if token.starts_with(crypto::ACCESS_TOKEN_PREFIX) {
-        Some(Namespace::AccessToken)
+    let kind = if token.starts_with(crypto::ACCESS_TOKEN_PREFIX) {
+        Some((crypto::ACCESS_TOKEN_PREFIX, Namespace::AccessToken))
     } else if token.starts_with(crypto::REFRESH_TOKEN_PREFIX) {
-        Some(Namespace::RefreshToken)
+        Some((crypto::REFRESH_TOKEN_PREFIX, Namespace::RefreshToken))
     } else {
         None
     };
-    if let Some(ns) = ns {
-        let key = crate::oauth::sha256_b64url(token);
-        match inner.store.get_json::<TokenEntry>(ns, &key).await {
-            Ok(Some(entry)) if form.get("client_id").is_none_or(|c| c == entry.client_id) => {
-                let _ = inner.store.delete(ns, &key).await;
-                revoke_grant(&inner, &entry.grant_id).await;
-                tracing::info!(client_id = %entry.client_id, "revoked a grant");
-            }
-            Ok(_) => {}
+    if let Some((prefix, legacy)) = kind {
+        let named = match grant_named_by(&inner, token, prefix, legacy).await {
+            Ok(n) => n,
             Err(e) => return store_failure(e),
+        };
+        if let Some(named) = named {
+            match inner
+                .store
+                .get_json::<Grant>(Namespace::Grant, &named.grant_id)
+                .await
+            {
+                // Only a token the grant honours ends it: naming the grant is not enough.
+                Ok(Some(grant))
+                    if form.get("client_id").is_none_or(|c| c == grant.client_id)
+                        && (named.legacy.is_some()
+                            || grant
+                                .knows(&crate::oauth::sha256_b64url(token), crate::oauth::unix_now())) =>
+                {
+                    if named.legacy.is_some() {
+                        let _ = inner
+                            .store
+                            .delete(legacy, &crate::oauth::sha256_b64url(token))
+                            .await;
+                    }
+                    revoke_grant(&inner, &grant.id).await;
+                    tracing::info!(client_id = %grant.client_id, "revoked a grant");
+                }
+                Ok(_) => {}
+                Err(e) => return store_failure(e),
+            }
         }
     }
     (

@@ -14,10 +14,10 @@ use super::authorize::same_resource;
 use super::client::{self, LookupError};
 use super::errors::{parse_form, store_failure};
 use super::grant::{
-    FreshError, Grant, TokenEntry, fresh_upstream_locked, lock_grant, put_grant, revoke_grant,
-    revoke_grant_locked,
+    FreshError, Grant, RefreshChain, RefreshUse, RotatedToken, fresh_upstream_locked, grant_named_by,
+    lock_grant, put_grant_for, revoke_grant, revoke_grant_locked,
 };
-use super::store::{Namespace, StoreError};
+use super::store::Namespace;
 use super::{Inner, RegisteredClient, crypto};
 use crate::oauth::pkce;
 use crate::oauth::response::oauth_error;
@@ -192,17 +192,12 @@ async fn authorization_code<'a>(
         Ok(g) => g,
         Err(e) => return store_failure(e),
     };
-    let grant: Grant = match inner.store.get_json(Namespace::Grant, &entry.grant_id).await {
-        Ok(Some(g)) => g,
-        Ok(None) => return invalid_grant("the authorization was revoked"),
-        Err(e) => return store_failure(e),
+    let refresh = if client.grant_types.iter().any(|g| g == "refresh_token") {
+        RefreshPlan::Start
+    } else {
+        RefreshPlan::None
     };
-    let refresh_token = client
-        .grant_types
-        .iter()
-        .any(|g| g == "refresh_token")
-        .then(|| (crypto::new_token(crypto::REFRESH_TOKEN_PREFIX), true));
-    match issue(inner, client, &grant.id, &entry.scope, refresh_token).await {
+    match issue(inner, &entry.grant_id, &entry.scope, refresh).await {
         Ok(r) | Err(r) => r,
     }
 }
@@ -219,38 +214,52 @@ async fn refresh<'a>(
             "refresh_token is required",
         );
     };
-    if !refresh_token.starts_with(crypto::REFRESH_TOKEN_PREFIX) {
-        return invalid_grant("the refresh token is invalid, expired or revoked");
-    }
-    let key = crate::oauth::sha256_b64url(refresh_token);
-    let entry: TokenEntry = match inner.store.get_json(Namespace::RefreshToken, &key).await {
-        Ok(Some(e)) => e,
-        Ok(None) => return invalid_grant("the refresh token is invalid, expired or revoked"),
+    let unknown = || invalid_grant("the refresh token is invalid, expired or revoked");
+    let named = match grant_named_by(
+        inner,
+        refresh_token,
+        crypto::REFRESH_TOKEN_PREFIX,
+        Namespace::RefreshToken,
+    )
+    .await
+    {
+        Ok(Some(n)) => n,
+        Ok(None) => return unknown(),
         Err(e) => return store_failure(e),
     };
-    if entry.client_id != client.client_id {
-        return invalid_grant("the refresh token was issued to another client");
-    }
     // One refresh of a grant at a time: rotation, reuse detection, A3's refresh and revocation
     // see each other's writes, and two concurrent uses of one token cannot both mint.
-    let _guard = match lock_grant(inner, &entry.grant_id).await {
+    let _guard = match lock_grant(inner, &named.grant_id).await {
         Ok(g) => g,
         Err(e) => return store_failure(e),
     };
-    let entry: TokenEntry = match inner.store.get_json(Namespace::RefreshToken, &key).await {
-        Ok(Some(e)) => e,
-        Ok(None) => return invalid_grant("the refresh token is invalid, expired or revoked"),
-        Err(e) => return store_failure(e),
-    };
-    let grant: Grant = match inner.store.get_json(Namespace::Grant, &entry.grant_id).await {
+    let grant: Grant = match inner.store.get_json(Namespace::Grant, &named.grant_id).await {
         Ok(Some(g)) => g,
-        Ok(None) => return invalid_grant("the authorization was revoked"),
+        Ok(None) => return unknown(),
         Err(e) => return store_failure(e),
     };
-    if entry.rotated || entry.rotated_at.is_some() {
-        // Reuse detection comes first: no other error may hide a reuse.
-        return reused(inner, client, &key, &entry, &grant, &grant.scope).await;
+    if grant.client_id != client.client_id {
+        return invalid_grant("the refresh token was issued to another client");
     }
+    let presented = crate::oauth::sha256_b64url(refresh_token);
+    let now = unix_now();
+    // Reuse detection comes first: no other error may hide a reuse.
+    let plan = match grant.refresh_use(
+        &inner.keys,
+        &presented,
+        named.legacy == Some(true),
+        now,
+        inner.limits.refresh_grace,
+    ) {
+        RefreshUse::Current => RefreshPlan::Rotate { presented },
+        // A client that lost the response: the same successor, with a new access token.
+        RefreshUse::Retry(successor) => RefreshPlan::Resend(successor),
+        RefreshUse::Reuse => {
+            tracing::warn!(client_id = %client.client_id, "a rotated refresh token was used again; revoking its grant");
+            revoke_grant_locked(inner, &grant.id).await;
+            return unknown();
+        }
+    };
     // Our tokens carry the grant's scope (A3's token behind them decides what is allowed), so a
     // narrower scope could not be enforced: only the grant's own scope may be requested.
     let scope = grant.scope.clone();
@@ -265,93 +274,37 @@ async fn refresh<'a>(
             );
         }
     }
-    // A3's tokens must still be usable (refreshed once if they expired), else the grant is over.
-    let grant = match fresh_upstream_locked(inner, &grant.id, None).await {
-        Ok((g, _)) => g,
-        Err(FreshError::Gone) => return invalid_grant("the authorization expired; sign in again"),
-        Err(FreshError::Unavailable) => {
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "the authorization server is unavailable",
-            );
+    if let RefreshPlan::Rotate { .. } = plan {
+        // A3's tokens must still be usable (refreshed once if they expired), else the grant is
+        // over.
+        match fresh_upstream_locked(inner, &grant.id, None).await {
+            Ok(_) => {}
+            Err(FreshError::Gone) => return invalid_grant("the authorization expired; sign in again"),
+            Err(FreshError::Unavailable) => {
+                return oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the authorization server is unavailable",
+                );
+            }
         }
-    };
-    // Rotation: the successor is stored first, then the presented token is marked rotated and
-    // kept (with its successor, sealed) until its own expiry, for retries and reuse detection.
-    let successor = crypto::new_token(crypto::REFRESH_TOKEN_PREFIX);
-    let response = match issue(inner, client, &grant.id, &scope, Some((successor.clone(), true))).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let now = unix_now();
-    let keep = entry
-        .expires_at
-        .map_or(inner.limits.refresh_token_ttl.as_secs(), |e| {
-            e.saturating_sub(now)
-        })
-        .max(inner.limits.refresh_grace.as_secs())
-        .max(1);
-    let rotated = TokenEntry {
-        rotated_at: Some(now),
-        successor: Some(inner.keys.seal(key.as_bytes(), successor.as_bytes())),
-        ..entry
-    };
-    if let Err(e) = inner
-        .store
-        .put_json(
-            Namespace::RefreshToken,
-            &key,
-            &rotated,
-            Some(Duration::from_secs(keep)),
-        )
-        .await
-    {
-        return store_failure(e);
     }
-    response
+    match issue(inner, &grant.id, &scope, plan).await {
+        Ok(r) | Err(r) => r,
+    }
 }
 
-/// A rotated refresh token presented again (the caller holds the grant's lock). Within the grace
-/// period, while its successor is unused, it is a retry of a client that lost the response: the
-/// same successor comes back with a new access token. Otherwise it is reuse (OAuth 2.1 §4.3.1):
-/// the token may have been stolen, so the whole grant is revoked.
-async fn reused(
-    inner: &Inner,
-    client: &RegisteredClient,
-    key: &str,
-    entry: &TokenEntry,
-    grant: &Grant,
-    scope: &str,
-) -> Response {
-    let now = unix_now();
-    let in_grace = entry
-        .rotated_at
-        .is_some_and(|t| now < t.saturating_add(inner.limits.refresh_grace.as_secs()));
-    let successor = entry
-        .successor
-        .as_deref()
-        .filter(|_| in_grace)
-        .and_then(|s| inner.keys.open(key.as_bytes(), s))
-        .and_then(|s| String::from_utf8(s).ok());
-    if let Some(successor) = successor {
-        match inner
-            .store
-            .get_json::<TokenEntry>(Namespace::RefreshToken, &crate::oauth::sha256_b64url(&successor))
-            .await
-        {
-            Ok(Some(next)) if !next.rotated && next.rotated_at.is_none() => {
-                return match issue(inner, client, &grant.id, scope, Some((successor, false))).await {
-                    Ok(r) | Err(r) => r,
-                };
-            }
-            Ok(_) => {}
-            Err(e) => return store_failure(e),
-        }
-    }
-    tracing::warn!(client_id = %client.client_id, "a rotated refresh token was used again; revoking its grant");
-    revoke_grant_locked(inner, &entry.grant_id).await;
-    invalid_grant("the refresh token is invalid, expired or revoked")
+/// What [`issue`] does about the refresh token.
+enum RefreshPlan {
+    /// Issues none (the client did not register the `refresh_token` grant).
+    None,
+    /// Starts the grant's chain with a new refresh token.
+    Start,
+    /// Replaces the current refresh token (whose hash is `presented`) by a new one, keeping the
+    /// replaced one as the previous (for a retry within the grace period).
+    Rotate { presented: String },
+    /// Answers a retry with the current refresh token again; the chain is unchanged.
+    Resend(String),
 }
 
 #[derive(Serialize)]
@@ -364,81 +317,74 @@ struct TokenResponse {
     scope: String,
 }
 
-/// Mints an access token for the grant and answers with it and `refresh_token` (stored first when
-/// its flag is set). `Err` is a failure response, nothing usable having been issued.
+/// Mints an access token for the grant and answers with it and the refresh token `refresh`
+/// says. `Err` is a failure response, nothing usable having been issued.
 ///
-/// The caller holds the grant's lock. The grant is re-read here and only its expiry is extended,
-/// with the stored bytes: never a copy read earlier (A3's tokens in it may have been refreshed
-/// since), and never a grant that was revoked meanwhile.
+/// The caller holds the grant's lock. The grant is re-read here and written back with the new
+/// token hashes and a later expiry: never a copy read earlier (A3's tokens in it may have been
+/// refreshed since), and never a grant that was revoked meanwhile. The grant keeps at most
+/// [`MAX_ACCESS_TOKENS`](super::grant::MAX_ACCESS_TOKENS) access tokens and two refresh tokens,
+/// however often it is refreshed.
 async fn issue(
     inner: &Inner,
-    client: &RegisteredClient,
     grant_id: &str,
     scope: &str,
-    refresh_token: Option<(String, bool)>,
+    refresh: RefreshPlan,
 ) -> Result<Response, Response> {
     let limits = &inner.limits;
-    let raw = match inner.store.get(Namespace::Grant, grant_id).await {
-        Ok(Some(raw)) => raw,
+    let mut grant: Grant = match inner.store.get_json(Namespace::Grant, grant_id).await {
+        Ok(Some(g)) => g,
         Ok(None) => return Err(invalid_grant("the authorization was revoked")),
         Err(e) => return Err(store_failure(e)),
     };
-    let Ok(grant) = serde_json::from_slice::<Grant>(&raw) else {
-        return Err(invalid_grant("the authorization was revoked"));
-    };
-    // The grant lives as long as its newest refresh token (and keeps its client as long).
-    let expires_at = unix_now().saturating_add(limits.refresh_token_ttl.as_secs());
-    if let Err(e) = put_grant(inner, &grant, raw, expires_at).await {
-        return Err(store_failure(e));
-    }
-    let access_token = crypto::new_token(crypto::ACCESS_TOKEN_PREFIX);
+    let now = unix_now();
     // Without an A3 refresh token our access token cannot outlive A3's.
-    let mut access_ttl = inner.limits.access_token_ttl;
+    let mut access_ttl = limits.access_token_ttl;
     if let Some(upstream) = grant.open(&inner.keys)
         && upstream.refresh_token.is_none()
     {
-        let left = upstream
-            .expires_at
-            .saturating_sub(crate::oauth::unix_now())
-            .max(1);
+        let left = upstream.expires_at.saturating_sub(now).max(1);
         access_ttl = access_ttl.min(Duration::from_secs(left));
     }
-    let entry = TokenEntry::new(&grant.id, &client.client_id);
-    let stored = async {
-        inner
-            .store
-            .put_json(
-                Namespace::AccessToken,
-                &crate::oauth::sha256_b64url(&access_token),
-                &entry,
-                Some(access_ttl),
-            )
-            .await?;
-        if let Some((rt, true)) = &refresh_token {
-            let entry = TokenEntry {
-                expires_at: Some(unix_now().saturating_add(limits.refresh_token_ttl.as_secs())),
-                ..entry.clone()
-            };
-            inner
-                .store
-                .put_json(
-                    Namespace::RefreshToken,
-                    &crate::oauth::sha256_b64url(rt),
-                    &entry,
-                    Some(limits.refresh_token_ttl),
-                )
-                .await?;
+    let access_token = crypto::grant_token(crypto::ACCESS_TOKEN_PREFIX, &grant.id);
+    grant.add_access_token(
+        crate::oauth::sha256_b64url(&access_token),
+        now.saturating_add(access_ttl.as_secs()),
+        now,
+    );
+    let refresh_token = match refresh {
+        RefreshPlan::None => None,
+        RefreshPlan::Resend(current) => Some(current),
+        RefreshPlan::Start => {
+            let token = crypto::grant_token(crypto::REFRESH_TOKEN_PREFIX, &grant.id);
+            grant.refresh = Some(RefreshChain {
+                current: crate::oauth::sha256_b64url(&token),
+                previous: None,
+            });
+            Some(token)
         }
-        Ok::<_, StoreError>(())
+        RefreshPlan::Rotate { presented } => {
+            let successor = crypto::grant_token(crypto::REFRESH_TOKEN_PREFIX, &grant.id);
+            grant.refresh = Some(RefreshChain {
+                current: crate::oauth::sha256_b64url(&successor),
+                previous: Some(RotatedToken {
+                    successor: inner.keys.seal(presented.as_bytes(), successor.as_bytes()),
+                    hash: presented,
+                    rotated_at: now,
+                }),
+            });
+            Some(successor)
+        }
     };
-    if let Err(e) = stored.await {
+    // The grant lives as long as its newest refresh token (and keeps its client as long).
+    if let Err(e) = put_grant_for(inner, &grant, limits.refresh_token_ttl).await {
         return Err(store_failure(e));
     }
     let body = TokenResponse {
         access_token,
         token_type: "Bearer",
         expires_in: access_ttl.as_secs(),
-        refresh_token: refresh_token.map(|(rt, _)| rt),
+        refresh_token,
         scope: scope.to_owned(),
     };
     Ok((

@@ -179,11 +179,14 @@ impl Upstream {
     }
 
     /// Revokes `tokens` at A3 (the refresh token, else the access token) with client_secret_post,
-    /// when A3 advertises a revocation endpoint. Failures are logged, never surfaced: our own
-    /// revocation already took effect. (oauth2's revocation request insists on https, which rules
-    /// out loopback development issuers, so this is a plain RFC 7009 form post.)
-    pub(crate) async fn revoke(&self, tokens: &UpstreamTokens) {
-        let Some(url) = &self.revocation else { return };
+    /// when A3 advertises a revocation endpoint; whether A3 confirmed it. Failures are logged,
+    /// never surfaced as errors: our own revocation already took effect. (oauth2's revocation
+    /// request insists on https, which rules out loopback development issuers, so this is a
+    /// plain RFC 7009 form post.)
+    pub(crate) async fn revoke(&self, tokens: &UpstreamTokens) -> bool {
+        let Some(url) = &self.revocation else {
+            return false;
+        };
         let (token, hint) = match &tokens.refresh_token {
             Some(rt) => (rt.as_str(), "refresh_token"),
             None => (tokens.access_token.as_str(), "access_token"),
@@ -205,9 +208,15 @@ impl Upstream {
             .send()
             .await;
         match result {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => tracing::warn!(status = r.status().as_u16(), "A3 refused to revoke a token"),
-            Err(e) => tracing::warn!(error = %e.without_url(), "revoking the A3 token failed"),
+            Ok(r) if r.status().is_success() => true,
+            Ok(r) => {
+                tracing::warn!(status = r.status().as_u16(), "A3 refused to revoke a token");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.without_url(), "revoking the A3 token failed");
+                false
+            }
         }
     }
 }

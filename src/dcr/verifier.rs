@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::grant::{FreshError, Grant, TokenEntry, fresh_upstream};
+use super::grant::{FreshError, Grant, fresh_upstream, grant_named_by};
 use super::store::{Namespace, StoreError};
 use super::{Inner, crypto};
 use crate::claims::Claims;
@@ -75,24 +75,30 @@ impl TokenVerifier for ProxyTokenVerifier {
             tracing::error!(error = %e, "DCR store failure");
             VerifyError::Unavailable { retry_after: RETRY }
         };
-        let entry: TokenEntry = inner
-            .store
-            .get_json(Namespace::AccessToken, &crate::oauth::sha256_b64url(token))
+        let unknown = || VerifyError::invalid("unknown, expired or revoked token");
+        let named = grant_named_by(inner, token, crypto::ACCESS_TOKEN_PREFIX, Namespace::AccessToken)
             .await
             .map_err(unavailable)?
-            .ok_or_else(|| VerifyError::invalid("unknown, expired or revoked token"))?;
+            .ok_or_else(unknown)?;
         let grant: Grant = inner
             .store
-            .get_json(Namespace::Grant, &entry.grant_id)
+            .get_json(Namespace::Grant, &named.grant_id)
             .await
             .map_err(unavailable)?
-            .ok_or_else(|| VerifyError::invalid("the authorization was revoked"))?;
+            .ok_or_else(unknown)?;
+        // A token of an earlier version was found by its hash; ours must be one of the grant's.
+        if named.legacy.is_none()
+            && !grant.has_access_token(&crate::oauth::sha256_b64url(token), crate::oauth::unix_now())
+        {
+            return Err(unknown());
+        }
+        let client_id = grant.client_id.clone();
         let (_, tokens) = fresh_upstream(inner, grant).await.map_err(|e| match e {
             FreshError::Gone => VerifyError::invalid("the authorization expired; sign in again"),
             FreshError::Unavailable => VerifyError::Unavailable { retry_after: RETRY },
         })?;
         // The A3 token names the bridge's own A3 client; the token presented is the host's.
         let claims = inner.a3_verifier.verify(&tokens.access_token).await?;
-        Ok(claims.with_client_id(entry.client_id))
+        Ok(claims.with_client_id(client_id))
     }
 }

@@ -412,3 +412,64 @@ pub async fn mcp_list_status(server: &Server, token: &str, session: &str) -> u16
     .await
     .0
 }
+
+/// The admin listener of a bridge, as the example serves it (`a3_mcp_auth::admin::serve` on
+/// loopback, port 0), stopped on drop.
+pub struct AdminApi {
+    /// `http://127.0.0.1:{port}`.
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AdminApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl AdminApi {
+    /// Serves `bridge.admin_router()` with `ADMIN_TOKEN` = `token` (if any).
+    pub async fn serve(bridge: &DcrBridge, token: Option<&str>) -> AdminApi {
+        let mut config = A3Config::builder()
+            .issuer_url("http://127.0.0.1:9")
+            .admin_addr("127.0.0.1:0");
+        if let Some(token) = token {
+            config = config.admin_token(token);
+        }
+        let admin = a3_mcp_auth::admin::serve(&config.build().unwrap(), bridge.admin_router())
+            .await
+            .unwrap();
+        let url = format!("http://{}", admin.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = admin.await;
+        });
+        AdminApi { url, task }
+    }
+
+    /// `GET {path}` as `curl` sends it; returns the status and the JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::get(format!("{}{path}", self.url)).await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `DELETE {path}`; returns the status and the JSON body.
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .delete(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /admin/sign-out` for `subject`; returns the status and the JSON body.
+    pub async fn sign_out(&self, subject: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/admin/sign-out", self.url))
+            .json(&json!({"subject": subject}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use super::{BoxFuture, Index, IndexEntry, Namespace, Store, StoreError, live};
+use super::{BoxFuture, Index, IndexEntry, Namespace, Store, StoreError, live, page_of};
 use crate::oauth::unix_now;
 
 #[derive(Clone)]
@@ -147,6 +147,21 @@ impl Store for MemoryStore {
         cache.run_pending_tasks();
         let n = cache.entry_count();
         Box::pin(async move { Ok(n) })
+    }
+    fn keys<'a>(
+        &'a self,
+        ns: Namespace,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        let keys = self
+            .cache(ns)
+            .iter()
+            .filter(|(_, e)| live(e.expires_at))
+            .map(|(k, _)| k.as_ref().clone())
+            .collect();
+        let page = page_of(keys, after, limit);
+        Box::pin(async { Ok(page) })
     }
     fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         for c in self.caches.iter() {

@@ -5,7 +5,8 @@
 //! plus [`Index`]es: sets of members with their own expiry (a Redis sorted set scored by expiry),
 //! which say which grants a registered client or a user holds.
 //! Values are opaque bytes (JSON written by the bridge; upstream tokens inside are already
-//! encrypted); keys of tokens and codes are SHA-256 hashes, never the values themselves.
+//! encrypted); keys of codes are SHA-256 hashes, never the codes themselves, and a grant holds
+//! only hashes of our tokens.
 //!
 //! | store | for | chosen by |
 //! |---|---|---|
@@ -74,9 +75,11 @@ pub enum Namespace {
     Client,
     /// Grants (a user's authorization of a client, with the sealed A3 tokens), by grant id.
     Grant,
-    /// Hashes of our access tokens → grant.
+    /// Hashes of our access tokens → grant, as earlier versions stored them; read for the tokens
+    /// they issued until those expire. (A grant now holds the hashes of its own tokens.)
     AccessToken,
-    /// Hashes of our refresh tokens → grant.
+    /// Hashes of our refresh tokens → grant, as earlier versions stored them; read for the tokens
+    /// they issued until those are rotated or expire.
     RefreshToken,
     /// Hashes of our authorization codes → grant (single use).
     Code,
@@ -355,6 +358,35 @@ pub trait Store: Send + Sync + 'static {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Vec<IndexEntry>, StoreError>>;
 
+    /// The keys of live entries of `ns` that sort after `after` (byte order), the first `limit`
+    /// of them in order: one page of a listing. The bridge lists only [`Namespace::Client`] with
+    /// it (the admin API's list of registered clients, which `max_clients` bounds). The default
+    /// answers that the store cannot list; a store of your own overrides it to support that
+    /// listing.
+    ///
+    /// ```
+    /// use a3_mcp_auth::dcr::store::{MemoryStore, Namespace, Store};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let store = MemoryStore::new();
+    /// for id in ["c", "a", "b"] {
+    ///     store.put(Namespace::Client, id, b"{}".to_vec(), None).await.unwrap();
+    /// }
+    /// assert_eq!(store.keys(Namespace::Client, None, 2).await.unwrap(), ["a", "b"]);
+    /// assert_eq!(store.keys(Namespace::Client, Some("b"), 2).await.unwrap(), ["c"]);
+    /// # }
+    /// ```
+    fn keys<'a>(
+        &'a self,
+        ns: Namespace,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        let _ = (ns, after, limit);
+        Box::pin(async { Err(StoreError("this store cannot list its entries".into())) })
+    }
+
     /// Tries to take the lock `name` for at most `ttl`, for every process sharing this store.
     ///
     /// `Ok(Some(token))`: taken; give `token` back to [`Store::unlock`]. `Ok(None)`: another
@@ -451,6 +483,14 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     ) -> BoxFuture<'a, Result<Vec<IndexEntry>, StoreError>> {
         (**self).index_members(index, key)
     }
+    fn keys<'a>(
+        &'a self,
+        ns: Namespace,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        (**self).keys(ns, after, limit)
+    }
     fn lock<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
         (**self).lock(name, ttl)
     }
@@ -464,6 +504,14 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
         (**self).take_tokens(buckets, take)
     }
+}
+
+/// The page [`Store::keys`] answers, from every live key in any order.
+fn page_of(mut keys: Vec<String>, after: Option<&str>, limit: usize) -> Vec<String> {
+    keys.retain(|k| after.is_none_or(|a| k.as_str() > a));
+    keys.sort_unstable();
+    keys.truncate(limit);
+    keys
 }
 
 /// Whether an entry expiring at `expires_at` may still be read.
@@ -626,6 +674,29 @@ pub(crate) mod tests {
             None,
             "take is single use"
         );
+        store
+            .put(Namespace::Client, "c", b"4".to_vec(), Some(now + 60))
+            .await
+            .unwrap();
+        store
+            .put(Namespace::Client, "b", b"5".to_vec(), Some(now - 1))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.keys(Namespace::Client, None, 10).await.unwrap(),
+            ["a", "c"],
+            "live keys, in order"
+        );
+        assert_eq!(store.keys(Namespace::Client, None, 1).await.unwrap(), ["a"]);
+        assert_eq!(store.keys(Namespace::Client, Some("a"), 10).await.unwrap(), ["c"]);
+        assert!(
+            store
+                .keys(Namespace::Client, Some("c"), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.delete(Namespace::Client, "c").await.unwrap();
         store.delete(Namespace::Client, "a").await.unwrap();
         assert_eq!(store.get(Namespace::Client, "a").await.unwrap(), None);
         store.purge_expired().await.unwrap();

@@ -207,6 +207,36 @@ impl Store for RedbStore {
             Ok(n)
         })
     }
+    fn keys<'a>(
+        &'a self,
+        ns: Namespace,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        let after = after.map(str::to_owned);
+        self.blocking(move |db| {
+            use std::ops::Bound;
+
+            use redb::ReadableDatabase;
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(table(ns)).map_err(err)?;
+            let from = match after.as_deref() {
+                Some(a) => Bound::Excluded(a),
+                None => Bound::Unbounded,
+            };
+            let mut keys = Vec::new();
+            for row in t.range::<&str>((from, Bound::Unbounded)).map_err(err)? {
+                if keys.len() >= limit {
+                    break;
+                }
+                let (key, raw) = row.map_err(err)?;
+                if matches!(decode(raw.value()), Some((exp, _)) if live(exp)) {
+                    keys.push(key.value().to_owned());
+                }
+            }
+            Ok(keys)
+        })
+    }
     fn purge_expired(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.blocking(move |db| {
             let now = unix_now();

@@ -5,7 +5,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisError, Script};
 
-use super::{BoxFuture, Index, IndexEntry, Namespace, Store, StoreError, TokenBucket};
+use super::{BoxFuture, Index, IndexEntry, Namespace, Store, StoreError, TokenBucket, page_of};
 
 mod connection;
 
@@ -181,6 +181,35 @@ impl RedisStore {
         format!("{}index:{}:{key}", self.prefix, index.name())
     }
 
+    /// Every key of `ns` (`SCAN`, which may report a key twice: deduplicated here). It serves
+    /// the registration cap of the (rate-limited) `/register` and the admin API's listing.
+    async fn scan(&self, ns: Namespace) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{}{}:*", glob_escape(&self.prefix), ns.name());
+        self.run(retryable, |mut c| {
+            let pattern = pattern.clone();
+            async move {
+                let mut cursor = 0u64;
+                let mut all = std::collections::BTreeSet::new();
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await?;
+                    all.extend(keys);
+                    if next == 0 {
+                        return Ok(all.into_iter().collect());
+                    }
+                    cursor = next;
+                }
+            }
+        })
+        .await
+    }
+
     /// Runs `script` on `key` with `args` (each idempotent: retried when the connection broke).
     async fn script(&self, script: &Script, key: &str, args: &[&str]) -> Result<(), StoreError> {
         self.run(retryable, |mut c| {
@@ -275,31 +304,24 @@ impl Store for RedisStore {
     }
 
     fn count(&self, ns: Namespace) -> BoxFuture<'_, Result<u64, StoreError>> {
-        let pattern = format!("{}{}:*", glob_escape(&self.prefix), ns.name());
+        Box::pin(async move { Ok(self.scan(ns).await?.len() as u64) })
+    }
+
+    fn keys<'a>(
+        &'a self,
+        ns: Namespace,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
         Box::pin(async move {
-            self.run(retryable, |mut c| {
-                let pattern = pattern.clone();
-                async move {
-                    let mut cursor = 0u64;
-                    let mut n = 0u64;
-                    loop {
-                        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(&pattern)
-                            .arg("COUNT")
-                            .arg(1000)
-                            .query_async(&mut c)
-                            .await?;
-                        n += keys.len() as u64;
-                        if next == 0 {
-                            return Ok(n);
-                        }
-                        cursor = next;
-                    }
-                }
-            })
-            .await
+            let strip = self.key(ns, "");
+            let keys = self
+                .scan(ns)
+                .await?
+                .into_iter()
+                .filter_map(|k| k.strip_prefix(&strip).map(str::to_owned))
+                .collect();
+            Ok(page_of(keys, after, limit))
         })
     }
 
