@@ -444,3 +444,41 @@ async fn a_refresh_loop_stores_a_bounded_number_of_entries() {
         "the current chain ended with the grant"
     );
 }
+
+/// Refresh tokens name their grant, so that an old one is recognised as reuse and ends the grant.
+/// Whoever learns a grant's id (the admin API lists them; an operator may log them) and its
+/// client id must not be able to end it with a token of their own making: only a token the
+/// bridge issued counts as reuse; a made-up one is just invalid.
+#[tokio::test]
+async fn a_made_up_refresh_token_naming_a_grant_cannot_end_it() {
+    let upstream = Upstream::start().await;
+    let store = Arc::new(MemoryStore::new());
+    let server = start_server(&upstream, store.clone(), |b| b).await;
+    let (id, tokens) = login_tokens(&server).await;
+    let refresh_token = tokens["refresh_token"].as_str().unwrap();
+    let access_token = tokens["access_token"].as_str().unwrap();
+    // `a3mcp_rt_{grant id}.{secret}`: keep the grant id, make up the secret.
+    let (named, _) = refresh_token.rsplit_once('.').unwrap();
+    let forged = format!("{named}.{}", "A".repeat(43));
+    let refresh = |token: String| {
+        let (url, id) = (format!("{}/token", server.url), id.clone());
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", id.as_str()),
+                    ("refresh_token", token.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = refresh(forged).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(mcp_status(&server, access_token).await, 200, "the grant lives on");
+    let r = refresh(refresh_token.to_owned()).await;
+    assert_eq!(r.status(), 200, "and its refresh token still works");
+}

@@ -73,6 +73,10 @@ pub const REFRESH_TOKEN_PREFIX: &str = "a3mcp_rt_";
 /// ```
 pub const CODE_PREFIX: &str = "a3mcp_code_";
 
+/// Bytes of randomness, and of MAC, in the secret of a grant token (together 256 bits, 43
+/// base64url characters like every other token).
+const GRANT_TOKEN_HALF: usize = 16;
+
 /// Length in bytes of the key that seals upstream tokens and signs cookies.
 const KEY_LEN: usize = 32;
 
@@ -81,15 +85,7 @@ pub(crate) fn new_token(prefix: &str) -> String {
     format!("{prefix}{}", crate::oauth::random_token())
 }
 
-/// A fresh access or refresh token of the grant `grant_id`: `{prefix}{grant id}.{random}`.
-/// Naming the grant lets the grant itself hold the hashes of its few live tokens (no entry per
-/// token), and lets a refresh token that is neither the grant's current nor its previous one be
-/// recognised as reuse however old it is.
-pub(crate) fn grant_token(prefix: &str, grant_id: &str) -> String {
-    format!("{prefix}{grant_id}.{}", crate::oauth::random_token())
-}
-
-/// The grant id that a token made by [`grant_token`] with `prefix` names; `None` for anything
+/// The grant id that a token made by [`Keys::grant_token`] with `prefix` names; `None` for anything
 /// else (tokens issued by earlier versions had no grant id).
 pub(crate) fn grant_of<'a>(token: &'a str, prefix: &str) -> Option<&'a str> {
     let (grant_id, secret) = token.strip_prefix(prefix)?.split_once('.')?;
@@ -204,6 +200,50 @@ impl Keys {
         Some(plain.to_vec())
     }
 
+    /// A fresh access or refresh token of the grant `grant_id`: `{prefix}{grant id}.{secret}`,
+    /// where the secret is 128 random bits and 128 bits of our MAC over them, the prefix and the
+    /// grant. Naming the grant lets the grant itself hold the hashes of its few live tokens (no
+    /// entry per token), and lets a refresh token that is neither the grant's current nor its
+    /// previous one be recognised as reuse however old it is; the MAC makes that recognition
+    /// need a token we issued, so whoever learns a grant id (the admin API shows them) cannot
+    /// end the grant with a made-up token ([`Keys::issued_grant_token`]).
+    pub(crate) fn grant_token(&self, prefix: &str, grant_id: &str) -> String {
+        let nonce = crate::oauth::random_bytes::<GRANT_TOKEN_HALF>();
+        let mut secret = nonce.to_vec();
+        secret.extend_from_slice(&self.grant_token_tag(prefix, grant_id, &nonce));
+        format!("{prefix}{grant_id}.{}", URL_SAFE_NO_PAD.encode(secret))
+    }
+
+    /// Whether `token` was made by [`Keys::grant_token`] with `prefix` under this key (constant
+    /// time).
+    pub(crate) fn issued_grant_token(&self, token: &str, prefix: &str) -> bool {
+        let Some(grant_id) = grant_of(token, prefix) else {
+            return false;
+        };
+        let secret = &token[prefix.len() + grant_id.len() + 1..];
+        match URL_SAFE_NO_PAD.decode(secret) {
+            Ok(bytes) if bytes.len() == 2 * GRANT_TOKEN_HALF => {
+                let (nonce, tag) = bytes.split_at(GRANT_TOKEN_HALF);
+                aws_lc_rs::constant_time::verify_slices_are_equal(
+                    &self.grant_token_tag(prefix, grant_id, nonce),
+                    tag,
+                )
+                .is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    fn grant_token_tag(&self, prefix: &str, grant_id: &str, nonce: &[u8]) -> Vec<u8> {
+        let mut ctx = hmac::Context::with_key(&self.mac);
+        ctx.update(b"a3-mcp-auth grant token v1\0");
+        ctx.update(prefix.as_bytes());
+        ctx.update(grant_id.as_bytes());
+        ctx.update(b".");
+        ctx.update(nonce);
+        ctx.sign().as_ref()[..GRANT_TOKEN_HALF].to_vec()
+    }
+
     /// HMAC-SHA256 of `data`, base64url.
     pub(crate) fn sign(&self, data: &str) -> String {
         URL_SAFE_NO_PAD.encode(hmac::sign(&self.mac, data.as_bytes()))
@@ -249,18 +289,29 @@ mod tests {
 
     #[test]
     fn grant_tokens_name_their_grant() {
+        let keys = Keys::ephemeral();
         let grant = crate::oauth::random_token();
-        let at = grant_token(ACCESS_TOKEN_PREFIX, &grant);
+        let at = keys.grant_token(ACCESS_TOKEN_PREFIX, &grant);
         assert!(at.starts_with(&format!("a3mcp_at_{grant}.")) && at.len() == 9 + 43 + 1 + 43);
-        assert_ne!(at, grant_token(ACCESS_TOKEN_PREFIX, &grant));
+        assert_ne!(at, keys.grant_token(ACCESS_TOKEN_PREFIX, &grant));
         assert_eq!(grant_of(&at, ACCESS_TOKEN_PREFIX), Some(grant.as_str()));
         assert_eq!(
             grant_of(&at, REFRESH_TOKEN_PREFIX),
             None,
             "the prefix is part of the type"
         );
-        let rt = grant_token(REFRESH_TOKEN_PREFIX, &grant);
+        let rt = keys.grant_token(REFRESH_TOKEN_PREFIX, &grant);
         assert_eq!(grant_of(&rt, REFRESH_TOKEN_PREFIX), Some(grant.as_str()));
+        // Only tokens made under this key, for this prefix and grant, are ours.
+        assert!(keys.issued_grant_token(&rt, REFRESH_TOKEN_PREFIX));
+        assert!(keys.issued_grant_token(&at, ACCESS_TOKEN_PREFIX));
+        assert!(!keys.issued_grant_token(&rt, ACCESS_TOKEN_PREFIX));
+        assert!(!Keys::ephemeral().issued_grant_token(&rt, REFRESH_TOKEN_PREFIX));
+        let made_up = format!("{REFRESH_TOKEN_PREFIX}{grant}.{}", crate::oauth::random_token());
+        assert_eq!(grant_of(&made_up, REFRESH_TOKEN_PREFIX), Some(grant.as_str()));
+        assert!(!keys.issued_grant_token(&made_up, REFRESH_TOKEN_PREFIX));
+        let other_grant = rt.replace(&grant, &crate::oauth::random_token());
+        assert!(!keys.issued_grant_token(&other_grant, REFRESH_TOKEN_PREFIX));
         for malformed in [
             new_token(ACCESS_TOKEN_PREFIX),
             format!("{ACCESS_TOKEN_PREFIX}{grant}."),

@@ -254,6 +254,16 @@ async fn refresh<'a>(
         RefreshUse::Current => RefreshPlan::Rotate { presented },
         // A client that lost the response: the same successor, with a new access token.
         RefreshUse::Retry(successor) => RefreshPlan::Resend(successor),
+        // A well-formed token we never issued names a grant but proves nothing: whoever learned
+        // the grant's id must not be able to end it.
+        RefreshUse::Reuse
+            if named.legacy.is_none()
+                && !inner
+                    .keys
+                    .issued_grant_token(refresh_token, crypto::REFRESH_TOKEN_PREFIX) =>
+        {
+            return unknown();
+        }
         RefreshUse::Reuse => {
             tracing::warn!(client_id = %client.client_id, "a rotated refresh token was used again; revoking its grant");
             revoke_grant_locked(inner, &grant.id).await;
@@ -346,7 +356,7 @@ async fn issue(
         let left = upstream.expires_at.saturating_sub(now).max(1);
         access_ttl = access_ttl.min(Duration::from_secs(left));
     }
-    let access_token = crypto::grant_token(crypto::ACCESS_TOKEN_PREFIX, &grant.id);
+    let access_token = inner.keys.grant_token(crypto::ACCESS_TOKEN_PREFIX, &grant.id);
     grant.add_access_token(
         crate::oauth::sha256_b64url(&access_token),
         now.saturating_add(access_ttl.as_secs()),
@@ -356,7 +366,7 @@ async fn issue(
         RefreshPlan::None => None,
         RefreshPlan::Resend(current) => Some(current),
         RefreshPlan::Start => {
-            let token = crypto::grant_token(crypto::REFRESH_TOKEN_PREFIX, &grant.id);
+            let token = inner.keys.grant_token(crypto::REFRESH_TOKEN_PREFIX, &grant.id);
             grant.refresh = Some(RefreshChain {
                 current: crate::oauth::sha256_b64url(&token),
                 previous: None,
@@ -364,7 +374,7 @@ async fn issue(
             Some(token)
         }
         RefreshPlan::Rotate { presented } => {
-            let successor = crypto::grant_token(crypto::REFRESH_TOKEN_PREFIX, &grant.id);
+            let successor = inner.keys.grant_token(crypto::REFRESH_TOKEN_PREFIX, &grant.id);
             grant.refresh = Some(RefreshChain {
                 current: crate::oauth::sha256_b64url(&successor),
                 previous: Some(RotatedToken {
