@@ -2,6 +2,7 @@
 //! This is the one place that reads them, for the layers and the DCR bridge alike.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -19,6 +20,10 @@ pub const DEFAULT_RESOURCE_URI: &str = "http://127.0.0.1:8000/mcp";
 /// The claim the context layer reads by default (see [`A3Config::context_claim`]).
 pub const DEFAULT_CONTEXT_CLAIM: &str = "contexts";
 
+/// Where the admin listener (`/metrics`) listens unless `ADMIN_ADDR` says otherwise: loopback,
+/// on the port Prometheus exporters conventionally use.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
+
 /// Settings shared by the resource-server layers and the DCR bridge.
 ///
 /// | variable | meaning | default |
@@ -33,6 +38,7 @@ pub const DEFAULT_CONTEXT_CLAIM: &str = "contexts";
 /// | `STORE_URL` | a store shared by several replicas, `redis://host:port/db` (cargo feature `redis`) | — |
 /// | `STORE_PREFIX` | the prefix of every key in the shared store | `a3mcp:` |
 /// | `TOKEN_ENCRYPTION_KEY` | base64 of 32 bytes: seals A3's tokens at rest, signs the bridge's cookies; required with `STORE_URL` | generated into `{STORE_PATH}.key` (mode 0600) |
+/// | `ADMIN_ADDR` | the admin listener (`/metrics`), a loopback address and port | `127.0.0.1:9464` |
 ///
 /// ```
 /// use a3_mcp_auth::A3Config;
@@ -59,6 +65,7 @@ pub struct A3Config {
     store_url: Option<String>,
     store_prefix: Option<String>,
     token_encryption_key: Option<String>,
+    admin_addr: SocketAddr,
 }
 
 impl fmt::Debug for A3Config {
@@ -74,6 +81,7 @@ impl fmt::Debug for A3Config {
             .field("store_url", &self.store_url.as_deref().map(without_password))
             .field("store_prefix", &self.store_prefix)
             .field("token_encryption_key", &redacted(&self.token_encryption_key))
+            .field("admin_addr", &self.admin_addr)
             .finish()
     }
 }
@@ -186,6 +194,20 @@ impl A3Config {
     pub fn token_encryption_key(&self) -> Option<&str> {
         self.token_encryption_key.as_deref()
     }
+
+    /// Where the admin listener listens (`ADMIN_ADDR`, default [`DEFAULT_ADMIN_ADDR`]): the
+    /// example server serves `/metrics` there, apart from the MCP listener. A loopback address:
+    /// nothing there asks for credentials.
+    ///
+    /// ```
+    /// use a3_mcp_auth::A3Config;
+    ///
+    /// let config = A3Config::builder().issuer_path("env-1").build().unwrap();
+    /// assert_eq!(config.admin_addr().to_string(), "127.0.0.1:9464");
+    /// ```
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
 }
 
 /// Builder for [`A3Config`]; every value can be set from code.
@@ -202,6 +224,7 @@ pub struct A3ConfigBuilder {
     store_url: Option<String>,
     store_prefix: Option<String>,
     token_encryption_key: Option<String>,
+    admin_addr: Option<String>,
 }
 
 impl fmt::Debug for A3ConfigBuilder {
@@ -218,6 +241,7 @@ impl fmt::Debug for A3ConfigBuilder {
             .field("store_url", &self.store_url.as_deref().map(without_password))
             .field("store_prefix", &self.store_prefix)
             .field("token_encryption_key", &redacted(&self.token_encryption_key))
+            .field("admin_addr", &self.admin_addr)
             .finish()
     }
 }
@@ -275,6 +299,7 @@ impl A3ConfigBuilder {
             store_url: var("STORE_URL"),
             store_prefix: var("STORE_PREFIX"),
             token_encryption_key: var("TOKEN_ENCRYPTION_KEY"),
+            admin_addr: var("ADMIN_ADDR"),
         }
     }
 
@@ -345,6 +370,12 @@ impl A3ConfigBuilder {
         self
     }
 
+    /// The admin listener's address (`ADMIN_ADDR`), e.g. `127.0.0.1:9464`; port 0 picks one.
+    pub fn admin_addr(mut self, addr: impl Into<String>) -> Self {
+        self.admin_addr = Some(addr.into());
+        self
+    }
+
     /// Validates every value; the error names the first bad variable.
     pub fn build(self) -> Result<A3Config, ConfigError> {
         let issuer = match (self.issuer_url, self.issuer_path) {
@@ -407,6 +438,22 @@ impl A3ConfigBuilder {
                 reason: "must be base64 of exactly 32 bytes".into(),
             });
         }
+        let admin_addr: SocketAddr = self
+            .admin_addr
+            .as_deref()
+            .unwrap_or(DEFAULT_ADMIN_ADDR)
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                name: "ADMIN_ADDR",
+                reason: "expected an IP address and port, e.g. 127.0.0.1:9464".into(),
+            })?;
+        if !admin_addr.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                name: "ADMIN_ADDR",
+                reason: "must be a loopback address: the admin listener asks for no credentials".into(),
+            });
+        }
         Ok(A3Config {
             issuer,
             resource_uri,
@@ -418,6 +465,7 @@ impl A3ConfigBuilder {
             store_url: self.store_url,
             store_prefix: self.store_prefix,
             token_encryption_key: self.token_encryption_key,
+            admin_addr,
         })
     }
 }
@@ -584,6 +632,10 @@ mod tests {
             name(&[("TOKEN_ENCRYPTION_KEY", "c2hvcnQ=")]),
             "TOKEN_ENCRYPTION_KEY"
         );
+        assert_eq!(name(&[("ADMIN_ADDR", "localhost:9464")]), "ADMIN_ADDR");
+        assert_eq!(name(&[("ADMIN_ADDR", "0.0.0.0:9464")]), "ADMIN_ADDR");
+        let ok = build(&[("ISSUER_PATH", "x"), ("ADMIN_ADDR", "[::1]:0")]).unwrap();
+        assert_eq!(ok.admin_addr().to_string(), "[::1]:0");
         let err = build(&[("ISSUER_PATH", "x"), ("TOKEN_ENCRYPTION_KEY", "not-the-key-!")]).unwrap_err();
         assert!(!err.to_string().contains("not-the-key"), "{err}");
     }

@@ -30,6 +30,7 @@ async fn session_and_log(binary: &std::path::Path, rust_log: Option<&str>) -> (S
         .current_dir(dir.path())
         .env("ISSUER_URL", issuer.url())
         .env("RESOURCE_URI", &resource)
+        .env("ADMIN_ADDR", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(filter) = rust_log {

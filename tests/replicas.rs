@@ -616,6 +616,7 @@ async fn example_server_processes_configured_by_environment() {
             .env("RESOURCE_URI", format!("{public}/mcp"))
             .env("PUBLIC_URL", &public)
             .env("BIND_ADDR", addr.to_string())
+            .env("ADMIN_ADDR", "127.0.0.1:0")
             .env("MCP_STATELESS", "1")
             .env("STORE_URL", redis.url())
             .env("STORE_PREFIX", "processes:")

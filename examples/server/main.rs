@@ -11,6 +11,9 @@
 //! # several replicas (README "Running several replicas"): STORE_URL=redis://127.0.0.1:6379/0,
 //! #           STORE_PREFIX, TOKEN_ENCRYPTION_KEY (required then), PUBLIC_URL, MCP_STATELESS=1,
 //! #           BIND_ADDR=127.0.0.1:8001 (default: host and port of RESOURCE_URI)
+//! # operations: ADMIN_ADDR=127.0.0.1:9464 (the admin listener: /metrics); /healthz and /readyz
+//! #           are on the main listener
+//!
 //!
 //! cargo run --example server
 //! ```
@@ -31,8 +34,9 @@ use std::sync::Arc;
 use a3_mcp_auth::config::A3ConfigBuilder;
 use a3_mcp_auth::dcr::DcrBridge;
 use a3_mcp_auth::dev_issuer::{self, DevIssuer};
+use a3_mcp_auth::health::Readiness;
 use a3_mcp_auth::{A3Config, ContextPolicy, JwtVerifier};
-use app::{McpSettings, Mode, mcp_app, offered_scopes, summary};
+use app::{McpSettings, Mode, admin_app, bridged_app, install_metrics, mcp_app, offered_scopes, summary};
 
 /// The example's own settings on top of [`McpSettings::new`]: `TOOL_POLICY` (a JSON context
 /// policy file: tools, prompts, resources), `MCP_STATELESS=1`, `ALLOWED_ORIGINS` (space-separated browser origins).
@@ -67,6 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .init();
+    let metrics = install_metrics()?;
     let mut builder = match A3ConfigBuilder::from_env() {
         Ok(builder) => builder,
         Err(e) => fail(&e),
@@ -118,10 +123,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             bridge.issuer(),
             config.client_id().unwrap_or_default()
         );
-        mcp_app(bridge.token_verifier(), &settings)?.merge(bridge.router())
+        bridged_app(&bridge, &settings)?
     } else {
         tracing::warn!("CLIENT_ID/CLIENT_SECRET unset: no DCR bridge; only A3 access tokens are accepted");
-        mcp_app(JwtVerifier::from_config(&config).await?, &settings)?
+        let verifier = JwtVerifier::from_config(&config).await?;
+        let readiness = Readiness::new().with_key_store(verifier.keys());
+        mcp_app(verifier, &settings)?.merge(readiness.router())
     };
 
     let resource = url::Url::parse(&settings.resource_uri)?;
@@ -140,6 +147,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => addr,
     };
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    // The admin listener: loopback only (A3Config refuses anything else), apart from MCP traffic.
+    let admin = tokio::net::TcpListener::bind(config.admin_addr())
+        .await
+        .map_err(|e| format!("ADMIN_ADDR {} cannot be bound: {e}", config.admin_addr()))?;
+    tracing::info!(
+        "admin listener (metrics) on http://{}/metrics",
+        admin.local_addr()?
+    );
+    tokio::spawn(async move { a3_mcp_auth::serve(admin, admin_app(metrics)).await });
     tracing::info!(
         "MCP server listening on http://{addr}{}\n{}",
         resource.path(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::cookies::Cookies;
 use super::crypto::Keys;
 use super::rate_limit::RateLimiter;
-use super::store::{self, RedbStore, Store};
+use super::store::{self, Metered, RedbStore, Store};
 use super::upstream::Upstream;
 use super::{CALLBACK_PATH, DEFAULT_STORE_PATH, DcrBridge, DcrError, Inner, Limits};
 use crate::config::{A3Config, ConfigError};
@@ -233,13 +233,16 @@ impl DcrBridgeBuilder {
         let config = &self.config;
         let issuer = config.public_url().to_owned();
         let metadata = ProviderMetadata::discover(config.issuer()).await?;
-        let a3_verifier = match self.a3_verifier {
-            Some(verifier) => verifier,
-            None => DynVerifier::new(
-                JwtVerifier::builder(config.issuer(), config.resource_uri())
+        // The key store of the verifier built here is known; one given is the caller's to check.
+        let (a3_verifier, a3_keys) = match self.a3_verifier {
+            Some(verifier) => (verifier, None),
+            None => {
+                let jwt = JwtVerifier::builder(config.issuer(), config.resource_uri())
                     .jwks_uri(&metadata.jwks_uri)
-                    .await?,
-            ),
+                    .await?;
+                let keys = jwt.keys().clone();
+                (DynVerifier::new(jwt), Some(keys))
+            }
         };
         let upstream = Upstream::new(
             metadata,
@@ -285,10 +288,12 @@ impl DcrBridgeBuilder {
             issuer,
             resource: config.resource_uri().to_owned(),
             scopes: self.scopes,
-            store,
+            // Every operation counted and timed, whichever store it is.
+            store: Arc::new(Metered(store)),
             keys,
             upstream,
             a3_verifier,
+            a3_keys,
             register_limiter: RateLimiter::new(limits.register_burst, limits.register_refill),
             cookies,
             used_consents: moka::sync::Cache::builder()

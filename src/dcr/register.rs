@@ -21,7 +21,7 @@ use super::store::Namespace;
 use super::{Inner, client_lifetime};
 use crate::fetch::is_loopback_host;
 use crate::oauth::html::visible_text;
-use crate::oauth::response::oauth_error;
+use crate::oauth::response::{error_code, oauth_error};
 use crate::oauth::unix_now;
 
 /// Most redirect URIs one client may register.
@@ -152,6 +152,11 @@ fn invalid_metadata(description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", description)
 }
 
+/// Which limit a `429` answer to a registration hit (in the response's extensions, for the
+/// metrics).
+#[derive(Clone, Copy, Debug)]
+struct LimitHit(&'static str);
+
 fn too_many_registrations(inner: &Inner) -> Response {
     let mut r = oauth_error(
         StatusCode::TOO_MANY_REQUESTS,
@@ -162,7 +167,22 @@ fn too_many_registrations(inner: &Inner) -> Response {
         header::RETRY_AFTER,
         HeaderValue::from(inner.limits.register_refill.as_secs().max(1)),
     );
+    r.extensions_mut().insert(LimitHit("rate_limited"));
     r
+}
+
+/// The registration outcome `response` stands for, as the metrics count it.
+fn outcome(response: &Response) -> &'static str {
+    match response.status() {
+        StatusCode::CREATED => "registered",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::TOO_MANY_REQUESTS => response
+            .extensions()
+            .get::<LimitHit>()
+            .map_or("rate_limited", |hit| hit.0),
+        _ => error_code(response).unwrap_or("invalid_client_metadata"),
+    }
 }
 
 pub(crate) async fn register(
@@ -171,7 +191,13 @@ pub(crate) async fn register(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !crate::oauth::content_type_is(&headers, "application/json") {
+    let response = handle(&inner, &extensions, &headers, &body).await;
+    crate::metrics::registration(outcome(&response));
+    response
+}
+
+async fn handle(inner: &Inner, extensions: &Extensions, headers: &HeaderMap, body: &[u8]) -> Response {
+    if !crate::oauth::content_type_is(headers, "application/json") {
         return oauth_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_client_metadata",
@@ -188,9 +214,9 @@ pub(crate) async fn register(
         .map(|o| String::from_utf8_lossy(o.as_bytes()));
     let origin = origin.as_deref();
     if !inner.register_limiter.allows(ip, origin) {
-        return too_many_registrations(&inner);
+        return too_many_registrations(inner);
     }
-    let request: RegistrationRequest = match serde_json::from_slice(&body) {
+    let request: RegistrationRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(_) => return invalid_metadata("the body must be a JSON object of client metadata"),
     };
@@ -268,18 +294,20 @@ pub(crate) async fn register(
                 max = inner.limits.max_clients,
                 "refusing registration: client cap reached"
             );
-            return oauth_error(
+            let mut r = oauth_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_requests",
                 "registration capacity reached, retry later",
             );
+            r.extensions_mut().insert(LimitHit("capacity"));
+            return r;
         }
         Ok(_) => {}
         Err(e) => return store_failure(e),
     }
     // Counted only now that the registration is valid and fits.
     if !inner.register_limiter.take(ip, origin) {
-        return too_many_registrations(&inner);
+        return too_many_registrations(inner);
     }
     let client = RegisteredClient {
         client_id: crate::oauth::random_token(),
@@ -294,10 +322,10 @@ pub(crate) async fn register(
         scope: request.scope,
     };
     // Until a sign-in completes for it: only a grant extends a client's life.
-    if let Err(e) = client_lifetime::store_new(&inner, &client.client_id, &client).await {
+    if let Err(e) = client_lifetime::store_new(inner, &client.client_id, &client).await {
         return store_failure(e);
     }
-    tracing::info!(client_id = %client.client_id, name = ?client.client_name, "registered a client");
+    crate::audit::client_registered(&client.client_id, client.client_name.as_deref());
     (
         StatusCode::CREATED,
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],

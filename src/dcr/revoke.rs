@@ -14,6 +14,7 @@ use super::errors::{parse_form, store_failure};
 use super::grant::{TokenEntry, revoke_grant};
 use super::store::Namespace;
 use super::{Inner, crypto};
+use crate::audit::Revocation;
 use crate::oauth::response::oauth_error;
 
 /// RFC 7009 §2.2: always 200 for well-formed requests, whether or not the token was known.
@@ -37,7 +38,7 @@ pub(crate) async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap, 
         match inner.store.get_json::<TokenEntry>(ns, &key).await {
             Ok(Some(entry)) if form.get("client_id").is_none_or(|c| c == entry.client_id) => {
                 let _ = inner.store.delete(ns, &key).await;
-                revoke_grant(&inner, &entry.grant_id).await;
+                revoke_grant(&inner, &entry.grant_id, Revocation::ClientRevoked).await;
                 tracing::info!(client_id = %entry.client_id, "revoked a grant");
             }
             Ok(_) => {}

@@ -18,8 +18,10 @@ use super::grant::{
 };
 use super::store::{Namespace, StoreError};
 use super::{Inner, RegisteredClient, crypto};
+use crate::audit::{self, Revocation};
+use crate::oauth::form::Params;
 use crate::oauth::pkce;
-use crate::oauth::response::oauth_error;
+use crate::oauth::response::{error_code, oauth_error};
 use crate::oauth::unix_now;
 
 /// What an authorization code's hash maps to (single use, short TTL).
@@ -43,8 +45,18 @@ fn invalid_grant(description: &str) -> Response {
 pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     let form = match parse_form(&headers, &body) {
         Ok(f) => f,
-        Err(r) => return *r,
+        Err(r) => {
+            crate::metrics::token_request(None, error_code(&r));
+            return *r;
+        }
     };
+    let response = grant(&inner, &form).await;
+    crate::metrics::token_request(form.get("grant_type"), error_code(&response));
+    response
+}
+
+/// The answer to a token request with the parameters `form`.
+async fn grant(inner: &Inner, form: &Params) -> Response {
     let field = |name: &str| form.get(name);
     if field("client_secret").is_some() {
         return oauth_error(
@@ -75,9 +87,9 @@ pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, b
         );
     }
     match field("grant_type") {
-        Some("authorization_code") => authorization_code(&inner, &client, &field).await,
+        Some("authorization_code") => authorization_code(inner, &client, &field).await,
         Some("refresh_token") if client.grant_types.iter().any(|g| g == "refresh_token") => {
-            refresh(&inner, &client, &field).await
+            refresh(inner, &client, &field).await
         }
         Some("refresh_token") => oauth_error(
             StatusCode::BAD_REQUEST,
@@ -122,8 +134,8 @@ async fn authorization_code<'a>(
         Ok(None) => {
             // A replayed code: the first redemption's tokens may be in the wrong hands.
             if let Ok(Some(grant_id)) = inner.store.get_json::<String>(Namespace::UsedCode, &key).await {
-                tracing::warn!(client_id = %client.client_id, "authorization code replayed; revoking its grant");
-                revoke_grant(inner, &grant_id).await;
+                audit::code_replay(&client.client_id, &grant_id);
+                revoke_grant(inner, &grant_id, Revocation::CodeReplay).await;
             }
             return invalid_grant("the code is invalid, expired or already used");
         }
@@ -142,15 +154,15 @@ async fn authorization_code<'a>(
         Ok(Some(_)) => {}
         Ok(None) => {
             // Another redemption consumed it between our read and our take.
-            tracing::warn!(client_id = %client.client_id, "authorization code replayed; revoking its grant");
-            revoke_grant(inner, &entry.grant_id).await;
+            audit::code_replay(&client.client_id, &entry.grant_id);
+            revoke_grant(inner, &entry.grant_id, Revocation::CodeReplay).await;
             return invalid_grant("the code is invalid, expired or already used");
         }
         Err(e) => return store_failure(e),
     }
     if entry.client_id != client.client_id {
         tracing::warn!(client_id = %client.client_id, "authorization code presented by another client; revoking its grant");
-        revoke_grant(inner, &entry.grant_id).await;
+        revoke_grant(inner, &entry.grant_id, Revocation::CodeWrongClient).await;
         return invalid_grant("the code was issued to another client");
     }
     match field("redirect_uri") {
@@ -178,7 +190,11 @@ async fn authorization_code<'a>(
         .any(|g| g == "refresh_token")
         .then(|| (crypto::new_token(crypto::REFRESH_TOKEN_PREFIX), true));
     match issue(inner, client, &grant.id, &entry.scope, refresh_token).await {
-        Ok(r) | Err(r) => r,
+        Ok(r) => {
+            audit::grant_issued(grant.audited(), &entry.scope);
+            r
+        }
+        Err(r) => r,
     }
 }
 
@@ -284,6 +300,7 @@ async fn refresh<'a>(
     {
         return store_failure(e);
     }
+    audit::grant_refreshed(grant.audited());
     response
 }
 
@@ -324,8 +341,8 @@ async fn reused(
             Err(e) => return store_failure(e),
         }
     }
-    tracing::warn!(client_id = %client.client_id, "a rotated refresh token was used again; revoking its grant");
-    revoke_grant_locked(inner, &entry.grant_id).await;
+    audit::refresh_reuse(&client.client_id, &entry.grant_id);
+    revoke_grant_locked(inner, &entry.grant_id, Revocation::RefreshReuse).await;
     invalid_grant("the refresh token is invalid, expired or revoked")
 }
 

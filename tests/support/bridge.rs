@@ -13,7 +13,7 @@ use http::header;
 use serde_json::{Value, json};
 
 use super::browser::{authorize, browser};
-use super::server::{self, McpSettings, mcp_app};
+use super::server::{self, McpSettings};
 use super::stub_a3::{CLIENT_ID, CLIENT_SECRET, Upstream, random, s256};
 
 // Our MCP server: the DCR bridge beside an rmcp service behind BearerAuthLayer.
@@ -91,8 +91,8 @@ pub async fn serve_bridge_with_policy(
         .build()
         .unwrap();
     // The example server's own composition (every layer, the calculator behind
-    // ContextFiltered), with the bridge's verifier and routes: what `cargo run --example server`
-    // serves.
+    // ContextFiltered), with the bridge's verifier, routes and health routes: what
+    // `cargo run --example server` serves.
     let mut settings = McpSettings::new(&config);
     if let Some(policy) = policy {
         settings.policy = Arc::new(policy);
@@ -106,9 +106,7 @@ pub async fn serve_bridge_with_policy(
     .await
     .unwrap();
     settings.issuer = bridge.issuer().to_owned();
-    let app = mcp_app(bridge.token_verifier(), &settings)
-        .unwrap()
-        .merge(bridge.router());
+    let app = server::bridged_app(&bridge, &settings).unwrap();
     let task = tokio::spawn(async move {
         let _ = a3_mcp_auth::serve(listener, app).await;
     });
@@ -144,9 +142,7 @@ pub async fn serve_replica(
     let mut settings = McpSettings::new(&config);
     settings.issuer = bridge.issuer().to_owned();
     settings.mode = server::Mode::Stateless;
-    let app = mcp_app(bridge.token_verifier(), &settings)
-        .unwrap()
-        .merge(bridge.router());
+    let app = server::bridged_app(&bridge, &settings).unwrap();
     let task = tokio::spawn(async move {
         let _ = a3_mcp_auth::serve(listener, app).await;
     });

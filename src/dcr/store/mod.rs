@@ -15,6 +15,7 @@
 //! | your own [`Store`] | anything else | [`DcrBridgeBuilder::store`](super::DcrBridgeBuilder::store) |
 
 mod memory;
+mod metered;
 mod redb;
 #[cfg(feature = "redis")]
 mod redis;
@@ -32,6 +33,7 @@ use crate::config::ConfigError;
 use crate::oauth::unix_now;
 
 pub use self::memory::MemoryStore;
+pub(crate) use self::metered::Metered;
 pub use self::redb::RedbStore;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
