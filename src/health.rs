@@ -33,11 +33,11 @@ const PROBE_KEY: &str = "readyz-probe";
 /// What `GET /readyz` checks: the issuer's JWKS key store and the DCR bridge's store, as far as
 /// they are given.
 ///
-/// - `jwks`: the key store holds keys and its fetches have not been failing for longer than the
-///   tolerance (default 60 s, see [`with_jwks_tolerance`](Self::with_jwks_tolerance)). Failing
-///   fetches keep the last good keys, so one failure (retried 30 s later) does not take every
-///   replica out of the load balancer at once; a replica that cannot reach the issuer for longer
-///   can no longer follow a key rotation.
+/// - `jwks`: the key store's fetches have not been failing for two of its retry intervals
+///   ([`JwksPolicy::retry_after_failure`](crate::jwks::JwksPolicy::retry_after_failure), 30 s:
+///   so 60 s by default), i.e. a failed fetch and its retry. Failing fetches keep the last good
+///   keys, so one failure does not take every replica out of the load balancer at once; a
+///   replica that cannot reach the issuer for longer can no longer follow a key rotation.
 /// - `store`: a read answers within 1 s (checked at most once a second; concurrent probes share
 ///   the answer).
 ///
@@ -75,7 +75,6 @@ const PROBE_KEY: &str = "readyz-probe";
 pub struct Readiness {
     keys: Option<JwksKeyStore>,
     store: Option<Arc<dyn Store>>,
-    jwks_tolerance: Duration,
     /// The last store ping. Behind an async mutex held during a ping, so that concurrent probes
     /// wait for one ping instead of sending their own.
     store_checked: Arc<tokio::sync::Mutex<Option<StorePing>>>,
@@ -89,7 +88,6 @@ impl std::fmt::Debug for Readiness {
         f.debug_struct("Readiness")
             .field("keys", &self.keys)
             .field("store", &self.store.is_some())
-            .field("jwks_tolerance", &self.jwks_tolerance)
             .finish()
     }
 }
@@ -106,7 +104,6 @@ impl Readiness {
         Readiness {
             keys: None,
             store: None,
-            jwks_tolerance: Duration::from_secs(60),
             store_checked: Arc::default(),
         }
     }
@@ -125,13 +122,6 @@ impl Readiness {
         self
     }
 
-    /// How long the key store's fetches may keep failing before the server is not ready
-    /// (default 60 s; zero: from the first failed fetch).
-    pub fn with_jwks_tolerance(mut self, tolerance: Duration) -> Self {
-        self.jwks_tolerance = tolerance;
-        self
-    }
-
     /// Checks every part now (the store at most once a second).
     ///
     /// ```
@@ -146,8 +136,9 @@ impl Readiness {
     pub async fn check(&self) -> ReadinessReport {
         let mut parts = Vec::new();
         if let Some(keys) = &self.keys {
+            let tolerance = keys.policy().retry_after_failure.saturating_mul(2);
             let problem = match keys.failing_for() {
-                Some(failing) if failing >= self.jwks_tolerance => Some(format!(
+                Some(failing) if failing >= tolerance => Some(format!(
                     "the issuer's keys could not be fetched for {} s",
                     failing.as_secs()
                 )),

@@ -70,6 +70,12 @@ impl JwksPolicy {
         self
     }
 
+    /// Sets [`JwksPolicy::retry_after_failure`].
+    pub fn with_retry_after_failure(mut self, every: Duration) -> Self {
+        self.retry_after_failure = every;
+        self
+    }
+
     /// Sets the bounds for `max-age`-driven refreshes.
     pub fn with_refresh_bounds(mut self, min: Duration, max: Duration) -> Self {
         self.min_refresh = min;
@@ -232,6 +238,11 @@ impl JwksKeyStore {
         tokio::spawn(async move { inner.refetch_for(&kid).await })
             .await
             .unwrap_or(Err(KeyLookupError::Unavailable(cooldown)))
+    }
+
+    /// How this store fetches and refreshes.
+    pub fn policy(&self) -> &JwksPolicy {
+        &self.inner.policy
     }
 
     /// The `kid`s currently held, sorted.

@@ -13,6 +13,7 @@ use super::upstream::Upstream;
 use super::{CALLBACK_PATH, DEFAULT_STORE_PATH, DcrBridge, DcrError, Inner, Limits};
 use crate::config::{A3Config, ConfigError};
 use crate::discovery::ProviderMetadata;
+use crate::jwks::JwksPolicy;
 use crate::jwt::JwtVerifier;
 use crate::verifier::{DynVerifier, TokenVerifier};
 
@@ -56,6 +57,7 @@ pub struct DcrBridgeBuilder {
     scopes: Vec<String>,
     limits: Limits,
     a3_verifier: Option<DynVerifier>,
+    jwks_policy: JwksPolicy,
 }
 
 impl std::fmt::Debug for DcrBridgeBuilder {
@@ -76,6 +78,7 @@ impl DcrBridgeBuilder {
             scopes: vec!["mcp:call".to_owned()],
             limits: Limits::default(),
             a3_verifier: None,
+            jwks_policy: JwksPolicy::default(),
         }
     }
     /// The store (default: a [`RedbStore`] at the configuration's `STORE_PATH`, else
@@ -209,6 +212,13 @@ impl DcrBridgeBuilder {
         self
     }
 
+    /// How the verifier the bridge builds for A3's tokens fetches and refreshes A3's JWKS
+    /// (default [`JwksPolicy::default`]; not used with [`a3_verifier`](Self::a3_verifier)).
+    pub fn jwks_policy(mut self, policy: JwksPolicy) -> Self {
+        self.jwks_policy = policy;
+        self
+    }
+
     /// Discovers A3, opens the store and builds the bridge.
     pub async fn build(mut self) -> Result<DcrBridge, DcrError> {
         let config = &self.config;
@@ -238,6 +248,7 @@ impl DcrBridgeBuilder {
             Some(verifier) => (verifier, None),
             None => {
                 let jwt = JwtVerifier::builder(config.issuer(), config.resource_uri())
+                    .jwks_policy(self.jwks_policy)
                     .jwks_uri(&metadata.jwks_uri)
                     .await?;
                 let keys = jwt.keys().clone();
