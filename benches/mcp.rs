@@ -1,14 +1,20 @@
-//! A whole MCP request over HTTP: `tools/list` and `tools/call` through the example server's
-//! composition (`examples/server/app.rs` `mcp_app`: trace, CORS, body limit, timeout, Origin
-//! check, `BearerAuth` (cache hit), `RequireScope`, `SessionBinding`, `ToolContext`, rmcp with
-//! `ContextFiltered<Calculator>`), against the same rmcp service with the same calculator and
-//! nothing in front of it. Both are served by `a3_mcp_auth::serve` on loopback; one client
-//! (reqwest, one keep-alive connection) sends one request at a time in an open MCP session, with
-//! the example's Prometheus recorder installed, as `cargo run --example server` runs.
+//! A whole MCP request over HTTP: `tools/list` and `tools/call` in three variants of the same
+//! rmcp service with the same calculator:
 //!
-//! `cargo bench --bench mcp` runs criterion for each variant, then an interleaved pass (bare and
-//! full in turn, alternating which goes first, in one process, so the shared VM's speed swings hit
-//! both alike) and prints the table the README quotes. `-- --interleaved-only` skips criterion.
+//! - `bare`: nothing in front of rmcp;
+//! - `auth`: the auth layers only, as the README's composition stacks them: `BearerAuth` (cache
+//!   hit), `RequireScope`, `SessionBinding`, `ToolContext`, and the handler wrapped in
+//!   `ContextFiltered`;
+//! - `full`: the example server's whole composition (`examples/server/app.rs` `mcp_app`: the
+//!   auth layers plus trace, CORS, body limit, timeout, Origin check, sensitive headers).
+//!
+//! All are served by `a3_mcp_auth::serve` on loopback; one client (reqwest, one keep-alive
+//! connection each) sends one request at a time in an open MCP session, with the example's
+//! Prometheus recorder installed, as `cargo run --example server` runs.
+//!
+//! `cargo bench --bench mcp` runs criterion for each variant, then an interleaved pass (the
+//! variants in turn, rotating which goes first, in one process, so the shared VM's speed swings
+//! hit all alike) and prints the table the README quotes. `-- --interleaved-only` skips criterion.
 
 #[allow(dead_code)]
 #[path = "../examples/server/app.rs"]
@@ -18,14 +24,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use a3_mcp_auth::A3Config;
 use a3_mcp_auth::testing::TestIssuer;
-use app::{Calculator, McpSettings, mcp_app};
+use a3_mcp_auth::{
+    A3Config, BearerAuthLayer, ContextFiltered, ProtectedResourceMetadata, RequireScopeLayer,
+    SessionBindingLayer, ToolContextLayer,
+};
+use app::{Calculator, McpSettings, calculator_policy, mcp_app};
 use axum::Router;
 use criterion::Criterion;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
+use tower::ServiceBuilder;
 
 /// One MCP endpoint with an open session.
 struct Endpoint {
@@ -104,7 +114,10 @@ impl Endpoint {
 
     async fn tools_call(&self) {
         let body = self
-            .call("tools/call", json!({"name": "add", "arguments": {"a": 1, "b": 2}}))
+            .call(
+                "tools/call",
+                json!({"name": "add", "arguments": {"a": 1, "b": 2}}),
+            )
             .await;
         assert!(body.windows(3).any(|w| w == b"\"3\""));
     }
@@ -115,42 +128,80 @@ fn serve(listener: tokio::net::TcpListener, app: Router) {
     tokio::spawn(async move { a3_mcp_auth::serve(listener, app).await });
 }
 
-/// The issuer, then (bare, full): the same calculator with nothing in front, and behind the
-/// example's whole composition.
-async fn endpoints() -> (TestIssuer, Endpoint, Endpoint) {
-    let issuer = TestIssuer::start().await;
-
+/// A loopback listener and the MCP URL on it.
+async fn bind() -> (tokio::net::TcpListener, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    let config = A3Config::builder()
-        .issuer_url(issuer.url())
-        .resource_uri(&url)
-        .build()
-        .unwrap();
-    let verifier = a3_mcp_auth::JwtVerifier::from_config(&config).await.unwrap();
-    serve(listener, mcp_app(verifier, &McpSettings::new(&config)).unwrap());
-    // John's token: `operation=addition` shows `add`; verified once, then a cache hit.
+    (listener, url)
+}
+
+/// The variants, served and each with an open session.
+struct Endpoints {
+    _issuer: TestIssuer,
+    bare: Endpoint,
+    auth: Endpoint,
+    full: Endpoint,
+}
+
+async fn endpoints() -> Endpoints {
+    let issuer = TestIssuer::start().await;
+    // John's token: `operation=addition` shows `add`; verified once, then a cache hit. One
+    // audience for all variants (the listeners differ only by port).
+    let (full_listener, full_url) = bind().await;
     let token = issuer
-        .token(&url)
+        .token(&full_url)
         .subject("johndoe@test.com")
         .scope("mcp:call")
         .claim("contexts", json!(["operation=addition"]))
         .expires_in(24 * 3600)
         .sign();
-    let full = Endpoint::open(url, token.clone()).await;
+    let config = A3Config::builder()
+        .issuer_url(issuer.url())
+        .resource_uri(&full_url)
+        .build()
+        .unwrap();
+    let rmcp_config = || {
+        StreamableHttpServerConfig::default()
+            .with_allowed_hosts(["127.0.0.1"])
+            .with_legacy_session_mode(true)
+    };
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let verifier = a3_mcp_auth::JwtVerifier::from_config(&config).await.unwrap();
+    serve(
+        full_listener,
+        mcp_app(verifier.clone(), &McpSettings::new(&config)).unwrap(),
+    );
+    let full = Endpoint::open(full_url.clone(), token.clone()).await;
+
+    let (listener, url) = bind().await;
+    let challenge = ProtectedResourceMetadata::new(&full_url).unwrap().challenge();
+    let auth = ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(verifier, challenge.clone()))
+        .layer(RequireScopeLayer::new(["mcp:call"], challenge.clone()))
+        .layer(SessionBindingLayer::new())
+        .layer(ToolContextLayer::new(calculator_policy(), challenge).with_base_scopes(["mcp:call"]))
+        .service(StreamableHttpService::new(
+            || Ok(ContextFiltered::new(Calculator::default())),
+            Arc::new(LocalSessionManager::default()),
+            rmcp_config(),
+        ));
+    serve(listener, Router::new().route_service("/mcp", auth));
+    let auth = Endpoint::open(url, token.clone()).await;
+
+    let (listener, url) = bind().await;
     let bare = StreamableHttpService::new(
         || Ok(Calculator::default()),
         Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default()
-            .with_allowed_hosts(["127.0.0.1"])
-            .with_legacy_session_mode(true),
+        rmcp_config(),
     );
     serve(listener, Router::new().route_service("/mcp", bare));
     let bare = Endpoint::open(url, token).await;
-    (issuer, bare, full)
+    Endpoints {
+        _issuer: issuer,
+        bare,
+        auth,
+        full,
+    }
 }
 
 fn main() {
@@ -161,29 +212,34 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (_issuer, bare, full) = rt.block_on(async {
+    let endpoints = rt.block_on(async {
         let _metrics = app::install_metrics().unwrap();
         endpoints().await
     });
+    let variants = [
+        ("bare", &endpoints.bare),
+        ("auth", &endpoints.auth),
+        ("full", &endpoints.full),
+    ];
 
     if !interleaved_only {
         let mut c = Criterion::default().configure_from_args().without_plots();
         let mut g = c.benchmark_group("mcp");
-        g.bench_function("tools_list_bare", |b| b.to_async(&rt).iter(|| bare.tools_list()));
-        g.bench_function("tools_list_full_stack", |b| {
-            b.to_async(&rt).iter(|| full.tools_list())
-        });
-        g.bench_function("tools_call_bare", |b| b.to_async(&rt).iter(|| bare.tools_call()));
-        g.bench_function("tools_call_full_stack", |b| {
-            b.to_async(&rt).iter(|| full.tools_call())
-        });
+        for (name, endpoint) in variants {
+            g.bench_function(format!("tools_list_{name}"), |b| {
+                b.to_async(&rt).iter(|| endpoint.tools_list())
+            });
+            g.bench_function(format!("tools_call_{name}"), |b| {
+                b.to_async(&rt).iter(|| endpoint.tools_call())
+            });
+        }
         g.finish();
         c.final_summary();
     }
 
     // `cargo test --benches` (no --bench): one short round, to check that it runs.
-    let (rounds, per_slice) = if bench { (31, 300) } else { (1, 5) };
-    rt.block_on(interleaved(&bare, &full, rounds, per_slice));
+    let (rounds, per_slice) = if bench { (30, 300) } else { (1, 5) };
+    rt.block_on(interleaved(&variants, rounds, per_slice));
 }
 
 /// Mean time of one request over `n` in a row.
@@ -199,40 +255,44 @@ async fn slice(n: u32, endpoint: &Endpoint, list: bool) -> Duration {
     start.elapsed() / n
 }
 
-async fn interleaved(bare: &Endpoint, full: &Endpoint, rounds: usize, n: u32) {
+async fn interleaved(variants: &[(&str, &Endpoint); 3], rounds: usize, n: u32) {
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    println!("\ninterleaved, {rounds} rounds of {n} requests per variant, one keep-alive client:");
-    println!("| request | bare rmcp (µs, median) | full stack (µs, median) | full / bare (median of per-round ratios) | added (µs, median of per-round differences) |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("\ninterleaved, {rounds} rounds of {n} requests per variant, one keep-alive client each:");
+    println!(
+        "| request | bare rmcp (µs) | auth layers (µs) | whole example composition (µs) | auth / bare | whole / bare |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for list in [true, false] {
-        slice(n, bare, list).await; // warm-up
-        slice(n, full, list).await;
-        let (mut b, mut f, mut ratio, mut added) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (_, endpoint) in variants {
+            slice(n, endpoint, list).await; // warm-up
+        }
+        let mut times: [Vec<f64>; 3] = Default::default();
+        let mut ratios: [Vec<f64>; 2] = Default::default();
         for round in 0..rounds {
-            // Bare first in even rounds, full first in odd ones.
-            let (x, y) = if round % 2 == 0 {
-                let x = slice(n, bare, list).await;
-                (x, slice(n, full, list).await)
-            } else {
-                let y = slice(n, full, list).await;
-                (slice(n, bare, list).await, y)
-            };
-            let (x, y) = (x.as_secs_f64() * 1e6, y.as_secs_f64() * 1e6);
-            b.push(x);
-            f.push(y);
-            ratio.push(y / x);
-            added.push(y - x);
+            // Each variant goes first, second and third in turn.
+            let mut this = [0.0; 3];
+            for k in 0..3 {
+                let i = (round + k) % 3;
+                this[i] = slice(n, variants[i].1, list).await.as_secs_f64() * 1e6;
+            }
+            for i in 0..3 {
+                times[i].push(this[i]);
+            }
+            ratios[0].push(this[1] / this[0]);
+            ratios[1].push(this[2] / this[0]);
         }
         println!(
-            "| `{}` | {:.1} | {:.1} | {:.3} | {:.1} |",
+            "| `{}` | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} |",
             if list { "tools/list" } else { "tools/call add" },
-            median(&mut b),
-            median(&mut f),
-            median(&mut ratio),
-            median(&mut added),
+            median(&mut times[0]),
+            median(&mut times[1]),
+            median(&mut times[2]),
+            median(&mut ratios[0]),
+            median(&mut ratios[1]),
         );
     }
+    println!("(medians over the rounds; the ratios are medians of the per-round ratios)");
 }
