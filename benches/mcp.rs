@@ -1,16 +1,18 @@
-//! A whole MCP request over HTTP: `tools/list` and `tools/call` in three variants of the same
-//! rmcp service with the same calculator:
+//! A whole MCP request over HTTP: `tools/list` and `tools/call` against the same rmcp calculator,
+//! with the auth layers added one step at a time:
 //!
 //! - `bare`: nothing in front of rmcp;
-//! - `auth`: the auth layers only, as the README's composition stacks them: `BearerAuth` (cache
-//!   hit), `RequireScope`, `SessionBinding`, `ToolContext`, and the handler wrapped in
-//!   `ContextFiltered`;
-//! - `full`: the example server's whole composition (`examples/server/app.rs` `mcp_app`: the
-//!   auth layers plus trace, CORS, body limit, timeout, Origin check, sensitive headers).
+//! - `bearer`: `BearerAuth` (a cache hit) and `RequireScope`;
+//! - `session`: and `SessionBinding`;
+//! - `auth`: and `ToolContext`, the handler wrapped in `ContextFiltered`: the whole auth stack as the
+//!   README's composition stacks it;
+//! - `whole`: the example server's whole composition (`examples/server/app.rs` `mcp_app`: the auth
+//!   stack plus trace, CORS, body limit, timeout, Origin check, sensitive headers).
 //!
 //! All are served by `a3_mcp_auth::serve` on loopback; one client (reqwest, one keep-alive
-//! connection each) sends one request at a time in an open MCP session, with the example's
-//! Prometheus recorder installed, as `cargo run --example server` runs.
+//! connection per variant) sends one request at a time in an open MCP session, with the example's
+//! Prometheus recorder installed as `cargo run --example server` installs it (`-- --no-recorder`
+//! leaves the metrics facade without a recorder).
 //!
 //! `cargo bench --bench mcp` runs criterion for each variant, then an interleaved pass (the
 //! variants in turn, rotating which goes first, in one process, so the shared VM's speed swings
@@ -135,15 +137,37 @@ async fn bind() -> (tokio::net::TcpListener, String) {
     (listener, url)
 }
 
-/// The variants, served and each with an open session.
-struct Endpoints {
+/// The variants, served and each with an open session, from bare to the whole composition.
+struct Variants {
     _issuer: TestIssuer,
-    bare: Endpoint,
-    auth: Endpoint,
-    full: Endpoint,
+    list: Vec<(&'static str, Endpoint)>,
 }
 
-async fn endpoints() -> Endpoints {
+/// An rmcp service with the calculator, `filtered` or not.
+fn calculator(filtered: bool) -> Router {
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(["127.0.0.1"])
+        .with_legacy_session_mode(true);
+    let sessions = Arc::new(LocalSessionManager::default());
+    let service = if filtered {
+        Router::new().route_service(
+            "/mcp",
+            StreamableHttpService::new(
+                || Ok(ContextFiltered::new(Calculator::default())),
+                sessions,
+                config,
+            ),
+        )
+    } else {
+        Router::new().route_service(
+            "/mcp",
+            StreamableHttpService::new(|| Ok(Calculator::default()), sessions, config),
+        )
+    };
+    service
+}
+
+async fn variants() -> Variants {
     let issuer = TestIssuer::start().await;
     // John's token: `operation=addition` shows `add`; verified once, then a cache hit. One
     // audience for all variants (the listeners differ only by port).
@@ -160,47 +184,42 @@ async fn endpoints() -> Endpoints {
         .resource_uri(&full_url)
         .build()
         .unwrap();
-    let rmcp_config = || {
-        StreamableHttpServerConfig::default()
-            .with_allowed_hosts(["127.0.0.1"])
-            .with_legacy_session_mode(true)
-    };
-
     let verifier = a3_mcp_auth::JwtVerifier::from_config(&config).await.unwrap();
+    let challenge = ProtectedResourceMetadata::new(&full_url).unwrap().challenge();
+    let bearer = || {
+        ServiceBuilder::new()
+            .layer(BearerAuthLayer::new(verifier.clone(), challenge.clone()))
+            .layer(RequireScopeLayer::new(["mcp:call"], challenge.clone()))
+    };
+    let tool_context =
+        || ToolContextLayer::new(calculator_policy(), challenge.clone()).with_base_scopes(["mcp:call"]);
+
+    let apps = [
+        ("bare", calculator(false)),
+        ("bearer", calculator(false).layer(bearer())),
+        (
+            "session",
+            calculator(false).layer(bearer().layer(SessionBindingLayer::new())),
+        ),
+        (
+            "auth",
+            calculator(true).layer(bearer().layer(SessionBindingLayer::new()).layer(tool_context())),
+        ),
+    ];
+    let mut list = Vec::new();
+    for (name, app) in apps {
+        let (listener, url) = bind().await;
+        serve(listener, app);
+        list.push((name, Endpoint::open(url, token.clone()).await));
+    }
     serve(
         full_listener,
-        mcp_app(verifier.clone(), &McpSettings::new(&config)).unwrap(),
+        mcp_app(verifier, &McpSettings::new(&config)).unwrap(),
     );
-    let full = Endpoint::open(full_url.clone(), token.clone()).await;
-
-    let (listener, url) = bind().await;
-    let challenge = ProtectedResourceMetadata::new(&full_url).unwrap().challenge();
-    let auth = ServiceBuilder::new()
-        .layer(BearerAuthLayer::new(verifier, challenge.clone()))
-        .layer(RequireScopeLayer::new(["mcp:call"], challenge.clone()))
-        .layer(SessionBindingLayer::new())
-        .layer(ToolContextLayer::new(calculator_policy(), challenge).with_base_scopes(["mcp:call"]))
-        .service(StreamableHttpService::new(
-            || Ok(ContextFiltered::new(Calculator::default())),
-            Arc::new(LocalSessionManager::default()),
-            rmcp_config(),
-        ));
-    serve(listener, Router::new().route_service("/mcp", auth));
-    let auth = Endpoint::open(url, token.clone()).await;
-
-    let (listener, url) = bind().await;
-    let bare = StreamableHttpService::new(
-        || Ok(Calculator::default()),
-        Arc::new(LocalSessionManager::default()),
-        rmcp_config(),
-    );
-    serve(listener, Router::new().route_service("/mcp", bare));
-    let bare = Endpoint::open(url, token).await;
-    Endpoints {
+    list.push(("whole", Endpoint::open(full_url, token).await));
+    Variants {
         _issuer: issuer,
-        bare,
-        auth,
-        full,
+        list,
     }
 }
 
@@ -212,20 +231,19 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let endpoints = rt.block_on(async {
-        let _metrics = app::install_metrics().unwrap();
-        endpoints().await
+    // `-- --no-recorder`: the metrics facade without a recorder (every metric a no-op).
+    let recorder = !std::env::args().any(|a| a == "--no-recorder");
+    let variants = rt.block_on(async {
+        if recorder {
+            app::install_metrics().unwrap();
+        }
+        variants().await
     });
-    let variants = [
-        ("bare", &endpoints.bare),
-        ("auth", &endpoints.auth),
-        ("full", &endpoints.full),
-    ];
 
     if !interleaved_only {
         let mut c = Criterion::default().configure_from_args().without_plots();
         let mut g = c.benchmark_group("mcp");
-        for (name, endpoint) in variants {
+        for (name, endpoint) in &variants.list {
             g.bench_function(format!("tools_list_{name}"), |b| {
                 b.to_async(&rt).iter(|| endpoint.tools_list())
             });
@@ -239,7 +257,7 @@ fn main() {
 
     // `cargo test --benches` (no --bench): one short round, to check that it runs.
     let (rounds, per_slice) = if bench { (30, 300) } else { (1, 5) };
-    rt.block_on(interleaved(&variants, rounds, per_slice));
+    rt.block_on(interleaved(&variants.list, rounds, per_slice));
 }
 
 /// Mean time of one request over `n` in a row.
@@ -255,43 +273,48 @@ async fn slice(n: u32, endpoint: &Endpoint, list: bool) -> Duration {
     start.elapsed() / n
 }
 
-async fn interleaved(variants: &[(&str, &Endpoint); 3], rounds: usize, n: u32) {
+async fn interleaved(variants: &[(&str, Endpoint)], rounds: usize, n: u32) {
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    let count = variants.len();
     println!("\ninterleaved, {rounds} rounds of {n} requests per variant, one keep-alive client each:");
+    let names: Vec<&str> = variants.iter().map(|(name, _)| *name).collect();
     println!(
-        "| request | bare rmcp (µs) | auth layers (µs) | whole example composition (µs) | auth / bare | whole / bare |"
+        "| request | {} (µs) | {} (÷ bare) |",
+        names.join(" (µs) | "),
+        names[1..].join(" (÷ bare) | ")
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|{}", "---:|".repeat(2 * count - 1));
     for list in [true, false] {
         for (_, endpoint) in variants {
             slice(n, endpoint, list).await; // warm-up
         }
-        let mut times: [Vec<f64>; 3] = Default::default();
-        let mut ratios: [Vec<f64>; 2] = Default::default();
+        let mut times = vec![Vec::new(); count];
+        let mut ratios = vec![Vec::new(); count];
         for round in 0..rounds {
-            // Each variant goes first, second and third in turn.
-            let mut this = [0.0; 3];
-            for k in 0..3 {
-                let i = (round + k) % 3;
-                this[i] = slice(n, variants[i].1, list).await.as_secs_f64() * 1e6;
+            // Each variant goes first in turn.
+            let mut this = vec![0.0; count];
+            for k in 0..count {
+                let i = (round + k) % count;
+                this[i] = slice(n, &variants[i].1, list).await.as_secs_f64() * 1e6;
             }
-            for i in 0..3 {
+            for i in 0..count {
                 times[i].push(this[i]);
+                ratios[i].push(this[i] / this[0]);
             }
-            ratios[0].push(this[1] / this[0]);
-            ratios[1].push(this[2] / this[0]);
         }
+        let times: Vec<String> = times.iter_mut().map(|t| format!("{:.1}", median(t))).collect();
+        let ratios: Vec<String> = ratios[1..]
+            .iter_mut()
+            .map(|r| format!("{:.3}", median(r)))
+            .collect();
         println!(
-            "| `{}` | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} |",
+            "| `{}` | {} | {} |",
             if list { "tools/list" } else { "tools/call add" },
-            median(&mut times[0]),
-            median(&mut times[1]),
-            median(&mut times[2]),
-            median(&mut ratios[0]),
-            median(&mut ratios[1]),
+            times.join(" | "),
+            ratios.join(" | ")
         );
     }
     println!("(medians over the rounds; the ratios are medians of the per-round ratios)");
