@@ -149,7 +149,7 @@ fn calculator(filtered: bool) -> Router {
         .with_allowed_hosts(["127.0.0.1"])
         .with_legacy_session_mode(true);
     let sessions = Arc::new(LocalSessionManager::default());
-    let service = if filtered {
+    if filtered {
         Router::new().route_service(
             "/mcp",
             StreamableHttpService::new(
@@ -163,8 +163,7 @@ fn calculator(filtered: bool) -> Router {
             "/mcp",
             StreamableHttpService::new(|| Ok(Calculator::default()), sessions, config),
         )
-    };
-    service
+    }
 }
 
 async fn variants() -> Variants {
