@@ -24,7 +24,7 @@
 //! | `admin` | INFO | `done`, `failed` | `operation`, and `subject`, `client_id`, `grant_id` as they apply |
 //!
 //! Refusals that anyone can cause without signing in (invalid or rate-limited registrations,
-//! forged consent posts) are counted in [`metrics`](crate::metrics) instead: an event each would
+//! forged consent posts) are counted in [`metrics`] instead: an event each would
 //! let an anonymous caller fill the log.
 //!
 //! ```
