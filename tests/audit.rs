@@ -141,19 +141,6 @@ async fn sign_in(server: &Server, user: &str, decision: &str) -> SignIn {
     }
 }
 
-async fn refresh(server: &Server, client_id: &str, refresh_token: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{}/token", server.url))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", client_id),
-            ("refresh_token", refresh_token),
-        ])
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_audit_event_per_decision_and_no_secret_in_any_event() {
     let capture = Capture::default();
@@ -265,15 +252,15 @@ async fn one_audit_event_per_decision_and_no_secret_in_any_event() {
     );
 
     // Refresh twice (rotation), then the first refresh token again: reuse ends the grant.
-    let r = refresh(&server, c1, &rt1).await;
+    let r = refresh_at(&server.url, c1, &rt1).await;
     assert_eq!(r.status(), 200);
     let t2: Value = r.json().await.unwrap();
     let rt2 = t2["refresh_token"].as_str().unwrap().to_owned();
     secrets.extend([t2["access_token"].as_str().unwrap().to_owned(), rt2.clone()]);
-    let r = refresh(&server, c1, &rt2).await;
+    let r = refresh_at(&server.url, c1, &rt2).await;
     let t3: Value = r.json().await.unwrap();
     secrets.extend(["access_token", "refresh_token"].map(|k| t3[k].as_str().unwrap().to_owned()));
-    assert_eq!(refresh(&server, c1, &rt1).await.status(), 400);
+    assert_eq!(refresh_at(&server.url, c1, &rt1).await.status(), 400);
     let refreshed = capture.audit("grant_refreshed");
     assert_eq!(refreshed.len(), 2, "one event per rotation");
     for event in &refreshed {

@@ -198,19 +198,6 @@ async fn code_at(url: &str, user: &str) -> (String, String, String) {
     (id, query_param(&back, "code").unwrap(), verifier)
 }
 
-async fn refresh(url: &str, client_id: &str, refresh_token: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{url}/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", client_id),
-            ("refresh_token", refresh_token),
-        ])
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_through_a_whole_host_flow() {
     let Some(binary) = example_server() else { return };
@@ -269,12 +256,12 @@ async fn metrics_move_through_a_whole_host_flow() {
 
     // Two rotations, then the first refresh token again: reuse, the grant ends.
     let rt1 = tokens["refresh_token"].as_str().unwrap();
-    let r = refresh(&url, &id, rt1).await;
+    let r = refresh_at(&url, &id, rt1).await;
     assert_eq!(r.status(), 200);
     let rt2: Value = r.json().await.unwrap();
-    let r = refresh(&url, &id, rt2["refresh_token"].as_str().unwrap()).await;
+    let r = refresh_at(&url, &id, rt2["refresh_token"].as_str().unwrap()).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(refresh(&url, &id, rt1).await.status(), 400);
+    assert_eq!(refresh_at(&url, &id, rt1).await.status(), 400);
 
     // Another sign-in whose code is replayed: the grant ends.
     let (id2, code2, verifier2) = code_at(&url, "johndoe@test.com").await;

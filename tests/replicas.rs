@@ -323,19 +323,6 @@ async fn status_url(base: &str, token: &str) -> u16 {
         .as_u16()
 }
 
-async fn refresh_at(url: &str, client_id: &str, refresh_token: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{url}/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", client_id),
-            ("refresh_token", refresh_token),
-        ])
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_flow_with_every_hop_on_another_replica() {
     let Some(d) = Deployment::start(3, Duration::from_secs(3600)).await else {

@@ -382,3 +382,17 @@ pub async fn mcp_list_status(server: &Server, token: &str, session: &str) -> u16
     .await
     .0
 }
+
+/// A refresh-token grant at the bridge at `url` (its public URL): the host's `POST /token`.
+pub async fn refresh_at(url: &str, client_id: &str, refresh_token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{url}/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id),
+            ("refresh_token", refresh_token),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
