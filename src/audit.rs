@@ -16,7 +16,7 @@
 //! | `confirmation` | INFO | `allow`, `deny` | `subject`, `client_id` |
 //! | `grant_issued` | INFO | `issued` | `subject`, `client_id`, `grant_id`, `scope` |
 //! | `grant_refreshed` | INFO | `refreshed` | `subject`, `client_id`, `grant_id` |
-//! | `grant_revoked` | INFO | `revoked` | `subject`, `client_id`, `grant_id`, `reason`: `client_revoked`, `code_replay`, `code_wrong_client`, `refresh_reuse`, `user_grant_limit`, `upstream_refused`, `upstream_token_rejected`, `admin` |
+//! | `grant_revoked` | INFO | `revoked` | `subject`, `client_id`, `grant_id`, `reason`: `client_revoked`, `code_replay`, `code_wrong_client`, `refresh_reuse`, `user_grant_limit`, `replaced` (a new sign-in to the same client and redirect URI), `upstream_refused`, `upstream_token_rejected`, `admin` |
 //! | `code_replay` | WARN | `refused` | `client_id`, `grant_id` |
 //! | `refresh_token_reuse` | WARN | `refused` | `client_id`, `grant_id` |
 //! | `call_refused` | INFO | `refused` | `subject`, `client_id`, `kind` (`tool`, `prompt`, `resource`), `name`, `reason` (`hidden`, `insufficient_scope`) |
@@ -56,6 +56,8 @@ pub(crate) enum Revocation {
     RefreshReuse,
     /// Its user signed in with more clients than allowed; it was the least recently used.
     UserGrantLimit,
+    /// Its user signed in again to the same client and redirect URI: the new grant replaces it.
+    Replaced,
     /// A3 refused to refresh its tokens.
     UpstreamRefused,
     /// A3 refreshed to a token this resource does not accept, or for another user.
@@ -73,6 +75,7 @@ impl Revocation {
             Revocation::CodeWrongClient => "code_wrong_client",
             Revocation::RefreshReuse => "refresh_reuse",
             Revocation::UserGrantLimit => "user_grant_limit",
+            Revocation::Replaced => "replaced",
             Revocation::UpstreamRefused => "upstream_refused",
             Revocation::UpstreamTokenRejected => "upstream_token_rejected",
             Revocation::Admin => "admin",

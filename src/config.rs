@@ -39,6 +39,10 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
 /// | `STORE_PREFIX` | the prefix of every key in the shared store | `a3mcp:` |
 /// | `TOKEN_ENCRYPTION_KEY` | base64 of 32 bytes: seals A3's tokens at rest, signs the bridge's cookies; required with `STORE_URL` | generated into `{STORE_PATH}.key` (mode 0600) |
 /// | `ADMIN_ADDR` | the admin listener (`/metrics`), a loopback address and port | `127.0.0.1:9464` |
+/// | `CIMD_ENABLED` | hosts may identify by a Client ID Metadata Document URL (`true`/`false`) | `true` |
+/// | `CIMD_ALLOWED_HOSTS` | space-separated host names whose metadata documents are accepted | any host |
+/// | `CIMD_ALLOW_LOOPBACK` | development and tests only: also fetch documents from loopback addresses (`http://127.0.0.1:<port>/…` too) | `false` |
+/// | `DCR_ENABLED` | hosts may register dynamically at `/register` (`true`/`false`) | `true` |
 ///
 /// ```
 /// use a3_mcp_auth::A3Config;
@@ -66,6 +70,74 @@ pub struct A3Config {
     store_prefix: Option<String>,
     token_encryption_key: Option<String>,
     admin_addr: SocketAddr,
+    client_registration: ClientRegistration,
+}
+
+/// How MCP hosts may identify themselves to the DCR bridge: the `CIMD_*` and `DCR_*` variables.
+///
+/// ```
+/// use a3_mcp_auth::A3Config;
+///
+/// let config = A3Config::builder()
+///     .issuer_path("env-1")
+///     .cimd_allowed_hosts(["vscode.dev", "claude.ai"])
+///     .dcr_enabled(false)
+///     .build()
+///     .unwrap();
+/// let policy = config.client_registration();
+/// assert!(policy.cimd_enabled() && !policy.dcr_enabled());
+/// assert!(policy.cimd_host_allowed("vscode.dev"));
+/// assert!(!policy.cimd_host_allowed("evil.example"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRegistration {
+    cimd_enabled: bool,
+    cimd_allowed_hosts: Option<Vec<String>>,
+    cimd_allow_loopback: bool,
+    dcr_enabled: bool,
+}
+
+impl Default for ClientRegistration {
+    fn default() -> Self {
+        ClientRegistration {
+            cimd_enabled: true,
+            cimd_allowed_hosts: None,
+            cimd_allow_loopback: false,
+            dcr_enabled: true,
+        }
+    }
+}
+
+impl ClientRegistration {
+    /// Whether hosts may use a Client ID Metadata Document URL as their client id
+    /// (`CIMD_ENABLED`, default `true`).
+    pub fn cimd_enabled(&self) -> bool {
+        self.cimd_enabled
+    }
+
+    /// The hosts whose metadata documents are accepted (`CIMD_ALLOWED_HOSTS`); `None`: any host.
+    pub fn cimd_allowed_hosts(&self) -> Option<&[String]> {
+        self.cimd_allowed_hosts.as_deref()
+    }
+
+    /// Whether the document of a client id on `host` (a host name as in the URL, lowercase
+    /// ASCII) may be fetched under `CIMD_ALLOWED_HOSTS`.
+    pub fn cimd_host_allowed(&self, host: &str) -> bool {
+        self.cimd_allowed_hosts
+            .as_ref()
+            .is_none_or(|hosts| hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
+    }
+
+    /// Whether documents may also be fetched from loopback addresses (`CIMD_ALLOW_LOOPBACK`,
+    /// default `false`): for development and tests only.
+    pub fn cimd_allow_loopback(&self) -> bool {
+        self.cimd_allow_loopback
+    }
+
+    /// Whether hosts may register dynamically (`DCR_ENABLED`, default `true`).
+    pub fn dcr_enabled(&self) -> bool {
+        self.dcr_enabled
+    }
 }
 
 impl fmt::Debug for A3Config {
@@ -82,6 +154,7 @@ impl fmt::Debug for A3Config {
             .field("store_prefix", &self.store_prefix)
             .field("token_encryption_key", &redacted(&self.token_encryption_key))
             .field("admin_addr", &self.admin_addr)
+            .field("client_registration", &self.client_registration)
             .finish()
     }
 }
@@ -208,6 +281,11 @@ impl A3Config {
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
     }
+
+    /// How hosts may identify themselves to the DCR bridge (`CIMD_*`, `DCR_ENABLED`).
+    pub fn client_registration(&self) -> &ClientRegistration {
+        &self.client_registration
+    }
 }
 
 /// Builder for [`A3Config`]; every value can be set from code.
@@ -225,6 +303,10 @@ pub struct A3ConfigBuilder {
     store_prefix: Option<String>,
     token_encryption_key: Option<String>,
     admin_addr: Option<String>,
+    cimd_enabled: Option<String>,
+    cimd_allowed_hosts: Option<String>,
+    cimd_allow_loopback: Option<String>,
+    dcr_enabled: Option<String>,
 }
 
 impl fmt::Debug for A3ConfigBuilder {
@@ -242,6 +324,10 @@ impl fmt::Debug for A3ConfigBuilder {
             .field("store_prefix", &self.store_prefix)
             .field("token_encryption_key", &redacted(&self.token_encryption_key))
             .field("admin_addr", &self.admin_addr)
+            .field("cimd_enabled", &self.cimd_enabled)
+            .field("cimd_allowed_hosts", &self.cimd_allowed_hosts)
+            .field("cimd_allow_loopback", &self.cimd_allow_loopback)
+            .field("dcr_enabled", &self.dcr_enabled)
             .finish()
     }
 }
@@ -300,6 +386,10 @@ impl A3ConfigBuilder {
             store_prefix: var("STORE_PREFIX"),
             token_encryption_key: var("TOKEN_ENCRYPTION_KEY"),
             admin_addr: var("ADMIN_ADDR"),
+            cimd_enabled: var("CIMD_ENABLED"),
+            cimd_allowed_hosts: var("CIMD_ALLOWED_HOSTS"),
+            cimd_allow_loopback: var("CIMD_ALLOW_LOOPBACK"),
+            dcr_enabled: var("DCR_ENABLED"),
         }
     }
 
@@ -373,6 +463,33 @@ impl A3ConfigBuilder {
     /// The admin listener's address (`ADMIN_ADDR`), e.g. `127.0.0.1:9464`; port 0 picks one.
     pub fn admin_addr(mut self, addr: impl Into<String>) -> Self {
         self.admin_addr = Some(addr.into());
+        self
+    }
+
+    /// Whether hosts may identify by a Client ID Metadata Document URL (`CIMD_ENABLED`).
+    pub fn cimd_enabled(mut self, enabled: bool) -> Self {
+        self.cimd_enabled = Some(enabled.to_string());
+        self
+    }
+
+    /// Accept metadata documents from these hosts only (`CIMD_ALLOWED_HOSTS`, e.g.
+    /// `vscode.dev claude.ai`).
+    pub fn cimd_allowed_hosts<I: IntoIterator<Item = T>, T: Into<String>>(mut self, hosts: I) -> Self {
+        let hosts: Vec<String> = hosts.into_iter().map(Into::into).collect();
+        self.cimd_allowed_hosts = Some(hosts.join(" "));
+        self
+    }
+
+    /// Development and tests only: also fetch metadata documents from loopback addresses,
+    /// `http://127.0.0.1:<port>/…` and `http://[::1]:<port>/…` included (`CIMD_ALLOW_LOOPBACK`).
+    pub fn cimd_allow_loopback(mut self, allow: bool) -> Self {
+        self.cimd_allow_loopback = Some(allow.to_string());
+        self
+    }
+
+    /// Whether hosts may register dynamically at `/register` (`DCR_ENABLED`).
+    pub fn dcr_enabled(mut self, enabled: bool) -> Self {
+        self.dcr_enabled = Some(enabled.to_string());
         self
     }
 
@@ -454,7 +571,25 @@ impl A3ConfigBuilder {
                 reason: "must be a loopback address: the admin listener asks for no credentials".into(),
             });
         }
+        let client_registration = ClientRegistration {
+            cimd_enabled: flag("CIMD_ENABLED", self.cimd_enabled.as_deref(), true)?,
+            cimd_allowed_hosts: self
+                .cimd_allowed_hosts
+                .as_deref()
+                .map(allowed_hosts)
+                .transpose()?,
+            cimd_allow_loopback: flag("CIMD_ALLOW_LOOPBACK", self.cimd_allow_loopback.as_deref(), false)?,
+            dcr_enabled: flag("DCR_ENABLED", self.dcr_enabled.as_deref(), true)?,
+        };
+        if !client_registration.cimd_enabled && !client_registration.dcr_enabled {
+            return Err(ConfigError::Invalid {
+                name: "DCR_ENABLED",
+                reason: "with CIMD_ENABLED=false too, MCP hosts would have no way to identify themselves"
+                    .into(),
+            });
+        }
         Ok(A3Config {
+            client_registration,
             issuer,
             resource_uri,
             client_id: self.client_id,
@@ -468,6 +603,43 @@ impl A3ConfigBuilder {
             admin_addr,
         })
     }
+}
+
+/// A boolean variable: `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`, `default` when unset.
+fn flag(name: &'static str, value: Option<&str>, default: bool) -> Result<bool, ConfigError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(_) => Err(ConfigError::Invalid {
+            name,
+            reason: "expected true or false".into(),
+        }),
+    }
+}
+
+/// `CIMD_ALLOWED_HOSTS`: host names (no scheme, port or path), lowercase.
+fn allowed_hosts(value: &str) -> Result<Vec<String>, ConfigError> {
+    let hosts: Vec<String> = value
+        .split_whitespace()
+        .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    for host in &hosts {
+        let parsed = url::Host::parse(host).ok();
+        if parsed.is_none_or(|p| p.to_string() != *host) {
+            return Err(ConfigError::Invalid {
+                name: "CIMD_ALLOWED_HOSTS",
+                reason: format!("{host:?} is not a host name (write vscode.dev, not https://vscode.dev/)"),
+            });
+        }
+    }
+    if hosts.is_empty() {
+        return Err(ConfigError::Invalid {
+            name: "CIMD_ALLOWED_HOSTS",
+            reason: "empty; leave it unset to accept any host, or set CIMD_ENABLED=false".into(),
+        });
+    }
+    Ok(hosts)
 }
 
 /// `PUBLIC_URL` as an origin: https, or http on loopback, without path, query or user info.
@@ -638,6 +810,47 @@ mod tests {
         assert_eq!(ok.admin_addr().to_string(), "[::1]:0");
         let err = build(&[("ISSUER_PATH", "x"), ("TOKEN_ENCRYPTION_KEY", "not-the-key-!")]).unwrap_err();
         assert!(!err.to_string().contains("not-the-key"), "{err}");
+    }
+
+    #[test]
+    fn client_registration_variables() {
+        let c = build(&[("ISSUER_PATH", "x")]).unwrap();
+        assert_eq!(c.client_registration(), &ClientRegistration::default());
+        assert!(c.client_registration().cimd_enabled() && c.client_registration().dcr_enabled());
+        assert!(!c.client_registration().cimd_allow_loopback());
+        assert!(c.client_registration().cimd_host_allowed("anything.example"));
+        let c = build(&[
+            ("ISSUER_PATH", "x"),
+            ("CIMD_ALLOWED_HOSTS", "vscode.dev  Claude.AI"),
+            ("CIMD_ALLOW_LOOPBACK", "1"),
+            ("DCR_ENABLED", "off"),
+        ])
+        .unwrap();
+        let r = c.client_registration();
+        assert_eq!(r.cimd_allowed_hosts().unwrap(), ["vscode.dev", "claude.ai"]);
+        assert!(r.cimd_host_allowed("claude.ai") && !r.cimd_host_allowed("insiders.vscode.dev"));
+        assert!(r.cimd_allow_loopback() && !r.dcr_enabled());
+        let name = |vars: &[(&str, &str)]| {
+            let mut all = vec![("ISSUER_PATH", "x")];
+            all.extend_from_slice(vars);
+            match build(&all).unwrap_err() {
+                ConfigError::Invalid { name, .. } | ConfigError::Missing(name) => name,
+            }
+        };
+        assert_eq!(name(&[("CIMD_ENABLED", "maybe")]), "CIMD_ENABLED");
+        assert_eq!(name(&[("CIMD_ALLOW_LOOPBACK", "2")]), "CIMD_ALLOW_LOOPBACK");
+        assert_eq!(
+            name(&[("CIMD_ALLOWED_HOSTS", "https://vscode.dev/")]),
+            "CIMD_ALLOWED_HOSTS"
+        );
+        assert_eq!(
+            name(&[("CIMD_ALLOWED_HOSTS", "vscode.dev:443")]),
+            "CIMD_ALLOWED_HOSTS"
+        );
+        assert_eq!(
+            name(&[("CIMD_ENABLED", "false"), ("DCR_ENABLED", "false")]),
+            "DCR_ENABLED"
+        );
     }
 
     #[test]

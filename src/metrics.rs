@@ -18,7 +18,7 @@
 //! | `a3mcp_upstream_request_duration_seconds` | histogram | `endpoint` |
 //! | `a3mcp_store_operations_total` | counter | `operation`: `get`, `put`, `take`, `delete`, `count`, `purge_expired`, `index_put`, `index_remove`, `index_members`, `lock`, `unlock`; `outcome`: `ok`, `error` |
 //! | `a3mcp_store_operation_duration_seconds` | histogram | `operation` |
-//! | `a3mcp_registrations_total` | counter | `outcome`: `registered`, `rate_limited`, `capacity`, `invalid_client_metadata`, `invalid_redirect_uri`, `unsupported_media_type`, `unavailable` |
+//! | `a3mcp_registrations_total` | counter | `outcome`: `registered`, `rate_limited`, `capacity`, `invalid_client_metadata`, `invalid_redirect_uri`, `unsupported_media_type`, `unavailable`, `disabled` (`DCR_ENABLED=false`) |
 //! | `a3mcp_consents_total` | counter | `decision`: `approve`, `deny`, `refused` (a post that failed the CSRF, origin or expiry checks) |
 //! | `a3mcp_confirmations_total` | counter | `decision`: `allow`, `deny`, `refused` |
 //! | `a3mcp_token_requests_total` | counter | `grant_type`: `authorization_code`, `refresh_token`, `other`; `result`: `ok` or the RFC 6749 §5.2 error code |

@@ -55,6 +55,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
+mod network;
+pub use network::TestNetwork;
+
 use crate::jwks::JwksPolicy;
 use crate::jwt::JwtVerifier;
 

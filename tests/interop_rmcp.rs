@@ -134,14 +134,30 @@ async fn authorize(env: &Env, auth_url: &str, user: &str) -> String {
 
 /// rmcp does discovery, registration and PKCE; the headless user consents and signs in.
 async fn login(env: &Env, user: &str, scopes: &[&str]) -> AuthorizationManager {
+    login_as(env, user, scopes, None).await
+}
+
+/// [`login`], identifying by the Client ID Metadata Document at `document` if given.
+async fn login_as(env: &Env, user: &str, scopes: &[&str], document: Option<&str>) -> AuthorizationManager {
     let mut state = OAuthState::new(env.mcp.as_str(), None).await.unwrap();
     let mut request = AuthorizationRequest::new(HOST_REDIRECT).with_client_name("interop: rmcp host");
+    if let Some(url) = document {
+        request = request.with_client_metadata_url(url);
+    }
     if !scopes.is_empty() {
         request = request.with_scopes(scopes.iter().copied());
     }
     state.start_authorization(request).await.unwrap();
     let auth_url = state.get_authorization_url().await.unwrap();
     assert!(auth_url.starts_with(&env.server), "authorization at our server");
+    if let Some(url) = document {
+        let client_id = url::Url::parse(&auth_url)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "client_id")
+            .map(|(_, v)| v.into_owned());
+        assert_eq!(client_id.as_deref(), Some(url), "rmcp identified by its document");
+    }
     let back = authorize(env, &auth_url, user).await;
     assert!(back.starts_with(HOST_REDIRECT), "{back}");
     let iss = url::Url::parse(&back)
@@ -240,4 +256,18 @@ async fn refresh_upstream_after_expiry_and_ours_then_revoke() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(mcp_status_at(&env.mcp, &second).await, 401, "revoked");
+}
+
+#[tokio::test]
+#[ignore = "needs the servers interop/run starts (oidc-provider, the example server, the documents)"]
+async fn rmcp_identifies_by_its_client_metadata_document() {
+    let env = interop_env_or_fail!();
+    let base = std::env::var("INTEROP_CIMD_BASE").expect("INTEROP_CIMD_BASE");
+    let document = format!("{base}/rmcp/client.json");
+    let manager = login_as(&env, "janedoe@test.com", &[], Some(&document)).await;
+    manager.refresh_token().await.expect("our refresh_token grant");
+    let (names, results) = use_tools_at(&env.mcp, manager, &[("whoami", json!({}))]).await;
+    assert_eq!(names, ["add", "multiply", "whoami"]);
+    let who: Value = serde_json::from_str(results[0].as_ref().unwrap()).unwrap();
+    assert_eq!(who["client_id"], document.as_str());
 }

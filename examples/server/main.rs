@@ -11,6 +11,9 @@
 //! # several replicas (README "Running several replicas"): STORE_URL=redis://127.0.0.1:6379/0,
 //! #           STORE_PREFIX, TOKEN_ENCRYPTION_KEY (required then), PUBLIC_URL, MCP_STATELESS=1,
 //! #           BIND_ADDR=127.0.0.1:8001 (default: host and port of RESOURCE_URI)
+//! # how hosts identify themselves (README "Client ID Metadata Documents"): CIMD_ENABLED,
+//! #           CIMD_ALLOWED_HOSTS="vscode.dev claude.ai", DCR_ENABLED=false,
+//! #           CIMD_ALLOW_LOOPBACK=1 (development and tests only)
 //! # operations: ADMIN_ADDR=127.0.0.1:9464 (the admin listener: /metrics); /healthz and /readyz
 //! #           are on the main listener
 //!

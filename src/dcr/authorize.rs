@@ -13,14 +13,16 @@ use axum::Form;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::response::Response;
-use http::{HeaderMap, StatusCode, header};
+use http::{Extensions, HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::Inner;
+use super::cimd::Requester;
+use super::client::{self, Client, LookupError};
 use super::cookies::CSRF_COOKIE;
 use super::pages;
 use super::store::Namespace;
-use super::{Inner, RegisteredClient};
 use crate::audit;
 use crate::oauth::html::{error_page, escape_html, same_origin_post};
 use crate::oauth::pkce;
@@ -44,9 +46,8 @@ pub(crate) struct AuthorizeParams {
 }
 
 /// A request that passed every check.
-#[derive(Clone, Debug)]
 struct Validated {
-    client: RegisteredClient,
+    client: Client,
     redirect_uri: String,
     state: Option<String>,
     code_challenge: String,
@@ -58,7 +59,7 @@ impl Validated {
     /// A canonical digest of everything the user consents to.
     fn digest(&self) -> String {
         let canonical = serde_json::json!([
-            self.client.client_id,
+            self.client.metadata.client_id,
             self.redirect_uri,
             self.state,
             self.code_challenge,
@@ -106,6 +107,8 @@ pub(crate) struct Transaction {
 enum Failure {
     /// Cannot be sent to the client.
     Page(StatusCode, &'static str),
+    /// A client id that cannot be used, and why.
+    Refused(StatusCode, String),
     /// A malformed request from a known client with a registered redirect URI.
     Invalid {
         error: &'static str,
@@ -117,6 +120,7 @@ impl Failure {
     fn into_response(self) -> Response {
         match self {
             Failure::Page(status, message) => error_page(status, message),
+            Failure::Refused(status, message) => error_page(status, &message),
             Failure::Invalid { error, description } => error_page(
                 StatusCode::BAD_REQUEST,
                 &format!("The application sent an invalid request ({error}: {description})."),
@@ -140,23 +144,45 @@ pub(crate) fn error_redirect(
     redirect_with(redirect_uri, &params)
 }
 
-async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failure> {
-    let Some(client_id) = p.client_id.as_deref().filter(|c| !c.is_empty() && c.len() <= 256) else {
+async fn validate(inner: &Inner, p: &AuthorizeParams, requester: &Requester) -> Result<Validated, Failure> {
+    let Some(client_id) = p
+        .client_id
+        .as_deref()
+        .filter(|c| !c.is_empty() && c.len() <= 4096)
+    else {
         return Err(Failure::Page(
             StatusCode::BAD_REQUEST,
             "The request has no client_id.",
         ));
     };
-    let client: RegisteredClient = match inner.store.get_json(Namespace::Client, client_id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
+    let client = match client::lookup(inner, client_id, requester).await {
+        Ok(c) => c,
+        Err(LookupError::Unknown) => {
             return Err(Failure::Page(
                 StatusCode::BAD_REQUEST,
                 "This application is not registered with this server (or its registration expired). \
                  Remove the server's dynamic authentication provider in your application and connect again.",
             ));
         }
-        Err(e) => {
+        Err(LookupError::Refused(why)) => {
+            return Err(Failure::Refused(
+                StatusCode::BAD_REQUEST,
+                format!("This application's client id cannot be used with this server: {why}."),
+            ));
+        }
+        Err(LookupError::Unreachable(why)) => {
+            return Err(Failure::Refused(
+                StatusCode::BAD_GATEWAY,
+                format!("This application's metadata document could not be fetched: {why}. Try again later."),
+            ));
+        }
+        Err(LookupError::TooManyFetches) => {
+            return Err(Failure::Page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many applications' metadata documents were fetched for you lately. Try again in a minute.",
+            ));
+        }
+        Err(LookupError::Store(e)) => {
             tracing::error!(error = %e, "DCR store failure");
             return Err(Failure::Page(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -165,14 +191,14 @@ async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failu
         }
     };
     let redirect_uri = match p.redirect_uri.as_deref() {
-        Some(r) if client.allows_redirect(r) => r.to_owned(),
+        Some(r) if client.metadata.allows_redirect(r) => r.to_owned(),
         Some(_) => {
             return Err(Failure::Page(
                 StatusCode::BAD_REQUEST,
                 "The redirect URI is not registered for this application.",
             ));
         }
-        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+        None if client.metadata.redirect_uris.len() == 1 => client.metadata.redirect_uris[0].clone(),
         None => {
             return Err(Failure::Page(
                 StatusCode::BAD_REQUEST,
@@ -215,7 +241,11 @@ async fn validate(inner: &Inner, p: &AuthorizeParams) -> Result<Validated, Failu
         .split_ascii_whitespace()
         .collect::<Vec<_>>();
     let scope = if requested.is_empty() {
-        client.scope.clone().unwrap_or_else(|| inner.scopes.join(" "))
+        client
+            .metadata
+            .scope
+            .clone()
+            .unwrap_or_else(|| inner.scopes.join(" "))
     } else if requested.iter().all(|s| inner.scopes.iter().any(|o| o == s)) {
         let mut unique: Vec<&str> = Vec::new();
         for s in requested {
@@ -247,13 +277,14 @@ pub(crate) fn same_resource(given: &str, ours: &str) -> bool {
 
 pub(crate) async fn show(
     State(inner): State<Arc<Inner>>,
+    extensions: Extensions,
     headers: HeaderMap,
     query: Result<Query<AuthorizeParams>, QueryRejection>,
 ) -> Response {
     let Ok(Query(p)) = query else {
         return error_page(StatusCode::BAD_REQUEST, "The authorization request is malformed.");
     };
-    let v = match validate(&inner, &p).await {
+    let v = match validate(&inner, &p, &client::requester(&extensions, &headers)).await {
         Ok(v) => v,
         Err(f) => return f.into_response(),
     };
@@ -296,7 +327,7 @@ fn consent_page(inner: &Inner, v: &Validated, p: &AuthorizeParams, csrf_token: &
         None => String::new(),
     };
     let fields = [
-        hidden("client_id", Some(&v.client.client_id)),
+        hidden("client_id", Some(&v.client.metadata.client_id)),
         hidden("redirect_uri", Some(&v.redirect_uri)),
         hidden("response_type", Some("code")),
         hidden("code_challenge", Some(&v.code_challenge)),
@@ -319,6 +350,7 @@ fn consent_page(inner: &Inner, v: &Validated, p: &AuthorizeParams, csrf_token: &
 
 pub(crate) async fn decide(
     State(inner): State<Arc<Inner>>,
+    extensions: Extensions,
     headers: HeaderMap,
     form: Result<Form<AuthorizeParams>, FormRejection>,
 ) -> Response {
@@ -339,7 +371,7 @@ pub(crate) async fn decide(
             "The consent form expired or was submitted from another browser. Start again.",
         );
     };
-    let v = match validate(&inner, &p).await {
+    let v = match validate(&inner, &p, &client::requester(&extensions, &headers)).await {
         Ok(v) => v,
         Err(f) => return f.into_response(),
     };
@@ -364,7 +396,7 @@ pub(crate) async fn decide(
     match p.decision.as_deref() {
         Some("approve") => {}
         Some("deny") => {
-            audit::consent(&v.client.client_id, &v.scope, false);
+            audit::consent(&v.client.metadata.client_id, &v.scope, false);
             return error_redirect(
                 &v.redirect_uri,
                 v.state.as_deref(),
@@ -384,13 +416,13 @@ pub(crate) async fn decide(
             "This consent was already given. Start again from your application.",
         );
     }
-    audit::consent(&v.client.client_id, &v.scope, true);
+    audit::consent(&v.client.metadata.client_id, &v.scope, true);
     // Approved: only now is anything stored.
     let tx_id = crate::oauth::random_token();
     let (upstream_url, verifier) = inner.upstream.authorize_url(&tx_id, &v.scope, &v.resource);
     let tx = Transaction {
         request: HostRequest {
-            client_id: v.client.client_id.clone(),
+            client_id: v.client.metadata.client_id.clone(),
             redirect_uri: v.redirect_uri.clone(),
             state: v.state.clone(),
             code_challenge: v.code_challenge.clone(),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cimd::fetcher::Fetcher;
 use super::cookies::Cookies;
 use super::crypto::Keys;
 use super::rate_limit::RateLimiter;
@@ -58,6 +59,8 @@ pub struct DcrBridgeBuilder {
     limits: Limits,
     a3_verifier: Option<DynVerifier>,
     jwks_policy: JwksPolicy,
+    #[cfg(feature = "testing")]
+    test_network: Option<crate::testing::TestNetwork>,
 }
 
 impl std::fmt::Debug for DcrBridgeBuilder {
@@ -79,6 +82,8 @@ impl DcrBridgeBuilder {
             limits: Limits::default(),
             a3_verifier: None,
             jwks_policy: JwksPolicy::default(),
+            #[cfg(feature = "testing")]
+            test_network: None,
         }
     }
     /// The store (default: a [`RedbStore`] at the configuration's `STORE_PATH`, else
@@ -175,6 +180,32 @@ impl DcrBridgeBuilder {
     pub fn registration_rate_limit(mut self, burst: u32, refill: Duration) -> Self {
         self.limits.register_burst = burst.max(1);
         self.limits.register_refill = refill;
+        self
+    }
+
+    /// Most Client ID Metadata Documents (and recent fetch failures) kept in the store at once
+    /// (default 10 000). When the cache is full, a document not in it is fetched for each request
+    /// that needs it (under the fetch rate limit) until entries expire.
+    pub fn max_cached_documents(mut self, max: u64) -> Self {
+        self.limits.max_cached_documents = max;
+        self
+    }
+
+    /// Fetches of metadata documents not in the cache allowed per caller (address, and browser
+    /// origin within it, as for registrations): a burst of `burst`, then one per `refill`
+    /// (default 10, then one a minute). A document in the cache costs nothing.
+    pub fn metadata_fetch_rate_limit(mut self, burst: u32, refill: Duration) -> Self {
+        self.limits.metadata_fetch_burst = burst.max(1);
+        self.limits.metadata_fetch_refill = refill;
+        self
+    }
+
+    /// Tests only (feature `testing`): fetch metadata documents on `network` (its names, its
+    /// trusted roots, its connector that records every destination and reaches loopback only)
+    /// instead of the real one. See [`TestNetwork`](crate::testing::TestNetwork).
+    #[cfg(feature = "testing")]
+    pub fn test_network(mut self, network: crate::testing::TestNetwork) -> Self {
+        self.test_network = Some(network);
         self
     }
 
@@ -295,6 +326,32 @@ impl DcrBridgeBuilder {
         }
         let limits = self.limits;
         let cookies = Cookies::for_public_url(&issuer);
+        let client_registration = config.client_registration().clone();
+        let allow_loopback = client_registration.cimd_allow_loopback();
+        #[cfg(feature = "testing")]
+        let fetcher = match self.test_network {
+            Some(network) => network.fetcher(allow_loopback),
+            None => Fetcher::new(allow_loopback),
+        };
+        #[cfg(not(feature = "testing"))]
+        let fetcher = Fetcher::new(allow_loopback);
+        if client_registration.cimd_enabled() {
+            if allow_loopback {
+                tracing::warn!(
+                    "\n==============================================================================\n  \
+                     CIMD_ALLOW_LOOPBACK is on: client metadata documents are also fetched from\n  \
+                     LOOPBACK addresses (http://127.0.0.1:<port>/... included). For local\n  \
+                     development and tests only: never in production.\n\
+                     =============================================================================="
+                );
+            }
+            if let Some(e) = fetcher.tls_error() {
+                tracing::warn!(
+                    error = e,
+                    "no trusted CA certificates: URL client ids (CIMD) are not offered; hosts register instead"
+                );
+            }
+        }
         let inner = Arc::new(Inner {
             issuer,
             resource: config.resource_uri().to_owned(),
@@ -306,6 +363,12 @@ impl DcrBridgeBuilder {
             a3_verifier,
             a3_keys,
             register_limiter: RateLimiter::new(limits.register_burst, limits.register_refill),
+            metadata_fetch_limiter: RateLimiter::new(
+                limits.metadata_fetch_burst,
+                limits.metadata_fetch_refill,
+            ),
+            client_registration,
+            fetcher,
             cookies,
             used_consents: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::Response;
-use http::{HeaderMap, StatusCode, header};
+use http::{Extensions, HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
 use super::authorize::{HostRequest, Transaction, error_redirect};
@@ -19,7 +19,7 @@ use super::grant::{self, Grant};
 use super::store::Namespace;
 use super::token::CodeEntry;
 use super::upstream::UpstreamError;
-use super::{Inner, confirm, crypto};
+use super::{Inner, client, confirm, crypto};
 use crate::oauth::html::error_page;
 use crate::oauth::response::redirect_with;
 use crate::verifier::TokenVerifier;
@@ -34,6 +34,7 @@ pub(crate) struct CallbackParams {
 
 pub(crate) async fn callback(
     State(inner): State<Arc<Inner>>,
+    extensions: Extensions,
     headers: HeaderMap,
     query: Result<Query<CallbackParams>, QueryRejection>,
 ) -> Response {
@@ -41,7 +42,7 @@ pub(crate) async fn callback(
         return error_page(StatusCode::BAD_REQUEST, "The sign-in response is malformed.");
     };
     let state = p.state.clone().filter(|s| s.len() <= 256);
-    let mut response = handle(&inner, &headers, p).await;
+    let mut response = handle(&inner, &extensions, &headers, p).await;
     // The binding cookie is single use, whatever happened.
     if let Some(state) = state {
         let expired = inner.cookies.unbind_transaction(&state);
@@ -50,7 +51,7 @@ pub(crate) async fn callback(
     response
 }
 
-async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Response {
+async fn handle(inner: &Inner, extensions: &Extensions, headers: &HeaderMap, p: CallbackParams) -> Response {
     let Some(state) = p.state.as_deref().filter(|s| s.len() <= 256) else {
         return error_page(StatusCode::BAD_REQUEST, "The sign-in response has no state.");
     };
@@ -141,12 +142,14 @@ async fn handle(inner: &Inner, headers: &HeaderMap, p: CallbackParams) -> Respon
         scope: tx.request.scope.clone(),
         resource: tx.request.resource.clone(),
         upstream: Vec::new(),
+        redirect_uri: Some(tx.request.redirect_uri.clone()),
     };
     grant.seal(&inner.keys, &tokens);
     if inner.cookies.can_be_planted() {
         // Any page on this host could have planted the binding cookie checked above: the user
         // confirms, on a page only her browser received, which account goes to which client.
-        return confirm::ask(inner, tx.request, grant, &claims).await;
+        let requester = client::requester(extensions, headers);
+        return confirm::ask(inner, tx.request, grant, &claims, &requester).await;
     }
     issue_code(inner, &tx.request, &grant).await
 }

@@ -26,9 +26,11 @@ use serde_json::Value;
 
 use super::authorize::HostRequest;
 use super::callback::{issue_code, to_host};
+use super::cimd::Requester;
+use super::client::{self, LookupError};
 use super::grant::Grant;
 use super::store::Namespace;
-use super::{Inner, RegisteredClient, pages};
+use super::{Inner, pages};
 use crate::audit;
 use crate::claims::Claims;
 use crate::oauth::html::{error_page, same_origin_post};
@@ -65,28 +67,32 @@ fn discard(inner: &Inner, grant: &Grant) {
 }
 
 /// Keeps the finished sign-in pending and answers with the confirmation page.
-pub(crate) async fn ask(inner: &Inner, request: HostRequest, grant: Grant, claims: &Claims) -> Response {
-    let client = match inner
-        .store
-        .get_json::<RegisteredClient>(Namespace::Client, &request.client_id)
-        .await
-    {
-        Ok(Some(client)) => client,
-        Ok(None) => {
+pub(crate) async fn ask(
+    inner: &Inner,
+    request: HostRequest,
+    grant: Grant,
+    claims: &Claims,
+    requester: &Requester,
+) -> Response {
+    let client = match client::lookup(inner, &request.client_id, requester).await {
+        Ok(client) => client,
+        Err(LookupError::Unknown | LookupError::Refused(_)) => {
             discard(inner, &grant);
             return error_page(
                 StatusCode::BAD_REQUEST,
-                "This application's registration expired while you signed in. Connect it again.",
+                "This application's registration expired, or its metadata document is no longer accepted, while you signed in. Connect it again.",
             );
         }
         Err(e) => {
-            tracing::error!(error = %e, "DCR store failure");
+            if let LookupError::Store(e) = &e {
+                tracing::error!(error = %e, "DCR store failure");
+            }
             discard(inner, &grant);
             return to_host(
                 inner,
                 &request,
                 "temporarily_unavailable",
-                "storage is unavailable",
+                "the client's metadata or the storage is unavailable",
             );
         }
     };

@@ -28,6 +28,22 @@ pub(crate) struct Grant {
     pub resource: String,
     /// `UpstreamTokens` as JSON, sealed with the grant id as associated data.
     pub upstream: Vec<u8>,
+    /// Where the host received the code (absent in grants written by earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+}
+
+impl Grant {
+    /// Which install of a client the grant is for: the client and its redirect URI, a loopback
+    /// one without its port (a host moves to another port when its usual one is busy). Every
+    /// install of a host identified by a metadata document shares one client id.
+    fn install(&self) -> (&str, Option<String>) {
+        let redirect = self
+            .redirect_uri
+            .as_deref()
+            .map(|r| super::register::loopback_without_port(r).unwrap_or_else(|| r.to_owned()));
+        (&self.client_id, redirect)
+    }
 }
 
 impl Grant {
@@ -190,9 +206,10 @@ pub(crate) async fn put_grant_for(inner: &Inner, grant: &Grant, ttl: Duration) -
     put_grant(inner, grant, raw, crate::oauth::expiry_after(ttl)).await
 }
 
-/// Stores a grant just created at the callback (for `ttl`, until its code is redeemed), then
-/// keeps its user within [`max_grants_per_user`](super::DcrBridgeBuilder::max_grants_per_user)
-/// by revoking the user's least recently used other grants.
+/// Stores a grant just created at the callback (for `ttl`, until its code is redeemed); it
+/// replaces the user's grant to the same client and redirect URI, if any (revoked). Then keeps
+/// its user within [`max_grants_per_user`](super::DcrBridgeBuilder::max_grants_per_user) by
+/// revoking the user's least recently used other grants.
 pub(crate) async fn store_new_grant(inner: &Inner, grant: &Grant, ttl: Duration) -> Result<(), StoreError> {
     put_grant_for(inner, grant, ttl).await?;
     let Some(subject) = &grant.subject else {
@@ -202,9 +219,26 @@ pub(crate) async fn store_new_grant(inner: &Inner, grant: &Grant, ttl: Duration)
         .store
         .index_members(Index::GrantsBySubject, &subject_key(subject))
         .await?;
-    let excess = held.len().saturating_sub(inner.limits.max_grants_per_user);
+    let mut others = Vec::with_capacity(held.len());
+    for entry in held.iter().filter(|e| e.member != grant.id) {
+        let replaced = match inner
+            .store
+            .get_json::<Grant>(Namespace::Grant, &entry.member)
+            .await?
+        {
+            Some(old) => old.install() == grant.install(),
+            None => false,
+        };
+        if replaced {
+            tracing::info!(client_id = %grant.client_id, "a new sign-in replaces the user's grant to the same client and redirect URI");
+            revoke_grant(inner, &entry.member, Revocation::Replaced).await;
+        } else {
+            others.push(entry);
+        }
+    }
+    let excess = (others.len() + 1).saturating_sub(inner.limits.max_grants_per_user);
     // Soonest expiry first: the grant used longest ago (each use pushes its expiry out).
-    for old in held.iter().filter(|e| e.member != grant.id).take(excess) {
+    for old in others.into_iter().take(excess) {
         tracing::info!(
             client_id = %grant.client_id,
             "a user holds more grants than allowed; revoking their least recently used one"

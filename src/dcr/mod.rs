@@ -1,10 +1,13 @@
 //! The DCR bridge: an OAuth 2.1 authorization server towards MCP hosts (dynamic registration,
 //! consent, codes, tokens) that is one predefined confidential client towards A3.
 //!
-//! A3 only knows predefined clients; MCP hosts such as VS Code register themselves
-//! ([RFC 7591](https://www.rfc-editor.org/rfc/rfc7591), as the [MCP authorization
-//! spec](https://modelcontextprotocol.io/specification/2025-11-25/basic/authorization) allows).
-//! The bridge gives each host its own client id, shows a consent page naming that client,
+//! A3 only knows predefined clients; MCP hosts such as VS Code identify themselves by the https
+//! URL of a published metadata document ([Client ID Metadata
+//! Documents](https://modelcontextprotocol.io/specification/2025-11-25/basic/authorization#client-id-metadata-documents):
+//! fetched by a hardened fetcher, checked, cached in the store, never registered) or register
+//! themselves ([RFC 7591](https://www.rfc-editor.org/rfc/rfc7591), as the [MCP authorization
+//! spec](https://modelcontextprotocol.io/specification/2025-11-25/basic/authorization) allows;
+//! `DCR_ENABLED`). The bridge gives each registering host its own client id, shows a consent page naming that client,
 //! sends the user to A3 with the one configured client (`CLIENT_ID`/`CLIENT_SECRET`,
 //! `client_secret_post`, PKCE, callback `{public url}`[`CALLBACK_PATH`]), keeps A3's tokens
 //! server-side (encrypted, bound to the host's grant) and gives the host opaque tokens of its own.
@@ -22,9 +25,9 @@
 //!
 //! | route | module | what it does |
 //! |---|---|---|
-//! | `GET /.well-known/oauth-authorization-server` | `metadata` | [RFC 8414 §2](https://www.rfc-editor.org/rfc/rfc8414#section-2) metadata; `issuer` = the public URL |
-//! | `POST /register` | `register` | [RFC 7591 §3](https://www.rfc-editor.org/rfc/rfc7591#section-3) registration of public clients (JSON only; rate-limited per address and browser origin, capped) |
-//! | `GET /authorize` | `authorize` | validates the request ([RFC 6749 §4.1.1](https://www.rfc-editor.org/rfc/rfc6749#section-4.1.1), PKCE S256 required), shows the consent page |
+//! | `GET /.well-known/oauth-authorization-server` | `metadata` | [RFC 8414 §2](https://www.rfc-editor.org/rfc/rfc8414#section-2) metadata; `issuer` = the public URL; `client_id_metadata_document_supported` |
+//! | `POST /register` | `register` | [RFC 7591 §3](https://www.rfc-editor.org/rfc/rfc7591#section-3) registration of public clients (JSON only; rate-limited per address and browser origin, capped; 404 while `DCR_ENABLED=false`) |
+//! | `GET /authorize` | `authorize` | validates the request ([RFC 6749 §4.1.1](https://www.rfc-editor.org/rfc/rfc6749#section-4.1.1), PKCE S256 required; a URL `client_id` resolved by `cimd`), shows the consent page |
 //! | `POST /authorize` | `authorize` | the consent decision (CSRF-checked); on approval redirects to A3 |
 //! | `GET /auth/callback` | `callback` | A3 returns here; exchanges A3's code and redirects to the host with ours ([RFC 9207](https://www.rfc-editor.org/rfc/rfc9207) `iss` both ways); on plain http, shows the confirmation naming the signed-in account instead |
 //! | `POST /auth/confirm` | `confirm` | plain http only: the confirmation (same-origin post of the page's secret); Allow redirects to the host with our code, Deny revokes A3's tokens |
@@ -58,6 +61,8 @@
 mod authorize;
 mod builder;
 mod callback;
+mod cimd;
+mod client;
 mod client_lifetime;
 mod confirm;
 mod cookies;
@@ -83,7 +88,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use http::header;
 
-use crate::config::{A3Config, ConfigError};
+use crate::config::{A3Config, ClientRegistration, ConfigError};
 use crate::health::Readiness;
 use crate::jwks::JwksKeyStore;
 use crate::metadata::ProtectedResourceMetadata;
@@ -94,6 +99,8 @@ pub use crypto::{ACCESS_TOKEN_PREFIX, CODE_PREFIX, REFRESH_TOKEN_PREFIX};
 pub use register::RegisteredClient;
 pub use verifier::ProxyTokenVerifier;
 
+#[cfg(feature = "testing")]
+pub(crate) use cimd::fetcher as cimd_fetcher;
 use cookies::Cookies;
 use crypto::Keys;
 use rate_limit::RateLimiter;
@@ -181,6 +188,9 @@ pub(crate) struct Limits {
     pub max_grants_per_user: usize,
     pub register_burst: u32,
     pub register_refill: Duration,
+    pub max_cached_documents: u64,
+    pub metadata_fetch_burst: u32,
+    pub metadata_fetch_refill: Duration,
 }
 
 impl Default for Limits {
@@ -198,6 +208,9 @@ impl Default for Limits {
             max_grants_per_user: 32,
             register_burst: 10,
             register_refill: Duration::from_secs(60),
+            max_cached_documents: 10_000,
+            metadata_fetch_burst: 10,
+            metadata_fetch_refill: Duration::from_secs(60),
         }
     }
 }
@@ -227,6 +240,12 @@ pub(crate) struct Inner {
     pub limits: Limits,
     pub cookies: Cookies,
     pub register_limiter: RateLimiter,
+    /// Fetches of metadata documents not in the cache, per caller.
+    pub metadata_fetch_limiter: RateLimiter,
+    /// How hosts may identify themselves (CIMD, DCR) and the CIMD admission policy.
+    pub client_registration: ClientRegistration,
+    /// Fetches client metadata documents.
+    pub fetcher: cimd::fetcher::Fetcher,
     /// One mutex per grant (so concurrent requests refresh A3's tokens once) and per client
     /// (its lifetime), by lock name (see [`grant::lock`]).
     pub locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,

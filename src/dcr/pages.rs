@@ -9,12 +9,20 @@
 //! computer by its loopback address, or an app by its URI scheme, never by what follows
 //! `scheme://` in a private-use URI (`com.example.app://evil.example/cb` names no host:
 //! [RFC 8252 §7.1](https://www.rfc-editor.org/rfc/rfc8252#section-7.1)).
+//!
+//! A client identified by its metadata document is introduced by the host that published it,
+//! which the bridge verified by fetching the document there ("identity published by
+//! vscode.dev"), and its name as that host claims it. When its code goes to this computer, the
+//! page warns that any local program could be asking in its name ([MCP authorization
+//! 2025-11-25, "Localhost Redirect URI
+//! Risks"](https://modelcontextprotocol.io/specification/2025-11-25/basic/authorization#localhost-redirect-uri-risks)),
+//! more strongly when its document names no other address: anyone can publish such a document.
 
 use axum::response::Response;
 use http::StatusCode;
 use url::Url;
 
-use super::RegisteredClient;
+use super::client::Client;
 use crate::fetch::is_loopback_host;
 use crate::oauth::html::{csp_source, escape_html, html_response, page, visible_text};
 
@@ -23,7 +31,7 @@ pub(crate) const CONFIRM_PATH: &str = "/auth/confirm";
 
 /// What the user is asked to let a client have.
 pub(crate) struct Request<'a> {
-    pub client: &'a RegisteredClient,
+    pub client: &'a Client,
     /// Validated against the client's registered redirect URIs.
     pub redirect_uri: &'a str,
     pub scope: &'a str,
@@ -86,7 +94,18 @@ fn their_name(name: Option<&str>, fallback: &str) -> String {
 
 impl Request<'_> {
     fn client_name(&self) -> String {
-        their_name(self.client.client_name.as_deref(), "An unnamed application")
+        their_name(
+            self.client.metadata.client_name.as_deref(),
+            "An unnamed application",
+        )
+    }
+
+    /// The page's title: the client's name, and for a published identity its publisher.
+    fn title_name(&self) -> String {
+        match &self.client.publisher {
+            Some(publisher) => format!("{} (published by {})", self.client_name(), escape_html(publisher)),
+            None => self.client_name(),
+        }
     }
 
     /// Who asks, for what, and where the access goes; shared by both pages.
@@ -101,14 +120,50 @@ impl Request<'_> {
             .split(' ')
             .map(|s| format!("<li><code>{}</code></li>", escape_html(s)))
             .collect();
+        let client_id = escape_html(&self.client.metadata.client_id);
+        let who = match &self.client.publisher {
+            Some(publisher) => format!(
+                "<p>Identity published by <strong>{publisher}</strong>: the application that \
+{publisher} calls <strong>{name}</strong> (client id <code>{client_id}</code>, fetched from \
+{publisher} and checked by this server) asks to use <code>{resource}</code> on your behalf.</p>",
+                publisher = escape_html(publisher),
+                name = self.client_name(),
+                resource = escape_html(self.resource),
+            ),
+            None => format!(
+                "<p>An application that claims to be <strong>{name}</strong> (a name it chose itself; \
+client id <code>{client_id}</code>) asks to use <code>{resource}</code> on your behalf.</p>",
+                name = self.client_name(),
+                resource = escape_html(self.resource),
+            ),
+        };
+        let on_this_computer = redirect
+            .as_ref()
+            .is_some_and(|u| matches!(Destination::of(u), Destination::ThisComputer(_)));
+        let warning = match &self.client.publisher {
+            Some(publisher) if on_this_computer => {
+                let publisher = escape_html(publisher);
+                let all = if self.client.loopback_only() {
+                    format!(
+                        " Every address in {publisher}'s document for this application is on this \
+computer: anyone can publish such a document, so the name proves nothing about the program."
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    "<p class=\"warning\"><strong>Warning:</strong> the access goes to a program on \
+this computer, and any program on it can listen there and ask in {name}'s name; {publisher} cannot \
+vouch for which program this is.{all} Approve only if you just started connecting {name} \
+yourself.</p>",
+                    name = self.client_name(),
+                )
+            }
+            _ => String::new(),
+        };
         format!(
-            "<p>An application that claims to be <strong>{name}</strong> (a name it chose itself; \
-client id <code>{client_id}</code>) asks to use <code>{resource}</code> on your behalf.</p>\
-<p>It will receive access at {destination}:<br><code>{uri}</code></p>\
+            "{who}{warning}<p>It will receive access at {destination}:<br><code>{uri}</code></p>\
 <p>Requested scopes:</p><ul>{scopes}</ul>",
-            name = self.client_name(),
-            client_id = escape_html(&self.client.client_id),
-            resource = escape_html(self.resource),
             uri = escape_html(uri),
         )
     }
@@ -133,7 +188,7 @@ pub(crate) fn consent_page(
 <form method=\"post\" action=\"/authorize\">{fields}\
 <button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
 <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
-        name = request.client_name(),
+        name = request.title_name(),
         description = request.description(),
         upstream_html = escape_html(upstream),
     );
@@ -164,7 +219,7 @@ If not, choose Deny: nothing is shared, and the sign-in is revoked.</p>\
 <input type=\"hidden\" name=\"confirmation\" value=\"{confirmation}\">\
 <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
 <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
-        name = request.client_name(),
+        name = request.title_name(),
         account = their_name(Some(account), "an account without a name"),
         description = request.description(),
         confirmation = escape_html(confirmation),

@@ -10,11 +10,35 @@
 //! the non-browser hosts on the same machine, and the browsers of one address cannot fill the
 //! registration cap.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::ConnectInfo;
+use http::{Extensions, HeaderMap, header};
+
 use crate::serve::network;
+
+/// Who makes a request, as the limits count callers: the peer address ([`crate::serve()`] puts
+/// it in the extensions; without it every caller is `0.0.0.0`) and the browser origin. Browsers
+/// send `Origin` with every cross-origin request but not with a navigation (a GET of
+/// `/authorize`); a navigation another page started says so in `Sec-Fetch-Site`, and those all
+/// count as one pseudo-origin, apart from the requests of hosts that send neither.
+pub(crate) fn caller(extensions: &Extensions, headers: &HeaderMap) -> (IpAddr, Option<String>) {
+    let ip = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let origin = match headers.get(header::ORIGIN) {
+        Some(o) => Some(String::from_utf8_lossy(o.as_bytes()).into_owned()),
+        None => headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| matches!(*v, "cross-site" | "same-site"))
+            .map(|v| format!("(a page: {v})")),
+    };
+    (ip, origin)
+}
 
 /// What one registration draws from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

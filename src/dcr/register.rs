@@ -6,10 +6,9 @@
 //! Only registrations that succeed are counted against the rate limit (see `rate_limit`); an
 //! invalid body costs a parse and nothing else.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
@@ -18,7 +17,7 @@ use url::{Host, Url};
 
 use super::errors::store_failure;
 use super::store::Namespace;
-use super::{Inner, client_lifetime};
+use super::{Inner, client_lifetime, rate_limit};
 use crate::fetch::is_loopback_host;
 use crate::oauth::html::visible_text;
 use crate::oauth::response::{error_code, oauth_error};
@@ -71,9 +70,15 @@ pub struct RegisteredClient {
 }
 
 impl RegisteredClient {
-    /// Whether `redirect_uri` is one of the registered URIs: exact match, or for loopback IP
-    /// literals over http the same URI on any port (RFC 8252 §7.3; `localhost` matches exactly
-    /// only, as the name may resolve elsewhere, RFC 8252 §8.3).
+    /// Whether `redirect_uri` is one of the registered URIs: exact match, or for an http
+    /// loopback redirect the same URI (same host, path and query) on any port. That is what
+    /// [RFC 8252 §7.3](https://www.rfc-editor.org/rfc/rfc8252#section-7.3) requires for the IP
+    /// literals `127.0.0.1` and `[::1]`; `localhost` gets the same, although
+    /// [§8.3](https://www.rfc-editor.org/rfc/rfc8252#section-8.3) discourages it, because
+    /// Claude Code and Codex publish `http://localhost/callback` and use it on ephemeral ports,
+    /// and current browsers resolve `localhost` to loopback themselves (its risks in §8.3 are
+    /// the host's: a listener on another interface, a misconfigured resolver). The host never
+    /// changes: `127.0.0.1` does not stand for `localhost` or the reverse.
     pub fn allows_redirect(&self, redirect_uri: &str) -> bool {
         if self.redirect_uris.iter().any(|r| r == redirect_uri) {
             return true;
@@ -87,16 +92,12 @@ impl RegisteredClient {
     }
 }
 
-/// `http://{loopback IP}{path}?{query}` with the port dropped, or `None` if not http to a
-/// loopback IP literal.
-fn loopback_without_port(uri: &str) -> Option<String> {
+/// `http://{loopback host}{path}?{query}` with the port dropped, or `None` if not http to a
+/// loopback IP literal or `localhost`.
+pub(crate) fn loopback_without_port(uri: &str) -> Option<String> {
     let mut url = Url::parse(uri).ok()?;
-    let loopback_ip = match url.host() {
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        _ => false,
-    };
-    if url.scheme() != "http" || !loopback_ip || url.fragment().is_some() {
+    let loopback = url.host().is_some_and(|h| is_loopback_host(&h));
+    if url.scheme() != "http" || !loopback || url.fragment().is_some() {
         return None;
     }
     url.set_port(None).ok()?;
@@ -175,6 +176,7 @@ fn too_many_registrations(inner: &Inner) -> Response {
 fn outcome(response: &Response) -> &'static str {
     match response.status() {
         StatusCode::CREATED => "registered",
+        StatusCode::NOT_FOUND => "disabled",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         StatusCode::TOO_MANY_REQUESTS => response
@@ -197,6 +199,13 @@ pub(crate) async fn register(
 }
 
 async fn handle(inner: &Inner, extensions: &Extensions, headers: &HeaderMap, body: &[u8]) -> Response {
+    if !inner.client_registration.dcr_enabled() {
+        return oauth_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request",
+            "dynamic client registration is disabled on this server: identify the client by the https URL of its Client ID Metadata Document instead",
+        );
+    }
     if !crate::oauth::content_type_is(headers, "application/json") {
         return oauth_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -204,14 +213,8 @@ async fn handle(inner: &Inner, extensions: &Extensions, headers: &HeaderMap, bod
             "the body must be JSON client metadata sent as Content-Type: application/json",
         );
     }
-    let ip = extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     // Browsers always send Origin with a cross-origin (CORS) request; other hosts send none.
-    let origin = headers
-        .get(header::ORIGIN)
-        .map(|o| String::from_utf8_lossy(o.as_bytes()));
+    let (ip, origin) = rate_limit::caller(extensions, headers);
     let origin = origin.as_deref();
     if !inner.register_limiter.allows(ip, origin) {
         return too_many_registrations(inner);
@@ -394,8 +397,15 @@ mod tests {
         };
         assert!(named.allows_redirect("http://localhost/cb"), "exact match");
         assert!(
-            !named.allows_redirect("http://localhost:40000/cb"),
-            "no port exception for localhost"
+            named.allows_redirect("http://localhost:40000/cb"),
+            "localhost on any port, as Claude Code and Codex use it"
+        );
+        assert!(!named.allows_redirect("http://localhost:40000/other"));
+        assert!(!named.allows_redirect("http://localhost.example:40000/cb"));
+        assert!(!named.allows_redirect("https://localhost:40000/cb"));
+        assert!(
+            !named.allows_redirect("http://127.0.0.1:40000/cb"),
+            "localhost does not stand for 127.0.0.1"
         );
         assert!(named.allows_redirect("http://[::1]:40000/cb"));
     }

@@ -7,10 +7,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 use super::authorize::same_resource;
+use super::cimd::Requester;
+use super::client::{self, LookupError};
 use super::errors::{parse_form, store_failure};
 use super::grant::{
     FreshError, Grant, TokenEntry, fresh_upstream_locked, lock_grant, put_grant, revoke_grant,
@@ -42,7 +44,12 @@ fn invalid_grant(description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
 }
 
-pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn token(
+    State(inner): State<Arc<Inner>>,
+    extensions: Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form = match parse_form(&headers, &body) {
         Ok(f) => f,
         Err(r) => {
@@ -50,13 +57,14 @@ pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, b
             return *r;
         }
     };
-    let response = grant(&inner, &form).await;
+    let requester = client::requester(&extensions, &headers);
+    let response = grant(&inner, &form, &requester).await;
     crate::metrics::token_request(form.get("grant_type"), error_code(&response));
     response
 }
 
 /// The answer to a token request with the parameters `form`.
-async fn grant(inner: &Inner, form: &Params) -> Response {
+async fn grant(inner: &Inner, form: &Params, requester: &Requester) -> Response {
     let field = |name: &str| form.get(name);
     if field("client_secret").is_some() {
         return oauth_error(
@@ -72,10 +80,29 @@ async fn grant(inner: &Inner, form: &Params) -> Response {
             "client_id is required",
         );
     };
-    let client: RegisteredClient = match inner.store.get_json(Namespace::Client, client_id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client"),
-        Err(e) => return store_failure(e),
+    let client = match client::lookup(inner, client_id, requester).await {
+        Ok(c) => c.metadata,
+        Err(LookupError::Unknown) => {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client");
+        }
+        Err(LookupError::Refused(why)) => {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &why);
+        }
+        Err(LookupError::Unreachable(_)) => {
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the client's metadata document cannot be fetched right now",
+            );
+        }
+        Err(LookupError::TooManyFetches) => {
+            return oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many client metadata documents fetched, retry later",
+            );
+        }
+        Err(LookupError::Store(e)) => return store_failure(e),
     };
     if let Some(resource) = field("resource")
         && !same_resource(resource, &inner.resource)

@@ -28,6 +28,10 @@ use crate::oauth::{ct_eq, random_token, sha256_b64url};
 
 /// How long a login form stays usable.
 const PENDING_TTL: Duration = Duration::from_secs(600);
+/// Sign-in forms open at once. Opening one needs no password, so without a bound a script could
+/// fill memory with them; when full, new forms are refused (503) until forms expire or complete,
+/// and the forms already open keep working.
+const MAX_PENDING_SIGN_INS: usize = 1_000;
 /// How long the browser session that skips the login form lasts.
 const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 /// Wrong passwords allowed on one login form before it is withdrawn.
@@ -81,6 +85,12 @@ pub(super) fn sign_in_form(s: &Shared, request: AuthRequest) -> Response {
     {
         let mut store = s.store();
         store.prune(now);
+        if store.pending.len() >= MAX_PENDING_SIGN_INS {
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many sign-ins are in progress. Try again in a few minutes.",
+            );
+        }
         store.pending.insert(
             id.clone(),
             Pending {
@@ -278,6 +288,29 @@ mod tests {
         let much_later = later + FAILURE_WINDOW;
         assert_eq!(store.account_locked("a@test.com", much_later), None);
         assert!(store.failed_sign_ins.is_empty());
+    }
+
+    /// Opening a sign-in form needs no password: a script that opens forms in a loop gets 503
+    /// once `MAX_PENDING_SIGN_INS` are open, and a form opened before still signs its user in.
+    #[tokio::test]
+    async fn open_sign_in_forms_are_bounded_and_earlier_forms_keep_working() {
+        let dev = DevIssuer::start().await.unwrap();
+        let (_, first) = sign_in_form(&dev).await;
+        for _ in 1..super::MAX_PENDING_SIGN_INS {
+            sign_in_form(&dev).await;
+        }
+        let url = dev.authorization_url("st", &DevIssuer::pkce_challenge(&"v".repeat(43)));
+        let refused = send(&dev, get(url.strip_prefix(dev.url()).unwrap())).await;
+        assert_eq!(refused.status, 503);
+        assert!(refused.body.contains("Too many sign-ins"), "{}", refused.body);
+        let body = encode(&[
+            ("request", &first),
+            ("email", DEFAULT_USER_EMAIL),
+            ("password", DEFAULT_USER_PASSWORD),
+        ]);
+        let reply = send(&dev, post("/login", "application/x-www-form-urlencoded", body)).await;
+        assert_eq!(reply.status, 303);
+        assert!(reply.location_query().contains_key("code"));
     }
 
     /// The issuer's own `random_token` took a length, and the sign-in form's id (like the

@@ -81,15 +81,41 @@ pub async fn serve_bridge_with_policy(
     policy: Option<a3_mcp_auth::ToolPolicy>,
     tweak: impl FnOnce(DcrBridgeBuilder) -> DcrBridgeBuilder,
 ) -> Server {
+    let configure = |c: A3ConfigBuilder| c.client(client_id, client_secret);
+    serve_bridge_configured(listener, issuer_url, configure, store, policy, tweak).await
+}
+
+/// Our server bridging to `upstream` with configuration variables set by `configure` (the
+/// `CIMD_*` and `DCR_*` ones, say) on top of the test client.
+pub async fn start_configured_server(
+    upstream: &Upstream,
+    configure: impl FnOnce(A3ConfigBuilder) -> A3ConfigBuilder,
+    store: impl Store,
+    tweak: impl FnOnce(DcrBridgeBuilder) -> DcrBridgeBuilder,
+) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let configure = |c: A3ConfigBuilder| configure(c.client(CLIENT_ID, CLIENT_SECRET));
+    serve_bridge_configured(listener, upstream.url(), configure, store, None, tweak).await
+}
+
+async fn serve_bridge_configured(
+    listener: tokio::net::TcpListener,
+    issuer_url: &str,
+    configure: impl FnOnce(A3ConfigBuilder) -> A3ConfigBuilder,
+    store: impl Store,
+    policy: Option<a3_mcp_auth::ToolPolicy>,
+    tweak: impl FnOnce(DcrBridgeBuilder) -> DcrBridgeBuilder,
+) -> Server {
     let addr = listener.local_addr().unwrap();
     let url = format!("http://{addr}");
-    let config = A3Config::builder()
-        .issuer_url(issuer_url)
-        .resource_uri(format!("{url}/mcp"))
-        .public_url(&url)
-        .client(client_id, client_secret)
-        .build()
-        .unwrap();
+    let config = configure(
+        A3Config::builder()
+            .issuer_url(issuer_url)
+            .resource_uri(format!("{url}/mcp"))
+            .public_url(&url),
+    )
+    .build()
+    .unwrap();
     // The example server's own composition (every layer, the calculator behind
     // ContextFiltered), with the bridge's verifier, routes and health routes: what
     // `cargo run --example server` serves.

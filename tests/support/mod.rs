@@ -4,6 +4,7 @@
 
 pub mod bridge;
 pub mod browser;
+pub mod cimd;
 pub mod example;
 pub mod hostile;
 pub mod resource;
@@ -16,6 +17,7 @@ pub mod server;
 
 pub use bridge::*;
 pub use browser::*;
+pub use cimd::*;
 pub use example::*;
 pub use hostile::*;
 pub use rmcp_host::*;

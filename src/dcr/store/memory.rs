@@ -53,7 +53,7 @@ impl moka::Expiry<String, MemEntry> for MemExpiry {
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
-    caches: Arc<[Cache<String, MemEntry>; 7]>,
+    caches: Arc<[Cache<String, MemEntry>; 8]>,
     /// (index, key) → member → expiry.
     indexes: Arc<Mutex<IndexMap>>,
 }
@@ -82,7 +82,7 @@ impl MemoryStore {
                 .build()
         };
         MemoryStore {
-            caches: Arc::new([cache(), cache(), cache(), cache(), cache(), cache(), cache()]),
+            caches: Arc::new(std::array::from_fn(|_| cache())),
             indexes: Arc::default(),
         }
     }

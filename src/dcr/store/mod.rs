@@ -86,11 +86,14 @@ pub enum Namespace {
     UsedCode,
     /// Upstream authorization transactions by A3 `state` (single use).
     Transaction,
+    /// Client ID Metadata Documents fetched for URL client ids, validated, by the SHA-256 of
+    /// the URL (and, briefly, why one could not be used).
+    ClientMetadata,
 }
 
 impl Namespace {
     /// Every namespace.
-    pub const ALL: [Namespace; 7] = [
+    pub const ALL: [Namespace; 8] = [
         Namespace::Client,
         Namespace::Grant,
         Namespace::AccessToken,
@@ -98,6 +101,7 @@ impl Namespace {
         Namespace::Code,
         Namespace::UsedCode,
         Namespace::Transaction,
+        Namespace::ClientMetadata,
     ];
 
     /// A short stable name (table name, key prefix).
@@ -110,6 +114,7 @@ impl Namespace {
             Namespace::Code => "code",
             Namespace::UsedCode => "used_code",
             Namespace::Transaction => "transaction",
+            Namespace::ClientMetadata => "client_metadata",
         }
     }
 }

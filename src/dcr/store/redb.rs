@@ -10,7 +10,7 @@ use crate::oauth::unix_now;
 
 type Table = redb::TableDefinition<'static, &'static str, &'static [u8]>;
 
-const TABLES: [Table; 7] = [
+const TABLES: [Table; 8] = [
     redb::TableDefinition::new("client"),
     redb::TableDefinition::new("grant"),
     redb::TableDefinition::new("access_token"),
@@ -18,6 +18,7 @@ const TABLES: [Table; 7] = [
     redb::TableDefinition::new("code"),
     redb::TableDefinition::new("used_code"),
     redb::TableDefinition::new("transaction"),
+    redb::TableDefinition::new("client_metadata"),
 ];
 
 /// Every index in one table: (`{index}:{key}`, member) → expiry (Unix seconds). The tuple key
