@@ -35,8 +35,10 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
 /// | `CONTEXT_CLAIM` | the access-token claim holding A3 Contexts | `contexts` |
 /// | `PUBLIC_URL` | the DCR bridge's issuer, an origin; A3's client must allow `{PUBLIC_URL}/auth/callback` | origin of `RESOURCE_URI` |
 /// | `STORE_PATH` | the bridge's embedded store (registered clients, grants) | `./data/a3-mcp-auth.redb` |
-/// | `STORE_URL` | a store shared by several replicas, `redis://host:port/db` (cargo feature `redis`) | — |
+/// | `STORE_URL` | a store shared by several replicas (cargo feature `redis`): `redis://host:port/db`, `rediss://…` (TLS), `redis+sentinel://host:port[,host:port…]/master-name/db` | — |
 /// | `STORE_PREFIX` | the prefix of every key in the shared store | `a3mcp:` |
+/// | `STORE_TLS_CA_FILE` | PEM CA certificates the Redis server's certificate must chain to (`rediss://`) | the system's roots |
+/// | `STORE_TLS_CERT_FILE`, `STORE_TLS_KEY_FILE` | a PEM client certificate chain and its key, for a Redis that asks for one | — |
 /// | `TOKEN_ENCRYPTION_KEY` | base64 of 32 bytes: seals A3's tokens at rest, signs the bridge's cookies; required with `STORE_URL` | generated into `{STORE_PATH}.key` (mode 0600) |
 /// | `ADMIN_ADDR` | the admin listener (`/metrics`), a loopback address and port | `127.0.0.1:9464` |
 /// | `CIMD_ENABLED` | hosts may identify by a Client ID Metadata Document URL (`true`/`false`) | `true` |
@@ -68,6 +70,9 @@ pub struct A3Config {
     store_path: Option<PathBuf>,
     store_url: Option<String>,
     store_prefix: Option<String>,
+    store_tls_ca_file: Option<PathBuf>,
+    store_tls_cert_file: Option<PathBuf>,
+    store_tls_key_file: Option<PathBuf>,
     token_encryption_key: Option<String>,
     admin_addr: SocketAddr,
     client_registration: ClientRegistration,
@@ -152,6 +157,9 @@ impl fmt::Debug for A3Config {
             .field("store_path", &self.store_path)
             .field("store_url", &self.store_url.as_deref().map(without_password))
             .field("store_prefix", &self.store_prefix)
+            .field("store_tls_ca_file", &self.store_tls_ca_file)
+            .field("store_tls_cert_file", &self.store_tls_cert_file)
+            .field("store_tls_key_file", &self.store_tls_key_file)
             .field("token_encryption_key", &redacted(&self.token_encryption_key))
             .field("admin_addr", &self.admin_addr)
             .field("client_registration", &self.client_registration)
@@ -172,7 +180,12 @@ fn without_password(url: &str) -> String {
             parsed.to_string()
         }
         Ok(_) => url.to_owned(),
-        Err(_) => "<unparseable>".to_owned(),
+        // A Sentinel URL's list of hosts: drop what precedes the last '@'.
+        Err(_) => match (url.split_once("://"), url.rsplit_once('@')) {
+            (Some((scheme, _)), Some((_, rest))) => format!("{scheme}://<redacted>@{rest}"),
+            (Some(_), None) => url.to_owned(),
+            (None, _) => "<unparseable>".to_owned(),
+        },
     }
 }
 
@@ -262,6 +275,37 @@ impl A3Config {
         self.store_prefix.as_deref()
     }
 
+    /// The PEM CA certificates the shared store's TLS certificate must chain to
+    /// (`STORE_TLS_CA_FILE`), if set; without it, the system's roots.
+    pub fn store_tls_ca_file(&self) -> Option<&Path> {
+        self.store_tls_ca_file.as_deref()
+    }
+
+    /// The PEM client certificate chain and private key files for the shared store's TLS
+    /// (`STORE_TLS_CERT_FILE`, `STORE_TLS_KEY_FILE`), if set.
+    ///
+    /// ```
+    /// use a3_mcp_auth::config::A3ConfigBuilder;
+    ///
+    /// let vars = |name: &str| match name {
+    ///     "ISSUER_PATH" => Some("env-1".to_owned()),
+    ///     "STORE_URL" => Some("rediss://redis.internal:6380/0".to_owned()),
+    ///     "STORE_TLS_CERT_FILE" => Some("/etc/mcp/client.pem".to_owned()),
+    ///     "STORE_TLS_KEY_FILE" => Some("/etc/mcp/client.key".to_owned()),
+    ///     _ => None,
+    /// };
+    /// let config = A3ConfigBuilder::from_vars(vars).build().unwrap();
+    /// let (cert, key) = config.store_tls_client_cert_files().unwrap();
+    /// assert_eq!(key, std::path::Path::new("/etc/mcp/client.key"));
+    /// # let _ = cert;
+    /// ```
+    pub fn store_tls_client_cert_files(&self) -> Option<(&Path, &Path)> {
+        Some((
+            self.store_tls_cert_file.as_deref()?,
+            self.store_tls_key_file.as_deref()?,
+        ))
+    }
+
     /// The key that seals A3's tokens at rest and signs the bridge's cookies
     /// (`TOKEN_ENCRYPTION_KEY`, base64 of 32 bytes), if set. Never logged.
     pub fn token_encryption_key(&self) -> Option<&str> {
@@ -301,6 +345,9 @@ pub struct A3ConfigBuilder {
     store_path: Option<PathBuf>,
     store_url: Option<String>,
     store_prefix: Option<String>,
+    store_tls_ca_file: Option<PathBuf>,
+    store_tls_cert_file: Option<PathBuf>,
+    store_tls_key_file: Option<PathBuf>,
     token_encryption_key: Option<String>,
     admin_addr: Option<String>,
     cimd_enabled: Option<String>,
@@ -322,6 +369,9 @@ impl fmt::Debug for A3ConfigBuilder {
             .field("store_path", &self.store_path)
             .field("store_url", &self.store_url.as_deref().map(without_password))
             .field("store_prefix", &self.store_prefix)
+            .field("store_tls_ca_file", &self.store_tls_ca_file)
+            .field("store_tls_cert_file", &self.store_tls_cert_file)
+            .field("store_tls_key_file", &self.store_tls_key_file)
             .field("token_encryption_key", &redacted(&self.token_encryption_key))
             .field("admin_addr", &self.admin_addr)
             .field("cimd_enabled", &self.cimd_enabled)
@@ -384,6 +434,9 @@ impl A3ConfigBuilder {
             store_path: var("STORE_PATH").map(PathBuf::from),
             store_url: var("STORE_URL"),
             store_prefix: var("STORE_PREFIX"),
+            store_tls_ca_file: var("STORE_TLS_CA_FILE").map(PathBuf::from),
+            store_tls_cert_file: var("STORE_TLS_CERT_FILE").map(PathBuf::from),
+            store_tls_key_file: var("STORE_TLS_KEY_FILE").map(PathBuf::from),
             token_encryption_key: var("TOKEN_ENCRYPTION_KEY"),
             admin_addr: var("ADMIN_ADDR"),
             cimd_enabled: var("CIMD_ENABLED"),
@@ -451,6 +504,25 @@ impl A3ConfigBuilder {
     /// The prefix of every key in the shared store (`STORE_PREFIX`).
     pub fn store_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.store_prefix = Some(prefix.into());
+        self
+    }
+
+    /// The CA certificates (a PEM file) that the shared store's server certificate must chain to
+    /// (`STORE_TLS_CA_FILE`; `rediss://` only).
+    pub fn store_tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.store_tls_ca_file = Some(path.into());
+        self
+    }
+
+    /// A client certificate chain and its key (PEM files) for the shared store's TLS
+    /// (`STORE_TLS_CERT_FILE`, `STORE_TLS_KEY_FILE`; `rediss://` only).
+    pub fn store_tls_client_cert(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.store_tls_cert_file = Some(cert_file.into());
+        self.store_tls_key_file = Some(key_file.into());
         self
     }
 
@@ -541,11 +613,32 @@ impl A3ConfigBuilder {
                 .ascii_serialization(),
         };
         if let Some(url) = &self.store_url {
-            // The message of url's error names no part of the value, which may hold a password.
-            Url::parse(url).map_err(|e| ConfigError::Invalid {
-                name: "STORE_URL",
-                reason: format!("not an absolute URL ({e}); expected redis://host:port/db"),
-            })?;
+            let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+            // A Sentinel URL lists several hosts, which `url` does not parse; the store checks it.
+            if !scheme.ends_with("+sentinel") {
+                // The message of url's error names no part of the value, which may hold a password.
+                Url::parse(url).map_err(|e| ConfigError::Invalid {
+                    name: "STORE_URL",
+                    reason: format!("not an absolute URL ({e}); expected redis://host:port/db"),
+                })?;
+            }
+            let tls = scheme.starts_with("rediss");
+            let tls_files = [
+                ("STORE_TLS_CA_FILE", &self.store_tls_ca_file),
+                ("STORE_TLS_CERT_FILE", &self.store_tls_cert_file),
+                ("STORE_TLS_KEY_FILE", &self.store_tls_key_file),
+            ];
+            if let Some((name, _)) = tls_files.iter().find(|(_, f)| f.is_some() && !tls) {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "TLS files need a STORE_URL with TLS (rediss:// or rediss+sentinel://)".into(),
+                });
+            }
+        }
+        match (&self.store_tls_cert_file, &self.store_tls_key_file) {
+            (Some(_), None) => return Err(ConfigError::Missing("STORE_TLS_KEY_FILE")),
+            (None, Some(_)) => return Err(ConfigError::Missing("STORE_TLS_CERT_FILE")),
+            _ => {}
         }
         if let Some(key) = &self.token_encryption_key
             && decode_encryption_key(key).is_none()
@@ -599,6 +692,9 @@ impl A3ConfigBuilder {
             store_path: self.store_path,
             store_url: self.store_url,
             store_prefix: self.store_prefix,
+            store_tls_ca_file: self.store_tls_ca_file,
+            store_tls_cert_file: self.store_tls_cert_file,
+            store_tls_key_file: self.store_tls_key_file,
             token_encryption_key: self.token_encryption_key,
             admin_addr,
         })
@@ -808,6 +904,22 @@ mod tests {
         assert_eq!(name(&[("ADMIN_ADDR", "0.0.0.0:9464")]), "ADMIN_ADDR");
         let ok = build(&[("ISSUER_PATH", "x"), ("ADMIN_ADDR", "[::1]:0")]).unwrap();
         assert_eq!(ok.admin_addr().to_string(), "[::1]:0");
+        let tls_file = ("STORE_TLS_CA_FILE", "/etc/ca.pem");
+        assert_eq!(
+            name(&[("STORE_URL", "redis://h:6379/0"), tls_file]),
+            "STORE_TLS_CA_FILE",
+            "TLS files without TLS"
+        );
+        assert_eq!(
+            name(&[("STORE_URL", "rediss://h/0"), ("STORE_TLS_CERT_FILE", "/c.pem")]),
+            "STORE_TLS_KEY_FILE"
+        );
+        let ok = |vars: &[(&str, &str)]| build(&[&[("ISSUER_PATH", "x")], vars].concat()).is_ok();
+        assert!(ok(&[("STORE_URL", "rediss://h/0"), tls_file]));
+        assert!(ok(&[
+            ("STORE_URL", "rediss+sentinel://:pw@s1,s2:26380/mymaster/0"),
+            tls_file
+        ]));
         let err = build(&[("ISSUER_PATH", "x"), ("TOKEN_ENCRYPTION_KEY", "not-the-key-!")]).unwrap_err();
         assert!(!err.to_string().contains("not-the-key"), "{err}");
     }
@@ -910,5 +1022,15 @@ mod tests {
             (name == "STORE_URL").then(|| "redis://u:hunter4@h/0".to_owned())
         });
         assert!(!format!("{builder:?}").contains("hunter4"));
+        let c = build(&[
+            ("ISSUER_PATH", "x"),
+            ("STORE_URL", "redis+sentinel://:hunter5@s1:26379,s2/mymaster"),
+        ])
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("hunter5") && debug.contains("s1:26379,s2/mymaster"),
+            "{debug}"
+        );
     }
 }

@@ -16,7 +16,7 @@
 //! | `a3mcp_jwks_refetches_throttled_total` | counter | — (unknown `kid`s answered from the cooldown, without a fetch) |
 //! | `a3mcp_upstream_requests_total` | counter | `endpoint`: `discovery`, `jwks`, `token_code`, `token_refresh`, `revocation`; `outcome`: `ok`, `rejected`, `error` |
 //! | `a3mcp_upstream_request_duration_seconds` | histogram | `endpoint` |
-//! | `a3mcp_store_operations_total` | counter | `operation`: `get`, `put`, `take`, `delete`, `count`, `purge_expired`, `index_put`, `index_remove`, `index_members`, `lock`, `unlock`; `outcome`: `ok`, `error` |
+//! | `a3mcp_store_operations_total` | counter | `operation`: `get`, `put`, `take`, `delete`, `count`, `purge_expired`, `index_put`, `index_remove`, `index_members`, `lock`, `unlock`, `take_tokens` (the rate limits, shared in Redis); `outcome`: `ok`, `error` |
 //! | `a3mcp_store_operation_duration_seconds` | histogram | `operation` |
 //! | `a3mcp_registrations_total` | counter | `outcome`: `registered`, `rate_limited`, `capacity`, `invalid_client_metadata`, `invalid_redirect_uri`, `unsupported_media_type`, `unavailable`, `disabled` (`DCR_ENABLED=false`) |
 //! | `a3mcp_consents_total` | counter | `decision`: `approve`, `deny`, `refused` (a post that failed the CSRF, origin or expiry checks) |

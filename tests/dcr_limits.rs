@@ -59,6 +59,16 @@ async fn clients_become(store: &dyn Store, n: u64, within: Duration) -> u64 {
     }
 }
 
+/// A headless browser whose connections come from `local`.
+fn browser_at(local: IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(local)
+        .build()
+        .unwrap()
+}
+
 async fn revoke(server: &Server, token: &str) {
     let r = reqwest::Client::new()
         .post(format!("{}/revoke", server.url))
@@ -94,11 +104,15 @@ async fn junk_registrations_cannot_keep_the_cap_full_beyond_the_unused_lifetime(
         }
     }
     // Approving each junk client's consent page needs no sign-in: it must not extend anything.
-    for id in &junk {
-        let b = browser();
+    // From the address that registered it (approvals are rate-limited per address too).
+    let browsers: Vec<_> = (0..3u8)
+        .map(|i| browser_at(IpAddr::from([127, 0, 0, 10 + i])))
+        .collect();
+    for (n, id) in junk.iter().enumerate() {
+        let b = &browsers[n / 4];
         let (url, _, _) = host_request(&server.url, id, "http://127.0.0.1:5/cb", &[]);
-        let fields = open_consent(&b, &url).await;
-        assert_eq!(decide(&b, &server.url, &fields, "approve").await.status(), 303);
+        let fields = open_consent(b, &url).await;
+        assert_eq!(decide(b, &server.url, &fields, "approve").await.status(), 303);
     }
     let r = register_json(&server.url, Some(IpAddr::from([127, 0, 0, 20])), None).await;
     assert_eq!(r.status(), 429, "the cap is full");
@@ -294,4 +308,43 @@ async fn one_page_cannot_use_up_registration_for_the_other_applications() {
             .status(),
         201
     );
+}
+
+/// Approving a consent form needs no sign-in and stores an upstream transaction (10 min): a
+/// script that loops "open the consent page, approve" from one address filled the store without
+/// bound. Now its address gets a 429 page after a few, and a user on another address still signs in.
+#[tokio::test]
+async fn approving_consent_forms_in_a_loop_is_bounded_per_address() {
+    let upstream = Upstream::start().await;
+    let store = Arc::new(MemoryStore::new());
+    let server = start_server(&upstream, store.clone(), |b| {
+        b.consent_rate_limit(3, Duration::from_secs(3600))
+    })
+    .await;
+    let client_id = register_vscode(&server.url).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The attacker's script, from 127.0.0.40: a browser-like cookie jar (for the CSRF cookie).
+    let attacker = browser_at(IpAddr::from([127, 0, 0, 40]));
+    let mut approved = 0;
+    let refused = loop {
+        let (url, _, _) = host_request(&server.url, &client_id, VSCODE_REDIRECT, &[]);
+        let fields = open_consent(&attacker, &url).await;
+        let r = decide(&attacker, &server.url, &fields, "approve").await;
+        if r.status() != 303 || approved == 50 {
+            break r;
+        }
+        approved += 1;
+    };
+    assert_eq!(approved, 3, "the address's burst, then refused");
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(refused.text().await.unwrap().contains("Too many sign-ins"));
+    assert_eq!(store.count(Namespace::Transaction).await.unwrap(), 3);
+
+    // A user on another address signs in as usual.
+    let (url, _, _) = host_request(&server.url, &client_id, VSCODE_REDIRECT, &[]);
+    let back = authorize(&browser(), &server.url, &url, "johndoe@test.com").await;
+    assert!(query_param(&back, "code").is_some());
 }

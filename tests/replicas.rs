@@ -8,8 +8,12 @@
 //! configured only by environment variables (`STORE_URL`, `STORE_PREFIX`, `TOKEN_ENCRYPTION_KEY`,
 //! `PUBLIC_URL`, `BIND_ADDR`, `MCP_STATELESS`), and kills one with SIGKILL mid-flow; it uses the
 //! binary `cargo test` builds (after changing the example, `cargo build --example server` before
-//! `cargo test --test replicas`). Without `redis-server` (or the example binary) the tests are
-//! skipped with a message, except under CI (`CI` set), where they fail.
+//! `cargo test --test replicas`). Other tests run the replicas over `rediss://` (a CA, a server
+//! and a client certificate made at test time with rcgen; Redis asks for the client's) and through
+//! one Sentinel (`redis-server --sentinel`) watching a master and its replica, with a failover.
+//! Every server a test starts is a child process, killed by its PID when the test ends.
+//! Without `redis-server` (or the example binary) the tests are skipped with a message, except
+//! under CI (`CI` set), where they fail.
 
 mod support;
 
@@ -19,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use a3_mcp_auth::TokenVerifier;
+use a3_mcp_auth::dcr::store::RedisStore;
 use a3_mcp_auth::dev_issuer::DevIssuer;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -34,22 +39,51 @@ const REDIRECT: &str = "http://127.0.0.1:33418/";
 // redis-server, restartable on its port with its data
 // ---------------------------------------------------------------------------------------------
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` process (a Redis, or with `--sentinel` a Sentinel), stopped by its PID on
+/// drop.
 struct Redis {
     port: u16,
     dir: tempfile::TempDir,
+    /// Arguments besides port, bind and directory (TLS, replication, sentinel mode).
+    args: Vec<String>,
+    tls: bool,
     child: Option<std::process::Child>,
 }
 
 impl Redis {
     fn start() -> Option<Redis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Self::start_with(Vec::new(), false)
+    }
+
+    /// A Redis that speaks only TLS, with a server certificate from `ca`, and asks every client
+    /// for a certificate of that CA (`tls-auth-clients yes`).
+    fn start_tls(ca: &TestCa) -> Option<Redis> {
+        let args = [
+            ("--tls-cert-file", "server.pem"),
+            ("--tls-key-file", "server.key"),
+            ("--tls-ca-cert-file", "ca.pem"),
+        ]
+        .iter()
+        .flat_map(|(flag, file)| [flag.to_string(), ca.path(file)])
+        .chain(["--tls-auth-clients".into(), "yes".into()])
+        .collect();
+        Self::start_with(args, true)
+    }
+
+    fn start_with(args: Vec<String>, tls: bool) -> Option<Redis> {
         let mut redis = Redis {
-            port,
+            port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            args,
+            tls,
             child: None,
         };
         match redis.spawn() {
@@ -65,32 +99,29 @@ impl Redis {
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
+        let port = self.port.to_string();
+        let ports = if self.tls {
+            ["--port", "0", "--tls-port", &port]
+        } else {
+            ["--port", &port, "--tls-port", "0"]
+        };
         let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+            .args(ports)
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdout(std::process::Stdio::null())
             .spawn()?;
         self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start");
+        wait_for_port(self.port);
+        Ok(())
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     fn stop(&mut self) {
@@ -109,6 +140,93 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("redis-server did not start on {port}");
+}
+
+/// A test CA made at test time (rcgen on aws-lc-rs) and, signed by it, a server certificate for
+/// 127.0.0.1 and a client certificate, as PEM files in a temporary directory.
+struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+            SanType,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: a leaf named like its issuer would look self-signed.
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "a3-mcp-auth test CA");
+        let ca_key = KeyPair::generate().unwrap();
+        write("ca.pem", ca_params.self_signed(&ca_key).unwrap().pem());
+        let ca = Issuer::new(ca_params, ca_key);
+        let leaf = |name: &str, purpose: ExtendedKeyUsagePurpose| {
+            let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress([127, 0, 0, 1].into()));
+            params.extended_key_usages.push(purpose);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let key = KeyPair::generate().unwrap();
+            write(&format!("{name}.pem"), params.signed_by(&key, &ca).unwrap().pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        };
+        leaf("server", ExtendedKeyUsagePurpose::ServerAuth);
+        leaf("client", ExtendedKeyUsagePurpose::ClientAuth);
+        TestCa { dir }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).to_str().unwrap().to_owned()
+    }
+}
+
+/// One Sentinel (`redis-server --sentinel`, the same binary Debian's `redis-sentinel` runs)
+/// watching the master at `master_port` as `mymaster`, quorum 1, failing over after 1 s.
+fn start_sentinel(master_port: u16) -> Redis {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\n\
+             sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds mymaster 1000\n\
+             sentinel failover-timeout mymaster 5000\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    Redis {
+        port,
+        dir,
+        args: Vec::new(),
+        tls: false,
+        child: Some(child),
     }
 }
 
@@ -197,6 +315,8 @@ async fn forward(State(lb): State<Arc<Lb>>, req: Request) -> Response {
 
 struct Deployment {
     redis: Redis,
+    /// Other servers of the store (a Sentinel, a Redis replica), the TLS files: kept alive.
+    _store: Vec<Box<dyn std::any::Any + Send + Sync>>,
     dev: DevIssuer,
     lb: Arc<Lb>,
     /// `url` is the public URL (the load balancer), `addr` the replica's own address.
@@ -208,6 +328,18 @@ struct Deployment {
 impl Deployment {
     async fn start(replicas: usize, a3_access_ttl: Duration) -> Option<Deployment> {
         let redis = Redis::start()?;
+        let vars = vec![("STORE_URL", redis.url())];
+        Some(Self::start_on(redis, vars, Vec::new(), replicas, a3_access_ttl).await)
+    }
+
+    /// Replicas on `redis`, configured with the store variables `store_vars`.
+    async fn start_on(
+        redis: Redis,
+        store_vars: Vec<(&'static str, String)>,
+        keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
+        replicas: usize,
+        a3_access_ttl: Duration,
+    ) -> Deployment {
         let lb_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let public = format!("http://{}", lb_listener.local_addr().unwrap());
         let dev = DevIssuer::builder()
@@ -229,8 +361,8 @@ impl Deployment {
         let mut servers = Vec::new();
         for _ in 0..replicas {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = redis.url();
-            // Configured by `STORE_URL`, `STORE_PREFIX` and `TOKEN_ENCRYPTION_KEY`.
+            // Configured by `STORE_URL` (and the `STORE_TLS_*` files), `STORE_PREFIX` and
+            // `TOKEN_ENCRYPTION_KEY`.
             let server = serve_replica(
                 listener,
                 &public,
@@ -238,10 +370,12 @@ impl Deployment {
                 "replica-proxy-client",
                 SECRET,
                 |name| match name {
-                    "STORE_URL" => Some(url.clone()),
                     "STORE_PREFIX" => Some("replicas-test:".into()),
                     "TOKEN_ENCRYPTION_KEY" => Some(KEY.into()),
-                    _ => None,
+                    _ => store_vars
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, v)| v.clone()),
                 },
             )
             .await;
@@ -262,14 +396,15 @@ impl Deployment {
         let lb_task = tokio::spawn(async move {
             let _ = axum::serve(lb_listener, app).await;
         });
-        Some(Deployment {
+        Deployment {
             redis,
+            _store: keep,
             dev,
             lb,
             replicas: servers,
             public,
             _lb_task: lb_task,
-        })
+        }
     }
 
     /// Any live replica: its `url` is the public one, so the host helpers go through the LB.
@@ -294,6 +429,38 @@ impl Deployment {
         let (url, verifier, _) = host_request(&self.public, &id, REDIRECT, &[]);
         let back = authorize(&browser(), &self.public, &url, user).await;
         (id, query_param(&back, "code").unwrap(), verifier)
+    }
+
+    /// janedoe through an rmcp host: sign-in, a refresh, her tools; her token works at every
+    /// replica, and once revoked (at whichever replica the balancer picks) fails at every one.
+    async fn refresh_and_revoke_everywhere(&self) {
+        let manager = rmcp_host_login(self.front(), &browser(), "janedoe@test.com").await;
+        manager.refresh_token().await.expect("refresh works");
+        let token = manager.get_access_token().await.unwrap();
+        assert_eq!(
+            tool_names(self.front(), manager).await.unwrap(),
+            ["add", "multiply", "whoami"]
+        );
+        for i in 0..self.replicas.len() {
+            assert_eq!(status_at(self.replica(i).addr, &token).await, 200);
+        }
+        let r = reqwest::Client::new()
+            .post(format!("{}/revoke", self.public))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let revoked_at = self.lb.last("POST", "/revoke");
+        // Every replica refuses it at once (the bound is 0: our tokens resolve through Redis on
+        // every request; no replica caches them).
+        for i in 0..self.replicas.len() {
+            assert_eq!(
+                status_at(self.replica(i).addr, &token).await,
+                401,
+                "replica {i} (revoked at {revoked_at})"
+            );
+        }
     }
 
     /// The whole flow up to tokens; returns (client id, token response).
@@ -362,33 +529,7 @@ async fn host_flow_with_every_hop_on_another_replica() {
         "MCP calls went round the replicas"
     );
 
-    let manager = rmcp_host_login(d.front(), &browser(), "janedoe@test.com").await;
-    manager.refresh_token().await.expect("refresh works");
-    let token = manager.get_access_token().await.unwrap();
-    assert_eq!(
-        tool_names(d.front(), manager).await.unwrap(),
-        ["add", "multiply", "whoami"]
-    );
-    for i in 0..3 {
-        assert_eq!(status_at(d.replica(i).addr, &token).await, 200);
-    }
-    let r = reqwest::Client::new()
-        .post(format!("{}/revoke", d.public))
-        .form(&[("token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let revoked_at = d.lb.last("POST", "/revoke");
-    // Every replica refuses it at once (the bound is 0: our tokens resolve through Redis on
-    // every request; no replica caches them).
-    for i in 0..3 {
-        assert_eq!(
-            status_at(d.replica(i).addr, &token).await,
-            401,
-            "replica {i} (revoked at {revoked_at})"
-        );
-    }
+    d.refresh_and_revoke_everywhere().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,6 +693,166 @@ async fn redis_restart_mid_flow_and_503_while_it_is_down() {
     // And a new host can go through the whole flow.
     let (_, more) = d.tokens("janedoe@test.com").await;
     assert!(more["access_token"].is_string());
+}
+
+/// `rediss://` with a CA made at test time and a client certificate (the server asks for one):
+/// the whole host flow, a refresh and a revocation across three replicas. Connecting without the
+/// CA, without the client certificate or without TLS fails, so the replicas really speak TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_over_tls_with_a_client_certificate() {
+    let ca = TestCa::new();
+    let Some(redis) = Redis::start_tls(&ca) else {
+        return;
+    };
+    let read = |file: &str| std::fs::read(ca.path(file)).unwrap();
+    let refused = |builder: a3_mcp_auth::dcr::store::RedisStoreBuilder| async move {
+        builder
+            .prefix("x:")
+            .connect()
+            .await
+            .expect_err("refused")
+            .to_string()
+    };
+    let e = refused(RedisStore::builder(&redis.url())).await;
+    assert!(
+        e.contains("certificate"),
+        "the system's roots do not know the test CA: {e}"
+    );
+    let e = refused(RedisStore::builder(&redis.url()).tls_ca_pem(read("ca.pem"))).await;
+    assert!(!e.is_empty(), "Redis wants a client certificate");
+    refused(RedisStore::builder(&format!(
+        "redis://127.0.0.1:{}/0",
+        redis.port
+    )))
+    .await;
+
+    let vars = vec![
+        ("STORE_URL", redis.url()),
+        ("STORE_TLS_CA_FILE", ca.path("ca.pem")),
+        ("STORE_TLS_CERT_FILE", ca.path("client.pem")),
+        ("STORE_TLS_KEY_FILE", ca.path("client.key")),
+    ];
+    let d = Deployment::start_on(redis, vars, vec![Box::new(ca)], 3, Duration::from_secs(3600)).await;
+    d.refresh_and_revoke_everywhere().await;
+}
+
+/// Waits (up to 15 s) until the Redis at `port` reports `field` in `INFO replication`.
+async fn wait_for_replication(port: u16, field: &str) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+    for _ in 0..60 {
+        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            if info.contains(field) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("Redis on {port} never reported {field}");
+}
+
+/// `redis+sentinel://` through one Sentinel, with a Redis replica beside the master: the host
+/// flow across two replicas of our server; then the master dies, the Sentinel promotes the
+/// replica, and every replica of our server finds the new master by itself: the host's tokens
+/// keep working, a refresh and a new sign-in write to the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_through_sentinel_follow_a_failover() {
+    let Some(master) = Redis::start() else { return };
+    let standby = Redis::start_with(
+        vec!["--replicaof".into(), "127.0.0.1".into(), master.port.to_string()],
+        false,
+    )
+    .unwrap();
+    wait_for_replication(standby.port, "master_link_status:up").await;
+    let sentinel = start_sentinel(master.port);
+    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster/0", sentinel.port);
+    let standby_port = standby.port;
+    let mut d = Deployment::start_on(
+        master,
+        vec![("STORE_URL", url)],
+        vec![Box::new(standby), Box::new(sentinel)],
+        2,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let (id, tokens) = d.tokens("johndoe@test.com").await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    for i in 0..2 {
+        assert_eq!(status_at(d.replica(i).addr, &access).await, 200);
+    }
+    // Let the grant reach the standby before the master dies (replication is asynchronous).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    d.redis.stop();
+    wait_for_replication(standby_port, "role:master").await;
+    let mut moved = [false, false];
+    for _ in 0..80 {
+        for (i, done) in moved.iter_mut().enumerate() {
+            *done = *done || status_at(d.replica(i).addr, &access).await == 200;
+        }
+        if moved == [true, true] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(moved, [true, true], "every replica follows the failover");
+    let r = refresh_at(&d.public, &id, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200, "writes go to the new master");
+    let (_, more) = d.tokens("janedoe@test.com").await;
+    assert!(more["access_token"].is_string());
+}
+
+/// POST /register from `local` to `base` (no `Origin`: a host like VS Code).
+async fn register_at(base: &str, local: std::net::IpAddr) -> u16 {
+    reqwest::Client::builder()
+        .local_address(local)
+        .build()
+        .unwrap()
+        .post(format!("{base}/register"))
+        .json(&serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The registration rate limit is one limit for all replicas: it lives in Redis. Before, each
+/// replica kept its own buckets, so behind a round-robin balancer one address registered
+/// replicas × the burst. Another address still registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registration_limit_holds_across_replicas() {
+    let Some(d) = Deployment::start(3, Duration::from_secs(3600)).await else {
+        return;
+    };
+    let here = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut created = 0;
+    let refused = loop {
+        let status = register_at(&d.public, here).await;
+        if status != 201 || created == 40 {
+            break status;
+        }
+        created += 1;
+    };
+    assert_eq!(created, 10, "the default burst, across three replicas");
+    assert_eq!(refused, 429);
+    let mut spread = d.lb.served("/register");
+    spread.sort();
+    spread.dedup();
+    assert_eq!(spread, [0, 1, 2], "every replica answered some");
+    for i in 0..3 {
+        let at = format!("http://{}", d.replica(i).addr);
+        assert_eq!(register_at(&at, here).await, 429, "replica {i}");
+        assert_eq!(
+            register_at(&at, std::net::IpAddr::from([127, 0, 0, 2 + i as u8])).await,
+            201,
+            "another address, replica {i}"
+        );
+    }
 }
 
 #[tokio::test]

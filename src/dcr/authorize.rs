@@ -21,7 +21,9 @@ use super::Inner;
 use super::cimd::Requester;
 use super::client::{self, Client, LookupError};
 use super::cookies::CSRF_COOKIE;
+use super::errors::store_failure_page;
 use super::pages;
+use super::rate_limit;
 use super::store::Namespace;
 use crate::audit;
 use crate::oauth::html::{error_page, escape_html, same_origin_post};
@@ -407,6 +409,24 @@ pub(crate) async fn decide(
         }
         _ => return error_page(StatusCode::BAD_REQUEST, "No decision was made."),
     }
+    // Approving needs no sign-in and writes a transaction: bounded per address (and origin).
+    let (ip, origin) = rate_limit::caller(&extensions, &headers);
+    match inner.approve_limiter.take(ip, origin.as_deref()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let mut page = error_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-ins were started from your network. Wait a minute, then start again \
+                 from your application.",
+            );
+            page.headers_mut().insert(
+                header::RETRY_AFTER,
+                http::HeaderValue::from(inner.limits.approve_refill.as_secs().max(1)),
+            );
+            return page;
+        }
+        Err(e) => return store_failure_page(e),
+    }
     // A consent form approves once: replaying the post cannot make us write transactions.
     let consent = crate::oauth::sha256_b64url(p.csrf_token.as_deref().unwrap_or_default());
     if !inner.used_consents.entry(consent).or_insert(()).is_fresh() {
@@ -441,11 +461,7 @@ pub(crate) async fn decide(
         )
         .await
     {
-        tracing::error!(error = %e, "DCR store failure");
-        return error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The server's storage is unavailable. Try again later.",
-        );
+        return store_failure_page(e);
     }
     let mut response = see_other(&upstream_url);
     if response.status() != StatusCode::SEE_OTHER {

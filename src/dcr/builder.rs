@@ -183,6 +183,40 @@ impl DcrBridgeBuilder {
         self
     }
 
+    /// Consent approvals allowed per client address: a burst of `burst`, then one per `refill`
+    /// (default 10, then one every 30 s). Approving needs no sign-in and stores an upstream
+    /// transaction for [`transaction_ttl`](Self::transaction_ttl), so this bounds what one
+    /// address can store that way (by default at most 30 transactions live at once). As for
+    /// registrations, a browser's approvals draw from its origin's bucket, not from the one of
+    /// the requests without `Origin`; beyond the limit the user sees a 429 page.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use a3_mcp_auth::A3Config;
+    /// use a3_mcp_auth::dcr::DcrBridge;
+    /// use a3_mcp_auth::dcr::store::MemoryStore;
+    /// use a3_mcp_auth::testing::TestIssuer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let issuer = TestIssuer::start().await;
+    /// let config = A3Config::builder().issuer_url(issuer.url()).client("proxy", "secret").build().unwrap();
+    /// // Many users behind one address (a company's NAT): a larger burst, a faster refill.
+    /// let bridge = DcrBridge::builder(&config)
+    ///     .store(MemoryStore::new())
+    ///     .consent_rate_limit(50, Duration::from_secs(5))
+    ///     .build()
+    ///     .await
+    ///     .unwrap();
+    /// # let _ = bridge;
+    /// # }
+    /// ```
+    pub fn consent_rate_limit(mut self, burst: u32, refill: Duration) -> Self {
+        self.limits.approve_burst = burst.max(1);
+        self.limits.approve_refill = refill;
+        self
+    }
+
     /// Most Client ID Metadata Documents (and recent fetch failures) kept in the store at once
     /// (default 10 000). When the cache is full, a document not in it is fetched for each request
     /// that needs it (under the fetch rate limit) until entries expire.
@@ -269,7 +303,7 @@ impl DcrBridgeBuilder {
                 }
                 .into());
             }
-            self.store = Some(store::open_url(url, config.store_prefix()).await?);
+            self.store = Some(store::open_shared(config, url).await?);
         }
         let config = &self.config;
         let issuer = config.public_url().to_owned();
@@ -352,18 +386,32 @@ impl DcrBridgeBuilder {
                 );
             }
         }
+        // Every operation counted and timed, whichever store it is (the shared rate limits too).
+        let store: Arc<dyn Store> = Arc::new(Metered(store));
         let inner = Arc::new(Inner {
             issuer,
             resource: config.resource_uri().to_owned(),
             scopes: self.scopes,
-            // Every operation counted and timed, whichever store it is.
-            store: Arc::new(Metered(store)),
+            store: store.clone(),
             keys,
             upstream,
             a3_verifier,
             a3_keys,
-            register_limiter: RateLimiter::new(limits.register_burst, limits.register_refill),
+            register_limiter: RateLimiter::new(
+                "register",
+                store.clone(),
+                limits.register_burst,
+                limits.register_refill,
+            ),
+            approve_limiter: RateLimiter::new(
+                "approve",
+                store.clone(),
+                limits.approve_burst,
+                limits.approve_refill,
+            ),
             metadata_fetch_limiter: RateLimiter::new(
+                "metadata_fetch",
+                store.clone(),
                 limits.metadata_fetch_burst,
                 limits.metadata_fetch_refill,
             ),

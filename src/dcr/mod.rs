@@ -28,7 +28,7 @@
 //! | `GET /.well-known/oauth-authorization-server` | `metadata` | [RFC 8414 §2](https://www.rfc-editor.org/rfc/rfc8414#section-2) metadata; `issuer` = the public URL; `client_id_metadata_document_supported` |
 //! | `POST /register` | `register` | [RFC 7591 §3](https://www.rfc-editor.org/rfc/rfc7591#section-3) registration of public clients (JSON only; rate-limited per address and browser origin, capped; 404 while `DCR_ENABLED=false`) |
 //! | `GET /authorize` | `authorize` | validates the request ([RFC 6749 §4.1.1](https://www.rfc-editor.org/rfc/rfc6749#section-4.1.1), PKCE S256 required; a URL `client_id` resolved by `cimd`), shows the consent page |
-//! | `POST /authorize` | `authorize` | the consent decision (CSRF-checked); on approval redirects to A3 |
+//! | `POST /authorize` | `authorize` | the consent decision (CSRF-checked; approvals rate-limited per address and browser origin); on approval redirects to A3 |
 //! | `GET /auth/callback` | `callback` | A3 returns here; exchanges A3's code and redirects to the host with ours ([RFC 9207](https://www.rfc-editor.org/rfc/rfc9207) `iss` both ways); on plain http, shows the confirmation naming the signed-in account instead |
 //! | `POST /auth/confirm` | `confirm` | plain http only: the confirmation (same-origin post of the page's secret); Allow redirects to the host with our code, Deny revokes A3's tokens |
 //! | `POST /token` | `token` | `authorization_code` ([RFC 7636 §4.6](https://www.rfc-editor.org/rfc/rfc7636#section-4.6)) and `refresh_token` grants, with rotation and reuse detection ([OAuth 2.1 §4.3.1](https://datatracker.ietf.org/doc/html/draft-ietf-oauth-v2-1#section-4.3.1)) |
@@ -188,6 +188,8 @@ pub(crate) struct Limits {
     pub max_grants_per_user: usize,
     pub register_burst: u32,
     pub register_refill: Duration,
+    pub approve_burst: u32,
+    pub approve_refill: Duration,
     pub max_cached_documents: u64,
     pub metadata_fetch_burst: u32,
     pub metadata_fetch_refill: Duration,
@@ -208,6 +210,8 @@ impl Default for Limits {
             max_grants_per_user: 32,
             register_burst: 10,
             register_refill: Duration::from_secs(60),
+            approve_burst: 10,
+            approve_refill: Duration::from_secs(30),
             max_cached_documents: 10_000,
             metadata_fetch_burst: 10,
             metadata_fetch_refill: Duration::from_secs(60),
@@ -240,6 +244,8 @@ pub(crate) struct Inner {
     pub limits: Limits,
     pub cookies: Cookies,
     pub register_limiter: RateLimiter,
+    /// Approvals of the consent form (each writes an upstream transaction; no sign-in needed).
+    pub approve_limiter: RateLimiter,
     /// Fetches of metadata documents not in the cache, per caller.
     pub metadata_fetch_limiter: RateLimiter,
     /// How hosts may identify themselves (CIMD, DCR) and the CIMD admission policy.

@@ -216,8 +216,10 @@ async fn handle(inner: &Inner, extensions: &Extensions, headers: &HeaderMap, bod
     // Browsers always send Origin with a cross-origin (CORS) request; other hosts send none.
     let (ip, origin) = rate_limit::caller(extensions, headers);
     let origin = origin.as_deref();
-    if !inner.register_limiter.allows(ip, origin) {
-        return too_many_registrations(inner);
+    match inner.register_limiter.allows(ip, origin).await {
+        Ok(true) => {}
+        Ok(false) => return too_many_registrations(inner),
+        Err(e) => return store_failure(e),
     }
     let request: RegistrationRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
@@ -309,8 +311,10 @@ async fn handle(inner: &Inner, extensions: &Extensions, headers: &HeaderMap, bod
         Err(e) => return store_failure(e),
     }
     // Counted only now that the registration is valid and fits.
-    if !inner.register_limiter.take(ip, origin) {
-        return too_many_registrations(inner);
+    match inner.register_limiter.take(ip, origin).await {
+        Ok(true) => {}
+        Ok(false) => return too_many_registrations(inner),
+        Err(e) => return store_failure(e),
     }
     let client = RegisteredClient {
         client_id: crate::oauth::random_token(),

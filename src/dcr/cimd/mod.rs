@@ -284,6 +284,8 @@ pub(crate) async fn lookup(
     if !inner
         .metadata_fetch_limiter
         .take(requester.ip, requester.origin.as_deref())
+        .await
+        .map_err(DocumentError::Store)?
     {
         return Err(DocumentError::TooManyFetches);
     }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{BoxFuture, Index, IndexEntry, Namespace, Store, StoreError};
+use super::{BoxFuture, Index, IndexEntry, Namespace, Store, StoreError, TokenBucket};
 
 /// A store whose operations are counted by outcome and timed. Every [`Store`] method is
 /// forwarded, the provided ones (`lock`, `unlock`) included: a method added to the trait must be
@@ -79,6 +79,13 @@ impl Store for Metered {
     }
     fn unlock<'a>(&'a self, name: &'a str, token: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         timed("unlock", self.0.unlock(name, token))
+    }
+    fn take_tokens<'a>(
+        &'a self,
+        buckets: &'a [TokenBucket],
+        take: bool,
+    ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
+        timed("take_tokens", self.0.take_tokens(buckets, take))
     }
 }
 

@@ -29,14 +29,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::DcrError;
-use crate::config::ConfigError;
+use crate::config::{A3Config, ConfigError};
 use crate::oauth::unix_now;
 
 pub use self::memory::MemoryStore;
 pub(crate) use self::metered::Metered;
 pub use self::redb::RedbStore;
 #[cfg(feature = "redis")]
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisStore, RedisStoreBuilder};
 
 /// A boxed future, as [`Store`] methods return (so that `Arc<dyn Store>` works). An
 /// implementation writes its method bodies as `Box::pin(async move { … })`; see [`Store`].
@@ -191,6 +191,42 @@ impl IndexEntry {
         IndexEntry {
             member: member.into(),
             expires_at,
+        }
+    }
+}
+
+/// A token bucket of a rate limit, as [`Store::take_tokens`] keeps it: `burst` tokens when full,
+/// one more every `refill`.
+///
+/// ```
+/// use std::time::Duration;
+/// use a3_mcp_auth::dcr::store::{MemoryStore, Store, TokenBucket};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let bucket = TokenBucket::new("register:addr:192.0.2.7", 10, Duration::from_secs(60));
+/// // A store that only this process uses keeps no buckets: the bridge keeps them in memory.
+/// assert_eq!(MemoryStore::new().take_tokens(&[bucket], true).await.unwrap(), None);
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenBucket {
+    /// What the bucket counts (the limit, the kind of caller, the caller's address).
+    pub key: String,
+    /// Tokens when full.
+    pub burst: u32,
+    /// Time to earn one token back.
+    pub refill: Duration,
+}
+
+impl TokenBucket {
+    /// A bucket.
+    pub fn new(key: impl Into<String>, burst: u32, refill: Duration) -> Self {
+        TokenBucket {
+            key: key.into(),
+            burst,
+            refill,
         }
     }
 }
@@ -351,6 +387,21 @@ pub trait Store: Send + Sync + 'static {
         let _ = (name, token);
         Box::pin(async { Ok(()) })
     }
+
+    /// Rate limits shared by every process using this store: whether every bucket of `buckets`
+    /// holds a token and, if so and `take` is set, takes one from each (all or none, atomically).
+    ///
+    /// `Ok(None)` (the default): this store does not keep rate limits, and the bridge keeps them
+    /// in its own memory, per process. A shared store (such as Redis) overrides it, so that
+    /// replicas enforce one limit together.
+    fn take_tokens<'a>(
+        &'a self,
+        buckets: &'a [TokenBucket],
+        take: bool,
+    ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
+        let _ = (buckets, take);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -407,6 +458,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn unlock<'a>(&'a self, name: &'a str, token: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         (**self).unlock(name, token)
+    }
+    fn take_tokens<'a>(
+        &'a self,
+        buckets: &'a [TokenBucket],
+        take: bool,
+    ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
+        (**self).take_tokens(buckets, take)
     }
 }
 
@@ -469,19 +527,36 @@ impl dyn Store {
     }
 }
 
-/// Opens the shared store that `STORE_URL` names.
-pub(crate) async fn open_url(url: &str, prefix: Option<&str>) -> Result<Arc<dyn Store>, DcrError> {
+/// Opens the shared store that `STORE_URL` names, with `STORE_PREFIX` and the `STORE_TLS_*`
+/// files of `config`.
+pub(crate) async fn open_shared(config: &A3Config, url: &str) -> Result<Arc<dyn Store>, DcrError> {
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
     match scheme {
         #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+unix" | "unix" => {
-            let prefix = prefix.unwrap_or(DEFAULT_STORE_PREFIX);
-            Ok(Arc::new(RedisStore::connect(url, prefix).await?))
+        "redis" | "rediss" | "redis+unix" | "unix" | "redis+sentinel" | "rediss+sentinel" => {
+            let read = |name: &'static str, path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| ConfigError::Invalid {
+                    name,
+                    reason: format!("cannot read {}: {}", path.display(), e.kind()),
+                })
+            };
+            let mut builder =
+                RedisStore::builder(url).prefix(config.store_prefix().unwrap_or(DEFAULT_STORE_PREFIX));
+            if let Some(ca) = config.store_tls_ca_file() {
+                builder = builder.tls_ca_pem(read("STORE_TLS_CA_FILE", ca)?);
+            }
+            if let Some((cert, key)) = config.store_tls_client_cert_files() {
+                builder = builder.tls_client_cert_pem(
+                    read("STORE_TLS_CERT_FILE", cert)?,
+                    read("STORE_TLS_KEY_FILE", key)?,
+                );
+            }
+            Ok(Arc::new(builder.connect().await?))
         }
         _ => {
-            let _ = prefix;
+            let _ = config;
             let reason = if cfg!(feature = "redis") {
-                "expected redis://host:port/db"
+                "expected redis://host:port/db, rediss://host:port/db or redis+sentinel://host:port/master-name/db"
             } else {
                 "this build has no shared store: enable the cargo feature `redis`"
             };

@@ -2,15 +2,16 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisError, Script};
 
-use super::{BoxFuture, Index, IndexEntry, Namespace, Store, StoreError};
+use super::{BoxFuture, Index, IndexEntry, Namespace, Store, StoreError, TokenBucket};
 
-/// How long one Redis command may take before the request fails (and is answered with 503).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long connecting may take.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+mod connection;
+
+use connection::Connection;
+pub use connection::RedisStoreBuilder;
+
 /// Pause before the one retry of a command whose connection broke (Redis restarted).
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
@@ -38,6 +39,34 @@ if last[2] then redis.call("EXPIREAT", KEYS[1], last[2]) end
 return 1
 "#;
 
+/// Token buckets (`KEYS`, each a hash of `tokens` and `at` in ms), `ARGV[1]` = "1" to take,
+/// then per bucket its burst and refill (ms). Redis's own clock, so replicas agree. Takes one
+/// token from every bucket, or none when one is empty; an untouched bucket needs no write.
+const TAKE_TOKENS: &str = r#"
+local t = redis.call("TIME")
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local levels = {}
+for i, key in ipairs(KEYS) do
+  local burst = tonumber(ARGV[2 * i])
+  local refill = tonumber(ARGV[2 * i + 1])
+  local state = redis.call("HMGET", key, "tokens", "at")
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or now
+  if refill > 0 then tokens = math.min(burst, tokens + math.max(0, now - at) / refill) else tokens = burst end
+  if tokens < 1 then return 0 end
+  levels[i] = tokens
+end
+if ARGV[1] == "1" then
+  for i, key in ipairs(KEYS) do
+    local burst = tonumber(ARGV[2 * i])
+    local refill = tonumber(ARGV[2 * i + 1])
+    redis.call("HSET", key, "tokens", tostring(levels[i] - 1), "at", tostring(now))
+    redis.call("PEXPIRE", key, math.ceil(burst * refill) + 1000)
+  end
+end
+return 1
+"#;
+
 /// A [`Store`] on a Redis server (6.2 or later), shared by every replica of the server.
 ///
 /// Keys are `{prefix}{namespace}:{key}` (keys of tokens and codes are already SHA-256 hashes);
@@ -46,13 +75,19 @@ return 1
 /// written by small scripts that also drop expired members and let the set expire with its last.
 /// Expiry is Redis's own (`SET … PXAT`), so [`Store::purge_expired`] has nothing to do;
 /// [`Store::take`] is `GETDEL`, atomic across replicas; [`Store::lock`] is `SET … NX PX` with a
-/// random token, released by a compare-and-delete script. [`Store::count`] scans the namespace's
+/// random token, released by a compare-and-delete script. [`Store::take_tokens`] keeps rate-limit
+/// buckets in hashes `{prefix}rate:{bucket}`, updated by a script on Redis's clock, so every
+/// replica draws from the same buckets. [`Store::count`] scans the namespace's
 /// keys: it only serves the registration cap of the (rate-limited) `/register`.
 ///
 /// The connection is a [`ConnectionManager`]: after Redis restarts it reconnects by itself.
-/// A command that fails because the connection broke is sent once more after a short pause
-/// (except `GETDEL` after an ambiguous failure: a code is never redeemed twice); every other
-/// failure is a [`StoreError`], which the bridge answers with `503 Service Unavailable`.
+/// [`RedisStore::builder`] adds TLS (`rediss://`, a CA, a client certificate) and Sentinel
+/// (`redis+sentinel://`), where a broken connection or a read-only answer (the old master after
+/// a failover) makes the store ask the Sentinels for the master again.
+/// A command that fails because the connection broke, or that a read-only replica refused, is
+/// sent once more after a short pause (except `GETDEL` after an ambiguous failure: a code is
+/// never redeemed twice); every other failure is a [`StoreError`], which the bridge answers
+/// with `503 Service Unavailable`.
 ///
 /// ```no_run
 /// use a3_mcp_auth::dcr::store::{Namespace, RedisStore, Store};
@@ -66,11 +101,12 @@ return 1
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
     unlock: Script,
     index_put: Script,
     index_remove: Script,
+    take_tokens: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -102,27 +138,34 @@ fn retryable(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_connection_refusal() || e.is_io_error()
 }
 
+/// A write refused by a replica: the master moved (a Sentinel failover); nothing was done.
+fn read_only(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+}
+
 impl RedisStore {
-    /// Connects to `url` (`redis://[user:password@]host:port/db`; `rediss://` would need a TLS
-    /// feature of `redis`, which this crate does not enable) and checks the server answers. Every key starts with
-    /// `prefix`, so several servers can share one Redis.
+    /// Connects to `url` (`redis://[user:password@]host:port/db`, or any URL of
+    /// [`RedisStoreBuilder`]) and checks the server answers. Every key starts with `prefix`, so
+    /// several servers can share one Redis.
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(err)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(err)?;
-        Ok(RedisStore {
+        Self::builder(url).prefix(prefix).connect().await
+    }
+
+    /// A builder for a store at `url`, with TLS material or a Sentinel URL; see
+    /// [`RedisStoreBuilder`].
+    pub fn builder(url: &str) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(url)
+    }
+
+    fn new(conn: Connection, prefix: String) -> Self {
+        RedisStore {
             conn,
-            prefix: prefix.into(),
+            prefix,
             unlock: Script::new(UNLOCK),
             index_put: Script::new(INDEX_PUT),
             index_remove: Script::new(INDEX_REMOVE),
-        })
+            take_tokens: Script::new(TAKE_TOKENS),
+        }
     }
 
     /// The key prefix.
@@ -156,12 +199,13 @@ impl RedisStore {
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        match op(self.conn.clone()).await {
+        match op(self.conn.get()).await {
             Ok(v) => Ok(v),
-            Err(e) if retry_if(&e) => {
-                tracing::warn!(error = %e, "redis connection broke; retrying once");
+            Err(e) if retry_if(&e) || read_only(&e) => {
+                tracing::warn!(error = %e, "redis connection broke or the server is read-only; retrying once");
                 tokio::time::sleep(RETRY_PAUSE).await;
-                op(self.conn.clone()).await.map_err(err)
+                self.conn.rediscover().await;
+                op(self.conn.get()).await.map_err(err)
             }
             Err(e) => Err(err(e)),
         }
@@ -352,6 +396,30 @@ impl Store for RedisStore {
         let key = format!("{}lock:{name}", self.prefix);
         Box::pin(async move { self.script(&self.unlock, &key, &[token]).await })
     }
+
+    fn take_tokens<'a>(
+        &'a self,
+        buckets: &'a [TokenBucket],
+        take: bool,
+    ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
+        Box::pin(async move {
+            // Retried only when surely never sent: after a lost reply a retry could take twice.
+            let allowed: i64 = self
+                .run(RedisError::is_connection_refusal, |mut c| {
+                    let mut invocation = self.take_tokens.prepare_invoke();
+                    for b in buckets {
+                        invocation.key(format!("{}rate:{}", self.prefix, b.key));
+                    }
+                    invocation.arg(if take { "1" } else { "0" });
+                    for b in buckets {
+                        invocation.arg(b.burst.max(1)).arg(b.refill.as_millis() as u64);
+                    }
+                    async move { invocation.invoke_async(&mut c).await }
+                })
+                .await?;
+            Ok(Some(allowed == 1))
+        })
+    }
 }
 
 /// Tests against a real `redis-server` (started here on a free port); skipped with a message
@@ -454,7 +522,7 @@ pub(crate) mod tests {
         // An index set holds no expired members and expires with its last member.
         let now = crate::oauth::unix_now();
         let set = store.index_key(Index::GrantsByClient, "c9");
-        let mut c = store.conn.clone();
+        let mut c = store.conn.get();
         store
             .index_put(Index::GrantsByClient, "c9", "expired", now - 5)
             .await
@@ -471,6 +539,45 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert!(!c.exists::<_, bool>(&set).await.unwrap(), "an empty set is gone");
+    }
+
+    #[tokio::test]
+    async fn token_buckets_are_shared_by_every_connection() {
+        let Some(redis) = start_redis() else { return };
+        let a = RedisStore::connect(&redis.url, "rl:").await.unwrap();
+        let b = RedisStore::connect(&redis.url, "rl:").await.unwrap();
+        let hour = Duration::from_secs(3600);
+        let x = [TokenBucket::new("x", 2, hour)];
+        let xy = [TokenBucket::new("x", 2, hour), TokenBucket::new("y", 5, hour)];
+        assert_eq!(
+            a.take_tokens(&x, false).await.unwrap(),
+            Some(true),
+            "looking takes nothing"
+        );
+        assert_eq!(a.take_tokens(&x, true).await.unwrap(), Some(true));
+        assert_eq!(
+            b.take_tokens(&x, true).await.unwrap(),
+            Some(true),
+            "one bucket for both"
+        );
+        assert_eq!(a.take_tokens(&x, true).await.unwrap(), Some(false));
+        assert_eq!(b.take_tokens(&xy, true).await.unwrap(), Some(false));
+        let y_only = [TokenBucket::new("y", 5, hour)];
+        for _ in 0..5 {
+            assert_eq!(
+                b.take_tokens(&y_only, true).await.unwrap(),
+                Some(true),
+                "all or none"
+            );
+        }
+        // Refill on Redis's clock; the bucket expires once full again.
+        let fast = [TokenBucket::new("z", 1, Duration::from_millis(300))];
+        assert_eq!(a.take_tokens(&fast, true).await.unwrap(), Some(true));
+        assert_eq!(b.take_tokens(&fast, true).await.unwrap(), Some(false));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(b.take_tokens(&fast, true).await.unwrap(), Some(true));
+        let ttl: i64 = a.conn.get().pttl("rl:rate:z").await.unwrap();
+        assert!((0..=1300).contains(&ttl), "{ttl}");
     }
 
     #[test]
