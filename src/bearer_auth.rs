@@ -126,6 +126,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         if let Err(e) = credentials(req.headers()) {
+            crate::metrics::bearer(Err(&e));
             return ResponseFuture::refused(&self.shared.challenge, &e);
         }
         // The service that was polled ready goes into the future; a fresh clone stays behind.
@@ -147,6 +148,7 @@ where
                     }),
                 Err(e) => Err(e),
             };
+            crate::metrics::bearer(verified.as_ref().map(|_| ()));
             match verified {
                 Ok(claims) => {
                     req.extensions_mut().insert(claims);

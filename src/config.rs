@@ -952,6 +952,10 @@ mod tests {
             name(&[("TOKEN_ENCRYPTION_KEY", "c2hvcnQ=")]),
             "TOKEN_ENCRYPTION_KEY"
         );
+        assert_eq!(name(&[("ADMIN_ADDR", "localhost:9464")]), "ADMIN_ADDR");
+        assert_eq!(name(&[("ADMIN_ADDR", "0.0.0.0:9464")]), "ADMIN_ADDR");
+        let ok = build(&[("ISSUER_PATH", "x"), ("ADMIN_ADDR", "[::1]:0")]).unwrap();
+        assert_eq!(ok.admin_addr().to_string(), "[::1]:0");
         let tls_file = ("STORE_TLS_CA_FILE", "/etc/ca.pem");
         assert_eq!(
             name(&[("STORE_URL", "redis://h:6379/0"), tls_file]),

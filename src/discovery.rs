@@ -93,7 +93,11 @@ impl ProviderMetadata {
             issuer.trim_end_matches('/')
         ))
         .map_err(|_| DiscoveryError::BadIssuer(issuer.to_owned()))?;
-        let (metadata, _): (ProviderMetadata, _) = fetch::get_json(client, &url, MAX_DISCOVERY_BYTES).await?;
+        let started = std::time::Instant::now();
+        let fetched = fetch::get_json(client, &url, MAX_DISCOVERY_BYTES).await;
+        let outcome = if fetched.is_ok() { "ok" } else { "error" };
+        crate::metrics::upstream("discovery", outcome, started);
+        let (metadata, _): (ProviderMetadata, _) = fetched?;
         // Exact match, with one allowance: A3's own token validator strips a trailing '/' from
         // the discovered issuer, so a document that differs only by that slash is accepted.
         if metadata.issuer != issuer && metadata.issuer.strip_suffix('/') != Some(issuer) {

@@ -70,6 +70,12 @@ impl JwksPolicy {
         self
     }
 
+    /// Sets [`JwksPolicy::retry_after_failure`].
+    pub fn with_retry_after_failure(mut self, every: Duration) -> Self {
+        self.retry_after_failure = every;
+        self
+    }
+
     /// Sets the bounds for `max-age`-driven refreshes.
     pub fn with_refresh_bounds(mut self, min: Duration, max: Duration) -> Self {
         self.min_refresh = min;
@@ -132,6 +138,9 @@ struct Inner {
     /// Bumped whenever a key disappears, so caches of tokens verified with it drop them.
     generation: AtomicU64,
     fetches: AtomicU64,
+    /// Since when every fetch has failed (`None` after a successful one). Kept apart from
+    /// `fetch`, which a fetch holds for up to its timeout, so that readiness probes never wait.
+    failing_since: std::sync::Mutex<Option<Instant>>,
     refresh_task: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
@@ -200,11 +209,12 @@ impl JwksKeyStore {
             }),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
+            failing_since: std::sync::Mutex::new(None),
             refresh_task: std::sync::OnceLock::new(),
         });
         let next = {
             let mut state = inner.fetch.lock().await;
-            inner.fetch_now(&mut state).await?
+            inner.fetch_now(&mut state, "startup").await?
         };
         let task = tokio::spawn(refresh_loop(Arc::downgrade(&inner), next));
         let _ = inner.refresh_task.set(task.abort_handle());
@@ -230,6 +240,11 @@ impl JwksKeyStore {
             .unwrap_or(Err(KeyLookupError::Unavailable(cooldown)))
     }
 
+    /// How this store fetches and refreshes.
+    pub fn policy(&self) -> &JwksPolicy {
+        &self.inner.policy
+    }
+
     /// The `kid`s currently held, sorted.
     pub fn key_ids(&self) -> Vec<String> {
         let mut ids: Vec<_> = self.snapshot().by_kid.keys().cloned().collect();
@@ -240,6 +255,26 @@ impl JwksKeyStore {
     /// How many times the JWKS has been fetched (for operators and tests).
     pub fn fetch_count(&self) -> u64 {
         self.inner.fetches.load(Ordering::Relaxed)
+    }
+
+    /// How long every fetch of the JWKS has been failing, or `None` when the last one succeeded.
+    /// The store keeps verifying with the last good keys meanwhile; what it cannot do is pick up
+    /// a key the issuer rotated in. [`Readiness`](crate::health::Readiness) reads it (no fetch).
+    ///
+    /// ```
+    /// use a3_mcp_auth::jwks::{JwksKeyStore, JwksPolicy};
+    /// use a3_mcp_auth::testing::TestIssuer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let issuer = TestIssuer::start().await;
+    /// let keys = JwksKeyStore::fetch(&issuer.jwks_uri(), JwksPolicy::default()).await.unwrap();
+    /// assert_eq!(keys.failing_for(), None);
+    /// # }
+    /// ```
+    pub fn failing_for(&self) -> Option<Duration> {
+        let since = *self.inner.failing_since.lock().unwrap_or_else(|e| e.into_inner());
+        since.map(|at| at.elapsed())
     }
 
     /// Changes whenever a key is removed from the set or replaced under its `kid`.
@@ -275,6 +310,7 @@ impl Inner {
         }
         let cooldown = self.policy.refetch_cooldown;
         if let Some(at) = state.last_refetch.filter(|at| at.elapsed() < cooldown) {
+            crate::metrics::jwks_refetch_throttled();
             return Err(if state.last_ok {
                 KeyLookupError::UnknownKey
             } else {
@@ -282,14 +318,27 @@ impl Inner {
             });
         }
         state.last_refetch = Some(Instant::now());
-        match self.fetch_now(&mut state).await {
+        match self.fetch_now(&mut state, "unknown_kid").await {
             Ok(_) => self.lookup(Some(kid)).ok_or(KeyLookupError::UnknownKey),
             Err(_) => Err(KeyLookupError::Unavailable(cooldown)),
         }
     }
 
-    /// Fetches and installs the key set; returns when the next scheduled refresh is due.
-    async fn fetch_now(&self, state: &mut FetchState) -> Result<Duration, FetchError> {
+    /// Fetches and installs the key set (`trigger`: `startup`, `scheduled` or `unknown_kid`, for
+    /// the metrics); returns when the next scheduled refresh is due.
+    async fn fetch_now(&self, state: &mut FetchState, trigger: &'static str) -> Result<Duration, FetchError> {
+        let started = Instant::now();
+        let result = self.fetch_keys(state).await;
+        crate::metrics::jwks_fetch(trigger, result.is_ok(), started);
+        let mut failing_since = self.failing_since.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(_) => *failing_since = None,
+            Err(_) => *failing_since = failing_since.or(Some(started)),
+        }
+        result
+    }
+
+    async fn fetch_keys(&self, state: &mut FetchState) -> Result<Duration, FetchError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let result =
             fetch::get_json::<JwkSet>(&self.client, &self.jwks_uri, self.policy.max_document_bytes).await;
@@ -416,7 +465,7 @@ async fn refresh_loop(inner: Weak<Inner>, mut next: Duration) {
             next = inner.policy.min_refresh.max(MIN_INTERVAL);
             continue;
         }
-        next = match inner.fetch_now(&mut state).await {
+        next = match inner.fetch_now(&mut state, "scheduled").await {
             Ok(next) => next,
             Err(_) => inner.policy.retry_after_failure,
         }

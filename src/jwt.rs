@@ -162,15 +162,29 @@ impl JwtVerifier {
     }
 
     async fn verify_fresh(&self, token: &str) -> Result<(Claims, u64), VerifyError> {
-        let header =
+        let result = self.check(token).await;
+        match &result {
+            Ok(_) => crate::metrics::jwt_verification("ok"),
+            // Not a JWT: another verifier's token, counted by whoever takes it.
+            Err((VerifyError::Unrecognized, _)) => {}
+            Err((_, reason)) => crate::metrics::jwt_verification(reason),
+        }
+        result.map_err(|(e, _)| e)
+    }
+
+    /// The checks of [`verify_fresh`](Self::verify_fresh); a failure comes with its metrics label.
+    async fn check(&self, token: &str) -> Result<(Claims, u64), (VerifyError, &'static str)> {
+        let invalid =
+            |reason: &'static str, description: &'static str| (VerifyError::invalid(description), reason);
+        let header = jsonwebtoken::decode_header(token)
             // Not a JWS at all: leave it to another verifier (see `TokenVerifier::or`).
-            jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Unrecognized)?;
+            .map_err(|_| (VerifyError::Unrecognized, "malformed"))?;
         let Some((_, validation)) = self.inner.validations.iter().find(|(alg, _)| *alg == header.alg) else {
-            return Err(VerifyError::invalid("signing algorithm not allowed"));
+            return Err(invalid("algorithm", "signing algorithm not allowed"));
         };
         if header.crit.is_some() {
             // RFC 7515 §4.1.11: we understand no extensions, so any critical one is fatal.
-            return Err(VerifyError::invalid("unsupported critical header"));
+            return Err(invalid("malformed", "unsupported critical header"));
         }
         let key = self
             .inner
@@ -178,32 +192,42 @@ impl JwtVerifier {
             .key(header.kid.as_deref())
             .await
             .map_err(|e| match e {
-                KeyLookupError::UnknownKey => VerifyError::invalid("unknown signing key"),
-                KeyLookupError::Unavailable(retry_after) => VerifyError::Unavailable { retry_after },
+                KeyLookupError::UnknownKey => invalid("unknown_key", "unknown signing key"),
+                KeyLookupError::Unavailable(retry_after) => {
+                    (VerifyError::Unavailable { retry_after }, "keys_unavailable")
+                }
             })?;
         if key.algorithm != header.alg {
-            return Err(VerifyError::invalid("signing algorithm does not match the key"));
+            return Err(invalid("algorithm", "signing algorithm does not match the key"));
         }
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation).map_err(|e| {
-            VerifyError::invalid(match e.kind() {
-                ErrorKind::ExpiredSignature => "the token has expired",
-                ErrorKind::ImmatureSignature => "the token is not valid yet",
-                ErrorKind::InvalidIssuer => "the token was issued by another issuer",
-                ErrorKind::InvalidAudience => "the token was issued for another resource",
-                ErrorKind::InvalidSignature => "bad signature",
-                ErrorKind::MissingRequiredClaim(c) if c == "exp" => "the token has no exp claim",
-                ErrorKind::MissingRequiredClaim(c) if c == "aud" => "the token has no aud claim",
-                ErrorKind::MissingRequiredClaim(c) if c == "sub" => "the token has no sub claim",
-                ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
-                ErrorKind::InvalidClaimFormat(_) => "a time or audience claim is malformed",
-                _ => "malformed token",
-            })
+            let (reason, description) = match e.kind() {
+                ErrorKind::ExpiredSignature => ("expired", "the token has expired"),
+                ErrorKind::ImmatureSignature => ("not_yet_valid", "the token is not valid yet"),
+                ErrorKind::InvalidIssuer => ("wrong_issuer", "the token was issued by another issuer"),
+                ErrorKind::InvalidAudience => ("wrong_audience", "the token was issued for another resource"),
+                ErrorKind::InvalidSignature => ("bad_signature", "bad signature"),
+                ErrorKind::MissingRequiredClaim(c) if c == "exp" => {
+                    ("malformed", "the token has no exp claim")
+                }
+                ErrorKind::MissingRequiredClaim(c) if c == "aud" => {
+                    ("wrong_audience", "the token has no aud claim")
+                }
+                ErrorKind::MissingRequiredClaim(c) if c == "sub" => {
+                    ("malformed", "the token has no sub claim")
+                }
+                ErrorKind::MissingRequiredClaim(_) => ("malformed", "the token lacks a required claim"),
+                ErrorKind::InvalidClaimFormat(_) => ("malformed", "a time or audience claim is malformed"),
+                _ => ("malformed", "malformed token"),
+            };
+            invalid(reason, description)
         })?;
         let now = now();
         let claims = data.claims;
         if claims.contains_key("cnf") {
             // A sender-constrained token (DPoP, mTLS) must not be accepted as a plain bearer token.
-            return Err(VerifyError::invalid(
+            return Err(invalid(
+                "malformed",
                 "sender-constrained tokens (cnf) are not accepted here",
             ));
         }
@@ -212,7 +236,8 @@ impl JwtVerifier {
             Some(iat) => match iat.as_f64() {
                 Some(iat) if iat <= now.saturating_add(self.inner.leeway) as f64 => {}
                 _ => {
-                    return Err(VerifyError::invalid(
+                    return Err(invalid(
+                        "not_yet_valid",
                         "the token's iat is invalid or in the future",
                     ));
                 }
@@ -236,10 +261,12 @@ impl TokenVerifier for JwtVerifier {
         let generation = self.inner.keys.generation();
         if let Some(hit) = cache.get(&digest) {
             if hit.generation == generation && now() < hit.exp.saturating_add(self.inner.leeway) {
+                crate::metrics::jwt_cache(true);
                 return Ok(hit.claims);
             }
             cache.invalidate(&digest);
         }
+        crate::metrics::jwt_cache(false);
         let (claims, exp) = self.verify_fresh(token).await?;
         cache.insert(
             digest,

@@ -61,6 +61,10 @@
 //! Serving them: [`serve`](mod@serve), `axum::serve` with a header-read timeout and a connection
 //! cap; [`admin`], the admin listener (`ADMIN_ADDR`) and the layer that admits only the operator.
 //!
+//! Operating them: [`health`] (`/healthz` and `/readyz` for probes and load balancers),
+//! [`metrics`] (counters and histograms through the `metrics` facade; no exporter forced) and
+//! [`audit`] (one `tracing` event per security decision, under its own target).
+//!
 //! Above them: [`dcr`], the DCR bridge (an OAuth authorization server towards MCP hosts, one
 //! confidential client towards A3); `dev_issuer`, a development stand-in for A3; `testing`, a
 //! loopback issuer for tests.
@@ -78,6 +82,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod audit;
 pub mod bearer_auth;
 pub mod challenge;
 pub mod claims;
@@ -87,9 +92,11 @@ pub mod dcr;
 pub mod discovery;
 pub mod fetch;
 pub mod filtered;
+pub mod health;
 pub mod jwks;
 pub mod jwt;
 pub mod metadata;
+pub mod metrics;
 pub mod origin_check;
 pub mod require_scope;
 pub mod serve;

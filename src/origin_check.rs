@@ -222,6 +222,12 @@ where
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
             Err((status, reason)) => {
                 tracing::debug!(%status, reason, "refused a request before authentication");
+                let which = if reason.contains("Origin") {
+                    "origin"
+                } else {
+                    "host"
+                };
+                crate::metrics::refused("origin_check", which);
                 ResponseFuture::refused(json_refusal(status, "forbidden", reason))
             }
         }

@@ -102,7 +102,14 @@ where
             Some(_) => None,
         };
         match refusal {
-            Some(e) => ResponseFuture::refused(error_response(&self.layer.challenge, &e)),
+            Some(e) => {
+                let reason = match e {
+                    AuthError::MissingToken => "unauthenticated",
+                    _ => "insufficient_scope",
+                };
+                crate::metrics::refused("require_scope", reason);
+                ResponseFuture::refused(error_response(&self.layer.challenge, &e))
+            }
             None => ResponseFuture::inner(self.inner.call(req)),
         }
     }

@@ -346,15 +346,19 @@ impl SessionBindingLayer {
         t.forget_expired_of(&holder, now, idle);
         let held = t.holders.get(&holder).map_or(0, |h| h.sessions.len() + h.pending);
         if held >= max_per_user {
+            drop(t);
+            crate::audit::session_refused(Some(&principal), "user_limit");
             return Err(NoRoom::Holder(max_per_user));
         }
         if t.sessions.len() + t.pending >= max_sessions {
             t.forget_all_expired(now, idle);
             if t.sessions.len() + t.pending >= max_sessions {
+                drop(t);
                 tracing::warn!(
                     max_sessions,
                     "refused an MCP session: the session limit is reached"
                 );
+                crate::audit::session_refused(Some(&principal), "server_full");
                 return Err(NoRoom::Server);
             }
         }
@@ -373,11 +377,13 @@ impl SessionBindingLayer {
         let now = Instant::now();
         let mut t = self.lock();
         let known = t.sessions.contains_key(id);
+        let mut live = known;
         if let Some((key, b)) = t.sessions.get_key_value(id)
             && !b.live(now, self.limits.idle)
         {
             let key = key.clone();
             t.forget(&key);
+            live = false;
         } else if let Some((key, b)) = t.sessions.get_key_value(id)
             && principal.is_some_and(|p| *p == b.principal)
         {
@@ -390,7 +396,14 @@ impl SessionBindingLayer {
                 id: key,
             });
         }
+        drop(t);
         tracing::debug!(known, "refused a session id not bound to the caller");
+        if live {
+            // A live session of someone else: its id was leaked or guessed.
+            crate::audit::session_refused(principal.map(|p| &**p), "not_owner");
+        } else {
+            crate::metrics::refused("session_binding", "unknown_session");
+        }
         None
     }
 }

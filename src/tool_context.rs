@@ -207,6 +207,7 @@ where
             None => (ContextSet::new(), Visibility::none()),
         };
         if let Some(e) = self.layer.step_up(req.headers(), &visible) {
+            crate::metrics::refused("tool_context", "insufficient_scope");
             return ResponseFuture::refused(error_response(&self.layer.challenge, &e));
         }
         req.extensions_mut().insert(held);

@@ -490,19 +490,6 @@ async fn status_url(base: &str, token: &str) -> u16 {
         .as_u16()
 }
 
-async fn refresh_at(url: &str, client_id: &str, refresh_token: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{url}/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", client_id),
-            ("refresh_token", refresh_token),
-        ])
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_flow_with_every_hop_on_another_replica() {
     let Some(d) = Deployment::start(3, Duration::from_secs(3600)).await else {
@@ -1076,4 +1063,52 @@ async fn example_server_processes_configured_by_environment() {
             assert_eq!(status_at(*addr, access).await, 401, "process {i}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_the_store_while_redis_is_down() {
+    let Some(mut d) = Deployment::start(1, Duration::from_secs(3600)).await else {
+        return;
+    };
+    let readyz = format!("http://{}/readyz", d.replica(0).addr);
+    let status = |body: &Value| body["checks"]["store"].as_str().unwrap_or_default().to_owned();
+    let probe = || async {
+        let r = reqwest::get(&readyz).await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let (code, body) = probe().await;
+    assert_eq!((code, status(&body)), (200, "ok".to_owned()), "{body}");
+
+    // Redis stops: within the ping's timeout and cache, not ready, naming the store only.
+    d.redis.stop();
+    let mut seen = None;
+    for _ in 0..60 {
+        let (code, body) = probe().await;
+        if code == 503 {
+            seen = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = seen.expect("readyz answered 503 while Redis was down");
+    assert_eq!(body["status"], "not_ready");
+    assert_ne!(status(&body), "ok");
+    assert_eq!(body["checks"]["jwks"], "ok");
+    let text = body.to_string();
+    assert!(
+        !text.contains(&d.redis.port.to_string()),
+        "no internal address in an unauthenticated answer: {text}"
+    );
+
+    // Back: ready again.
+    d.redis.restart();
+    let mut ready = false;
+    for _ in 0..80 {
+        if probe().await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "readyz answered 200 again once Redis was back");
 }

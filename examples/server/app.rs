@@ -1,19 +1,23 @@
 //! The composition of the quickstart's MCP server, apart from how it is started: the calculator
 //! (which knows nothing about tokens: tools, drill prompts, constants and tables), its context
-//! policy, and [`mcp_app`], which puts the calculator behind every layer of the crate. `main.rs`
-//! reads the environment and listens; the end-to-end tests include this file to test exactly what
-//! `cargo run --example server` serves.
+//! policy, [`mcp_app`], which puts the calculator behind every layer of the crate,
+//! [`bridged_app`], which adds the DCR bridge and the health routes, and [`admin_app`], the admin
+//! listener's routes. `main.rs` reads the environment and listens; the end-to-end tests include
+//! this file to test exactly what `cargo run --example server` serves.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use a3_mcp_auth::context::policy::{ContextRule, TemplateRule};
+use a3_mcp_auth::dcr::DcrBridge;
 use a3_mcp_auth::{
     A3Config, BearerAuthLayer, Caller, ContextFiltered, ContextPolicy, OriginCheckLayer,
     ProtectedResourceMetadata, RequireScopeLayer, SessionBindingLayer, TokenVerifier, ToolContextLayer,
 };
 use axum::Router;
-use http::{HeaderName, Method, header};
+use axum::routing::get;
+use http::{HeaderName, HeaderValue, Method, header};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -409,6 +413,59 @@ where
                 Duration::from_secs(60),
             )),
     ))
+}
+
+/// The example server with the DCR bridge: [`mcp_app`] with the bridge's verifier (our tokens and
+/// A3's), the bridge's routes, and `/healthz` and `/readyz` (the bridge's store and A3's keys),
+/// all on the main listener; the health routes and the bridge's are outside the auth layers.
+pub fn bridged_app(bridge: &DcrBridge, settings: &McpSettings) -> Result<Router, Box<dyn std::error::Error>> {
+    Ok(mcp_app(bridge.token_verifier(), settings)?
+        .merge(bridge.router())
+        .merge(bridge.readiness().router()))
+}
+
+/// Histogram buckets of the crate's `_seconds` metrics (store operations: sub-millisecond;
+/// requests to A3: up to its 15 s timeout).
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0,
+];
+
+/// Installs the Prometheus recorder for this process (the `metrics` facade's global recorder,
+/// which the crate emits into) and gives it the crate's metric descriptions. Call once.
+pub fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)?
+        .install_recorder()?;
+    a3_mcp_auth::metrics::describe();
+    // Histograms are drained on upkeep; scrapes alone would let them grow.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// The admin listener's routes: `GET /metrics` in the Prometheus text format.
+pub fn admin_app(metrics: PrometheusHandle) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    )
 }
 
 /// The scopes the DCR bridge offers to hosts: `mcp:call` and every extra scope the tool policy

@@ -11,10 +11,13 @@
 //! # several replicas (README "Running several replicas"): STORE_URL=redis://127.0.0.1:6379/0,
 //! #           STORE_PREFIX, TOKEN_ENCRYPTION_KEY (required then), PUBLIC_URL, MCP_STATELESS=1,
 //! #           BIND_ADDR=127.0.0.1:8001 (default: host and port of RESOURCE_URI)
-//! # the admin API (README "Operating it"): ADMIN_ADDR (default 127.0.0.1:9464), ADMIN_TOKEN
+//! # operations (README "Operating it"): the admin listener, ADMIN_ADDR (default 127.0.0.1:9464),
+//! #           with /metrics and the admin API, ADMIN_TOKEN (required off loopback); /healthz
+//! #           and /readyz are on the main listener
 //! # how hosts identify themselves (README "Client ID Metadata Documents"): CIMD_ENABLED,
 //! #           CIMD_ALLOWED_HOSTS="vscode.dev claude.ai", DCR_ENABLED=false,
 //! #           CIMD_ALLOW_LOOPBACK=1 (development and tests only)
+//!
 //!
 //! cargo run --example server
 //! ```
@@ -36,8 +39,9 @@ use std::sync::Arc;
 use a3_mcp_auth::config::A3ConfigBuilder;
 use a3_mcp_auth::dcr::DcrBridge;
 use a3_mcp_auth::dev_issuer::{self, DevIssuer};
+use a3_mcp_auth::health::Readiness;
 use a3_mcp_auth::{A3Config, ContextPolicy, JwtVerifier};
-use app::{McpSettings, Mode, mcp_app, offered_scopes, summary};
+use app::{McpSettings, Mode, admin_app, bridged_app, install_metrics, mcp_app, offered_scopes, summary};
 
 /// The example's own settings on top of [`McpSettings::new`]: `TOOL_POLICY` (a JSON context
 /// policy file: tools, prompts, resources), `MCP_STATELESS=1`, `ALLOWED_ORIGINS` (space-separated browser origins).
@@ -72,6 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .init();
+    let metrics = install_metrics()?;
     let mut builder = match A3ConfigBuilder::from_env() {
         Ok(builder) => builder,
         Err(e) => fail(&e),
@@ -110,8 +115,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = builder.build().unwrap_or_else(|e| fail(&e));
     let mut settings = settings_from_env(&config)?;
 
-    // The operator's routes (the admin API with the bridge), served on their own listener.
-    let mut admin_routes = axum::Router::new();
+    // The operator's routes (metrics, and the admin API with the bridge), served on their own
+    // listener.
+    let mut admin_routes = admin_app(metrics);
     // With the predefined A3 client configured, hosts register with us (DCR) and get our tokens;
     // A3 access tokens for this resource are still accepted directly.
     let app = if config.client_id().is_some() {
@@ -126,15 +132,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             config.client_id().unwrap_or_default()
         );
         admin_routes = admin_routes.merge(bridge.admin_router());
-        mcp_app(bridge.token_verifier(), &settings)?.merge(bridge.router())
+        bridged_app(&bridge, &settings)?
     } else {
         tracing::warn!("CLIENT_ID/CLIENT_SECRET unset: no DCR bridge; only A3 access tokens are accepted");
-        mcp_app(JwtVerifier::from_config(&config).await?, &settings)?
+        let verifier = JwtVerifier::from_config(&config).await?;
+        let readiness = Readiness::new().with_key_store(verifier.keys());
+        mcp_app(verifier, &settings)?.merge(readiness.router())
     };
     // On ADMIN_ADDR (loopback by default), never on the public listener; admin::serve admits
     // only the operator (ADMIN_TOKEN, else loopback callers) to every route there.
     let admin = a3_mcp_auth::admin::serve(&config, admin_routes).await?;
-    tracing::info!("admin listener on http://{}", admin.local_addr()?);
+    tracing::info!(
+        "admin listener on http://{} (/metrics, /admin/...)",
+        admin.local_addr()?
+    );
     tokio::spawn(admin.into_future());
 
     let resource = url::Url::parse(&settings.resource_uri)?;

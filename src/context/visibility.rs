@@ -169,6 +169,29 @@ impl Visibility {
             .is_some_and(|(caller, rule)| rule.allows_value(variable, value, &caller.contexts))
     }
 
+    /// The policy's own name of the `kind` (`tool`, `prompt`, `resource`) item `name`, whether
+    /// or not this caller may see it: the tool or prompt name, the resource's exact URI, or the
+    /// template `name` is an instance of. `None` when the policy does not name it. Metrics label
+    /// items with it, so that only names the operator wrote become label values.
+    pub(crate) fn policy_name(&self, kind: &str, name: &str) -> Option<&str> {
+        let policy = &self.caller.as_deref()?.policy;
+        let key = match kind {
+            "tool" => policy.tools.get_key_value(name)?.0,
+            "prompt" => policy.prompts.get_key_value(name)?.0,
+            _ => match policy.resources.get_key_value(name) {
+                Some((uri, _)) => uri,
+                None => {
+                    return policy
+                        .resource_templates
+                        .keys()
+                        .find(|t| t.captures(name).is_some())
+                        .map(|t| t.as_str());
+                }
+            },
+        };
+        Some(key)
+    }
+
     fn template_rule(&self, uri_template: &str) -> Option<(&CallerView, &TemplateRule)> {
         let caller = self.caller.as_deref()?;
         Some((caller, caller.policy.resource_templates.get(uri_template)?))
@@ -282,6 +305,33 @@ mod tests {
         assert!(!john.template_value("calc://unknown/{operation}", "operation", "addition"));
         assert!(pro.template_value("docs://{tenant}/{doc}", "doc", "anything"));
         assert!(!pro.template_value("docs://{tenant}/{doc}", "tenant", "globex"));
+    }
+
+    #[test]
+    fn policy_names_only_name_what_the_policy_has() {
+        let policy = Arc::new(
+            ContextPolicy::new()
+                .tool("add", ContextRule::any_of([("operation", "addition")]))
+                .resource_template(
+                    "calc://tables/{operation}",
+                    TemplateRule::binding("operation", "operation"),
+                ),
+        );
+        let v = Visibility::new(policy, ContextSet::new(), &claims(""));
+        assert_eq!(v.tool("add"), None, "hidden from this caller");
+        assert_eq!(
+            v.policy_name("tool", "add"),
+            Some("add"),
+            "but named by the policy"
+        );
+        assert_eq!(v.policy_name("tool", "anything else"), None);
+        assert_eq!(v.policy_name("prompt", "add"), None);
+        assert_eq!(
+            v.policy_name("resource", "calc://tables/whatever"),
+            Some("calc://tables/{operation}")
+        );
+        assert_eq!(v.policy_name("resource", "calc://other"), None);
+        assert_eq!(Visibility::none().policy_name("tool", "add"), None);
     }
 
     #[test]

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use super::grant::{Grant, end_grant, lock};
 use super::store::{Index, IndexEntry, Namespace, StoreError, subject_key};
 use super::{DcrBridge, RegisteredClient};
+use crate::audit;
 use crate::oauth::response::oauth_error;
 
 /// Most items of one page of a listing.
@@ -324,7 +325,7 @@ impl DcrBridge {
     pub async fn revoke_grant(&self, grant_id: &str) -> Result<Option<Revocation>, StoreError> {
         let ended = end_grant(&self.inner, grant_id).await?;
         if ended.is_some() {
-            tracing::info!("admin: revoked a grant");
+            audit::admin("revoke_grant", true, None, None, Some(grant_id));
         }
         Ok(ended.map(|a3| Revocation {
             grants_revoked: 1,
@@ -355,10 +356,7 @@ impl DcrBridge {
             .index_members(Index::GrantsBySubject, &subject_key(subject))
             .await?;
         let ended = self.end_all(grants).await?;
-        tracing::info!(
-            grants = ended.grants_revoked,
-            "admin: signed a user out everywhere"
-        );
+        audit::admin("sign_out", true, Some(subject), None, None);
         Ok(ended)
     }
 
@@ -398,7 +396,7 @@ impl DcrBridge {
             .index_members(Index::GrantsByClient, client_id)
             .await?;
         let ended = self.end_all(grants).await?;
-        tracing::info!(%client_id, grants = ended.grants_revoked, "admin: deleted a client");
+        audit::admin("delete_client", true, None, Some(client_id), None);
         Ok(Some(ended))
     }
 

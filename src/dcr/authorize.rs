@@ -25,6 +25,7 @@ use super::errors::store_failure_page;
 use super::pages;
 use super::rate_limit;
 use super::store::Namespace;
+use crate::audit;
 use crate::oauth::html::{error_page, escape_html, same_origin_post};
 use crate::oauth::pkce;
 use crate::oauth::response::{redirect_with, see_other};
@@ -359,12 +360,14 @@ pub(crate) async fn decide(
         return error_page(StatusCode::BAD_REQUEST, "The consent form is malformed.");
     };
     if !same_origin_post(&headers, &inner.issuer) {
+        audit::consent_refused();
         return error_page(
             StatusCode::FORBIDDEN,
             "This consent was not submitted from this server's page.",
         );
     }
     let Some(csrf) = inner.cookies.read(&headers, CSRF_COOKIE) else {
+        audit::consent_refused();
         return error_page(
             StatusCode::FORBIDDEN,
             "The consent form expired or was submitted from another browser. Start again.",
@@ -386,6 +389,7 @@ pub(crate) async fn decide(
                     .verify(&format!("consent|{csrf}|{exp}|{nonce}|{}", v.digest()), sig)
         });
     if !valid_token {
+        audit::consent_refused();
         return error_page(
             StatusCode::FORBIDDEN,
             "The consent form expired or was submitted from another browser. Start again.",
@@ -394,6 +398,7 @@ pub(crate) async fn decide(
     match p.decision.as_deref() {
         Some("approve") => {}
         Some("deny") => {
+            audit::consent(&v.client.metadata.client_id, &v.scope, false);
             return error_redirect(
                 &v.redirect_uri,
                 v.state.as_deref(),
@@ -425,11 +430,13 @@ pub(crate) async fn decide(
     // A consent form approves once: replaying the post cannot make us write transactions.
     let consent = crate::oauth::sha256_b64url(p.csrf_token.as_deref().unwrap_or_default());
     if !inner.used_consents.entry(consent).or_insert(()).is_fresh() {
+        audit::consent_refused();
         return error_page(
             StatusCode::BAD_REQUEST,
             "This consent was already given. Start again from your application.",
         );
     }
+    audit::consent(&v.client.metadata.client_id, &v.scope, true);
     // Approved: only now is anything stored.
     let tx_id = crate::oauth::random_token();
     let (upstream_url, verifier) = inner.upstream.authorize_url(&tx_id, &v.scope, &v.resource);

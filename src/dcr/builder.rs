@@ -9,11 +9,12 @@ use super::cimd::fetcher::Fetcher;
 use super::cookies::Cookies;
 use super::crypto::Keys;
 use super::rate_limit::RateLimiter;
-use super::store::{self, RedbStore, Store};
+use super::store::{self, Metered, RedbStore, Store};
 use super::upstream::Upstream;
 use super::{CALLBACK_PATH, DEFAULT_STORE_PATH, DcrBridge, DcrError, Inner, Limits};
 use crate::config::{A3Config, ConfigError};
 use crate::discovery::ProviderMetadata;
+use crate::jwks::JwksPolicy;
 use crate::jwt::JwtVerifier;
 use crate::verifier::{DynVerifier, TokenVerifier};
 
@@ -57,6 +58,7 @@ pub struct DcrBridgeBuilder {
     scopes: Vec<String>,
     limits: Limits,
     a3_verifier: Option<DynVerifier>,
+    jwks_policy: JwksPolicy,
     #[cfg(feature = "testing")]
     test_network: Option<crate::testing::TestNetwork>,
 }
@@ -79,6 +81,7 @@ impl DcrBridgeBuilder {
             scopes: vec!["mcp:call".to_owned()],
             limits: Limits::default(),
             a3_verifier: None,
+            jwks_policy: JwksPolicy::default(),
             #[cfg(feature = "testing")]
             test_network: None,
         }
@@ -274,6 +277,13 @@ impl DcrBridgeBuilder {
         self
     }
 
+    /// How the verifier the bridge builds for A3's tokens fetches and refreshes A3's JWKS
+    /// (default [`JwksPolicy::default`]; not used with [`a3_verifier`](Self::a3_verifier)).
+    pub fn jwks_policy(mut self, policy: JwksPolicy) -> Self {
+        self.jwks_policy = policy;
+        self
+    }
+
     /// Discovers A3, opens the store and builds the bridge.
     pub async fn build(mut self) -> Result<DcrBridge, DcrError> {
         let config = &self.config;
@@ -298,13 +308,17 @@ impl DcrBridgeBuilder {
         let config = &self.config;
         let issuer = config.public_url().to_owned();
         let metadata = ProviderMetadata::discover(config.issuer()).await?;
-        let a3_verifier = match self.a3_verifier {
-            Some(verifier) => verifier,
-            None => DynVerifier::new(
-                JwtVerifier::builder(config.issuer(), config.resource_uri())
+        // The key store of the verifier built here is known; one given is the caller's to check.
+        let (a3_verifier, a3_keys) = match self.a3_verifier {
+            Some(verifier) => (verifier, None),
+            None => {
+                let jwt = JwtVerifier::builder(config.issuer(), config.resource_uri())
+                    .jwks_policy(self.jwks_policy)
                     .jwks_uri(&metadata.jwks_uri)
-                    .await?,
-            ),
+                    .await?;
+                let keys = jwt.keys().clone();
+                (DynVerifier::new(jwt), Some(keys))
+            }
         };
         let upstream = Upstream::new(
             metadata,
@@ -372,6 +386,8 @@ impl DcrBridgeBuilder {
                 );
             }
         }
+        // Every operation counted and timed, whichever store it is (the shared rate limits too).
+        let store: Arc<dyn Store> = Arc::new(Metered(store));
         let inner = Arc::new(Inner {
             issuer,
             resource: config.resource_uri().to_owned(),
@@ -380,6 +396,7 @@ impl DcrBridgeBuilder {
             keys,
             upstream,
             a3_verifier,
+            a3_keys,
             register_limiter: RateLimiter::new(
                 "register",
                 store.clone(),

@@ -31,6 +31,7 @@ use super::client::{self, LookupError};
 use super::grant::Grant;
 use super::store::Namespace;
 use super::{Inner, pages};
+use crate::audit;
 use crate::claims::Claims;
 use crate::oauth::html::{error_page, same_origin_post};
 
@@ -147,6 +148,7 @@ pub(crate) async fn decide(
     };
     // Checked before the pending grant is touched: a refused post does not use it up.
     if !same_origin_post(&headers, &inner.issuer) {
+        audit::confirmation_refused();
         return error_page(
             StatusCode::FORBIDDEN,
             "This confirmation was not submitted from this server's page.",
@@ -164,6 +166,7 @@ pub(crate) async fn decide(
         )
     };
     let Some(confirmation) = form.confirmation.filter(|c| c.len() == 43) else {
+        audit::confirmation_refused();
         return expired();
     };
     let pending: PendingGrant = match inner
@@ -172,7 +175,10 @@ pub(crate) async fn decide(
         .await
     {
         Ok(Some(pending)) => pending,
-        Ok(None) => return expired(),
+        Ok(None) => {
+            audit::confirmation_refused();
+            return expired();
+        }
         Err(e) => {
             tracing::error!(error = %e, "DCR store failure");
             return error_page(
@@ -181,10 +187,11 @@ pub(crate) async fn decide(
             );
         }
     };
+    let (subject, client_id) = (pending.grant.subject.as_deref(), &pending.request.client_id);
+    audit::confirmation(subject, client_id, allow);
     if allow {
         return issue_code(&inner, &pending.request, &pending.grant).await;
     }
-    tracing::info!(client_id = %pending.request.client_id, "the user denied the signed-in account to a client");
     discard(&inner, &pending.grant);
     to_host(
         &inner,

@@ -14,6 +14,7 @@ use super::client_lifetime;
 use super::crypto::Keys;
 use super::store::{Index, Namespace, Store, StoreError, subject_key};
 use super::upstream::{UpstreamError, UpstreamTokens};
+use crate::audit::{self, GrantRef, Revocation};
 use crate::oauth::unix_now;
 use crate::verifier::{TokenVerifier, VerifyError};
 
@@ -165,6 +166,15 @@ impl Grant {
 
     pub(crate) fn open(&self, keys: &Keys) -> Option<UpstreamTokens> {
         serde_json::from_slice(&keys.open(self.id.as_bytes(), &self.upstream)?).ok()
+    }
+
+    /// The grant as audit events name it.
+    pub(crate) fn audited(&self) -> GrantRef<'_> {
+        GrantRef {
+            subject: self.subject.as_deref(),
+            client_id: &self.client_id,
+            grant_id: &self.id,
+        }
     }
 
     pub(crate) fn seal(&mut self, keys: &Keys, tokens: &UpstreamTokens) {
@@ -352,7 +362,7 @@ pub(crate) async fn store_new_grant(inner: &Inner, grant: &Grant, ttl: Duration)
         };
         if replaced {
             tracing::info!(client_id = %grant.client_id, "a new sign-in replaces the user's grant to the same client and redirect URI");
-            revoke_grant(inner, &entry.member).await;
+            revoke_grant(inner, &entry.member, Revocation::Replaced).await;
         } else {
             others.push(entry);
         }
@@ -364,14 +374,16 @@ pub(crate) async fn store_new_grant(inner: &Inner, grant: &Grant, ttl: Duration)
             client_id = %grant.client_id,
             "a user holds more grants than allowed; revoking their least recently used one"
         );
-        revoke_grant(inner, &old.member).await;
+        revoke_grant(inner, &old.member, Revocation::UserGrantLimit).await;
     }
     Ok(())
 }
 
-/// After `grant`'s entry was deleted: its index entries go, and its client is kept only as long
-/// as its other grants (plus the grace). Failures are logged: the entries expire anyway.
-async fn grant_deleted(inner: &Inner, grant: &Grant) {
+/// After `grant`'s entry was deleted (for `reason`, audited here): its index entries go, and its
+/// client is kept only as long as its other grants (plus the grace). Failures are logged: the
+/// entries expire anyway.
+async fn grant_deleted(inner: &Inner, grant: &Grant, reason: Revocation) {
+    audit::grant_revoked(grant.audited(), reason);
     let store = &inner.store;
     let unindexed = async {
         store
@@ -390,9 +402,9 @@ async fn grant_deleted(inner: &Inner, grant: &Grant) {
 }
 
 /// Deletes a grant whose lock the caller holds.
-async fn delete_grant(inner: &Inner, grant: &Grant) {
+async fn delete_grant(inner: &Inner, grant: &Grant, reason: Revocation) {
     let _ = inner.store.delete(Namespace::Grant, &grant.id).await;
-    grant_deleted(inner, grant).await;
+    grant_deleted(inner, grant, reason).await;
 }
 
 /// Why a grant's A3 tokens could not be made fresh.
@@ -459,7 +471,7 @@ pub(crate) async fn fresh_upstream_locked(
                         client_id = %grant.client_id,
                         "A3 refreshed to a token this resource does not accept, or for another user; ending the grant"
                     );
-                    delete_grant(inner, &grant).await;
+                    delete_grant(inner, &grant, Revocation::UpstreamTokenRejected).await;
                     let upstream = inner.upstream.clone();
                     tokio::spawn(async move { upstream.revoke(&fresh).await });
                     return Err(FreshError::Gone);
@@ -474,7 +486,7 @@ pub(crate) async fn fresh_upstream_locked(
         }
         Err(UpstreamError::Rejected(why)) => {
             tracing::info!(%why, client_id = %grant.client_id, "A3 refused to refresh; ending the grant");
-            delete_grant(inner, &grant).await;
+            delete_grant(inner, &grant, Revocation::UpstreamRefused).await;
             Err(FreshError::Gone)
         }
         Err(UpstreamError::Unavailable(why)) => {
@@ -484,26 +496,27 @@ pub(crate) async fn fresh_upstream_locked(
     }
 }
 
-/// Deletes a grant (every token of it stops working) and revokes A3's tokens in the background.
-pub(crate) async fn revoke_grant(inner: &Inner, grant_id: &str) {
+/// Deletes a grant (every token of it stops working) and revokes A3's tokens in the background;
+/// `reason` goes into the audit event.
+pub(crate) async fn revoke_grant(inner: &Inner, grant_id: &str, reason: Revocation) {
     // Serialised with refreshes of this grant, so an in-flight refresh cannot store it again.
     // Without the lock (store trouble), deleting the grant still ends it everywhere.
     let _guard = lock_grant(inner, grant_id)
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "revoking a grant without its lock"))
         .ok();
-    revoke_grant_locked(inner, grant_id).await;
+    revoke_grant_locked(inner, grant_id, reason).await;
 }
 
 /// [`revoke_grant`] for a caller that holds the grant's lock.
-pub(crate) async fn revoke_grant_locked(inner: &Inner, grant_id: &str) {
+pub(crate) async fn revoke_grant_locked(inner: &Inner, grant_id: &str, reason: Revocation) {
     match inner.store.take_json::<Grant>(Namespace::Grant, grant_id).await {
         Ok(Some(grant)) => {
             if let Some(tokens) = grant.open(&inner.keys) {
                 let upstream = inner.upstream.clone();
                 tokio::spawn(async move { upstream.revoke(&tokens).await });
             }
-            grant_deleted(inner, &grant).await;
+            grant_deleted(inner, &grant, reason).await;
         }
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "revoking a grant failed"),
@@ -518,7 +531,7 @@ pub(crate) async fn end_grant(inner: &Inner, grant_id: &str) -> Result<Option<bo
     let Some(grant) = inner.store.take_json::<Grant>(Namespace::Grant, grant_id).await? else {
         return Ok(None);
     };
-    grant_deleted(inner, &grant).await;
+    grant_deleted(inner, &grant, Revocation::Admin).await;
     drop(guard);
     Ok(Some(match grant.open(&inner.keys) {
         Some(tokens) => inner.upstream.revoke(&tokens).await,

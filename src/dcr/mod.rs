@@ -94,6 +94,8 @@ use axum::routing::{get, post};
 use http::header;
 
 use crate::config::{A3Config, ClientRegistration, ConfigError};
+use crate::health::Readiness;
+use crate::jwks::JwksKeyStore;
 use crate::metadata::ProtectedResourceMetadata;
 use crate::verifier::{DynVerifier, Or, TokenVerifier};
 
@@ -242,6 +244,8 @@ pub(crate) struct Inner {
     pub upstream: Upstream,
     /// Verifies A3's access tokens.
     pub a3_verifier: DynVerifier,
+    /// The key store of `a3_verifier` when the bridge built it (for readiness).
+    pub a3_keys: Option<JwksKeyStore>,
     pub limits: Limits,
     pub cookies: Cookies,
     pub register_limiter: RateLimiter,
@@ -356,6 +360,37 @@ impl DcrBridge {
             .expect("the resource URI was validated by A3Config")
             .with_authorization_server(self.inner.issuer.clone())
             .with_scopes_supported(self.inner.scopes.clone())
+    }
+
+    /// What `GET /readyz` checks for this bridge: its store, and the key store of the verifier
+    /// of A3's tokens when the bridge built it. With a verifier of your own
+    /// ([`DcrBridgeBuilder::a3_verifier`]), add its key store with
+    /// [`Readiness::with_key_store`]. Serve [`Readiness::router`] beside the MCP route, outside
+    /// the auth layers.
+    ///
+    /// ```
+    /// use a3_mcp_auth::A3Config;
+    /// use a3_mcp_auth::dcr::DcrBridge;
+    /// use a3_mcp_auth::dcr::store::MemoryStore;
+    /// use a3_mcp_auth::testing::TestIssuer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let issuer = TestIssuer::start().await;
+    /// let config = A3Config::builder().issuer_url(issuer.url()).client("proxy", "secret").build().unwrap();
+    /// let bridge = DcrBridge::builder(&config).store(MemoryStore::new()).build().await.unwrap();
+    /// let app: axum::Router = bridge.router().merge(bridge.readiness().router());
+    /// let report = bridge.readiness().check().await;
+    /// assert!(report.is_ready());
+    /// # let _ = app;
+    /// # }
+    /// ```
+    pub fn readiness(&self) -> Readiness {
+        let readiness = Readiness::new().with_store(self.inner.store.clone());
+        match &self.inner.a3_keys {
+            Some(keys) => readiness.with_key_store(keys),
+            None => readiness,
+        }
     }
 
     /// The [RFC 8414 §2](https://www.rfc-editor.org/rfc/rfc8414#section-2) metadata document

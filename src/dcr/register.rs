@@ -20,7 +20,7 @@ use super::store::Namespace;
 use super::{Inner, client_lifetime, rate_limit};
 use crate::fetch::is_loopback_host;
 use crate::oauth::html::visible_text;
-use crate::oauth::response::oauth_error;
+use crate::oauth::response::{error_code, oauth_error};
 use crate::oauth::unix_now;
 
 /// Most redirect URIs one client may register.
@@ -153,6 +153,11 @@ fn invalid_metadata(description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", description)
 }
 
+/// Which limit a `429` answer to a registration hit (in the response's extensions, for the
+/// metrics).
+#[derive(Clone, Copy, Debug)]
+struct LimitHit(&'static str);
+
 fn too_many_registrations(inner: &Inner) -> Response {
     let mut r = oauth_error(
         StatusCode::TOO_MANY_REQUESTS,
@@ -163,7 +168,23 @@ fn too_many_registrations(inner: &Inner) -> Response {
         header::RETRY_AFTER,
         HeaderValue::from(inner.limits.register_refill.as_secs().max(1)),
     );
+    r.extensions_mut().insert(LimitHit("rate_limited"));
     r
+}
+
+/// The registration outcome `response` stands for, as the metrics count it.
+fn outcome(response: &Response) -> &'static str {
+    match response.status() {
+        StatusCode::CREATED => "registered",
+        StatusCode::NOT_FOUND => "disabled",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::TOO_MANY_REQUESTS => response
+            .extensions()
+            .get::<LimitHit>()
+            .map_or("rate_limited", |hit| hit.0),
+        _ => error_code(response).unwrap_or("invalid_client_metadata"),
+    }
 }
 
 pub(crate) async fn register(
@@ -172,6 +193,12 @@ pub(crate) async fn register(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let response = handle(&inner, &extensions, &headers, &body).await;
+    crate::metrics::registration(outcome(&response));
+    response
+}
+
+async fn handle(inner: &Inner, extensions: &Extensions, headers: &HeaderMap, body: &[u8]) -> Response {
     if !inner.client_registration.dcr_enabled() {
         return oauth_error(
             StatusCode::NOT_FOUND,
@@ -179,7 +206,7 @@ pub(crate) async fn register(
             "dynamic client registration is disabled on this server: identify the client by the https URL of its Client ID Metadata Document instead",
         );
     }
-    if !crate::oauth::content_type_is(&headers, "application/json") {
+    if !crate::oauth::content_type_is(headers, "application/json") {
         return oauth_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_client_metadata",
@@ -187,14 +214,14 @@ pub(crate) async fn register(
         );
     }
     // Browsers always send Origin with a cross-origin (CORS) request; other hosts send none.
-    let (ip, origin) = rate_limit::caller(&extensions, &headers);
+    let (ip, origin) = rate_limit::caller(extensions, headers);
     let origin = origin.as_deref();
     match inner.register_limiter.allows(ip, origin).await {
         Ok(true) => {}
-        Ok(false) => return too_many_registrations(&inner),
+        Ok(false) => return too_many_registrations(inner),
         Err(e) => return store_failure(e),
     }
-    let request: RegistrationRequest = match serde_json::from_slice(&body) {
+    let request: RegistrationRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(_) => return invalid_metadata("the body must be a JSON object of client metadata"),
     };
@@ -272,11 +299,13 @@ pub(crate) async fn register(
                 max = inner.limits.max_clients,
                 "refusing registration: client cap reached"
             );
-            return oauth_error(
+            let mut r = oauth_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_requests",
                 "registration capacity reached, retry later",
             );
+            r.extensions_mut().insert(LimitHit("capacity"));
+            return r;
         }
         Ok(_) => {}
         Err(e) => return store_failure(e),
@@ -284,7 +313,7 @@ pub(crate) async fn register(
     // Counted only now that the registration is valid and fits.
     match inner.register_limiter.take(ip, origin).await {
         Ok(true) => {}
-        Ok(false) => return too_many_registrations(&inner),
+        Ok(false) => return too_many_registrations(inner),
         Err(e) => return store_failure(e),
     }
     let client = RegisteredClient {
@@ -300,10 +329,10 @@ pub(crate) async fn register(
         scope: request.scope,
     };
     // Until a sign-in completes for it: only a grant extends a client's life.
-    if let Err(e) = client_lifetime::store_new(&inner, &client.client_id, &client).await {
+    if let Err(e) = client_lifetime::store_new(inner, &client.client_id, &client).await {
         return store_failure(e);
     }
-    tracing::info!(client_id = %client.client_id, name = ?client.client_name, "registered a client");
+    crate::audit::client_registered(&client.client_id, client.client_name.as_deref());
     (
         StatusCode::CREATED,
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],

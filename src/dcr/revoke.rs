@@ -14,6 +14,7 @@ use super::errors::{parse_form, store_failure};
 use super::grant::{Grant, grant_named_by, revoke_grant};
 use super::store::Namespace;
 use super::{Inner, crypto};
+use crate::audit::Revocation;
 use crate::oauth::response::oauth_error;
 
 /// RFC 7009 §2.2: always 200 for well-formed requests, whether or not the token was known.
@@ -56,7 +57,7 @@ pub(crate) async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap, 
                             .delete(legacy, &crate::oauth::sha256_b64url(token))
                             .await;
                     }
-                    revoke_grant(&inner, &grant.id).await;
+                    revoke_grant(&inner, &grant.id, Revocation::ClientRevoked).await;
                     tracing::info!(client_id = %grant.client_id, "revoked a grant");
                 }
                 Ok(_) => {}

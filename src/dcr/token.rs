@@ -11,6 +11,7 @@ use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 use super::authorize::same_resource;
+use super::cimd::Requester;
 use super::client::{self, LookupError};
 use super::errors::{parse_form, store_failure};
 use super::grant::{
@@ -19,8 +20,10 @@ use super::grant::{
 };
 use super::store::Namespace;
 use super::{Inner, RegisteredClient, crypto};
+use crate::audit::{self, Revocation};
+use crate::oauth::form::Params;
 use crate::oauth::pkce;
-use crate::oauth::response::oauth_error;
+use crate::oauth::response::{error_code, oauth_error};
 use crate::oauth::unix_now;
 
 /// What an authorization code's hash maps to (single use, short TTL).
@@ -49,8 +52,19 @@ pub(crate) async fn token(
 ) -> Response {
     let form = match parse_form(&headers, &body) {
         Ok(f) => f,
-        Err(r) => return *r,
+        Err(r) => {
+            crate::metrics::token_request(None, error_code(&r));
+            return *r;
+        }
     };
+    let requester = client::requester(&extensions, &headers);
+    let response = grant(&inner, &form, &requester).await;
+    crate::metrics::token_request(form.get("grant_type"), error_code(&response));
+    response
+}
+
+/// The answer to a token request with the parameters `form`.
+async fn grant(inner: &Inner, form: &Params, requester: &Requester) -> Response {
     let field = |name: &str| form.get(name);
     if field("client_secret").is_some() {
         return oauth_error(
@@ -66,7 +80,7 @@ pub(crate) async fn token(
             "client_id is required",
         );
     };
-    let client = match client::lookup(&inner, client_id, &client::requester(&extensions, &headers)).await {
+    let client = match client::lookup(inner, client_id, requester).await {
         Ok(c) => c.metadata,
         Err(LookupError::Unknown) => {
             return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client");
@@ -100,9 +114,9 @@ pub(crate) async fn token(
         );
     }
     match field("grant_type") {
-        Some("authorization_code") => authorization_code(&inner, &client, &field).await,
+        Some("authorization_code") => authorization_code(inner, &client, &field).await,
         Some("refresh_token") if client.grant_types.iter().any(|g| g == "refresh_token") => {
-            refresh(&inner, &client, &field).await
+            refresh(inner, &client, &field).await
         }
         Some("refresh_token") => oauth_error(
             StatusCode::BAD_REQUEST,
@@ -147,8 +161,8 @@ async fn authorization_code<'a>(
         Ok(None) => {
             // A replayed code: the first redemption's tokens may be in the wrong hands.
             if let Ok(Some(grant_id)) = inner.store.get_json::<String>(Namespace::UsedCode, &key).await {
-                tracing::warn!(client_id = %client.client_id, "authorization code replayed; revoking its grant");
-                revoke_grant(inner, &grant_id).await;
+                audit::code_replay(&client.client_id, &grant_id);
+                revoke_grant(inner, &grant_id, Revocation::CodeReplay).await;
             }
             return invalid_grant("the code is invalid, expired or already used");
         }
@@ -167,15 +181,15 @@ async fn authorization_code<'a>(
         Ok(Some(_)) => {}
         Ok(None) => {
             // Another redemption consumed it between our read and our take.
-            tracing::warn!(client_id = %client.client_id, "authorization code replayed; revoking its grant");
-            revoke_grant(inner, &entry.grant_id).await;
+            audit::code_replay(&client.client_id, &entry.grant_id);
+            revoke_grant(inner, &entry.grant_id, Revocation::CodeReplay).await;
             return invalid_grant("the code is invalid, expired or already used");
         }
         Err(e) => return store_failure(e),
     }
     if entry.client_id != client.client_id {
         tracing::warn!(client_id = %client.client_id, "authorization code presented by another client; revoking its grant");
-        revoke_grant(inner, &entry.grant_id).await;
+        revoke_grant(inner, &entry.grant_id, Revocation::CodeWrongClient).await;
         return invalid_grant("the code was issued to another client");
     }
     match field("redirect_uri") {
@@ -265,8 +279,8 @@ async fn refresh<'a>(
             return unknown();
         }
         RefreshUse::Reuse => {
-            tracing::warn!(client_id = %client.client_id, "a rotated refresh token was used again; revoking its grant");
-            revoke_grant_locked(inner, &grant.id).await;
+            audit::refresh_reuse(&client.client_id, &grant.id);
+            revoke_grant_locked(inner, &grant.id, Revocation::RefreshReuse).await;
             return unknown();
         }
     };
@@ -362,6 +376,7 @@ async fn issue(
         now.saturating_add(access_ttl.as_secs()),
         now,
     );
+    let refreshed = matches!(refresh, RefreshPlan::Rotate { .. } | RefreshPlan::Resend(_));
     let refresh_token = match refresh {
         RefreshPlan::None => None,
         RefreshPlan::Resend(current) => Some(current),
@@ -389,6 +404,11 @@ async fn issue(
     // The grant lives as long as its newest refresh token (and keeps its client as long).
     if let Err(e) = put_grant_for(inner, &grant, limits.refresh_token_ttl).await {
         return Err(store_failure(e));
+    }
+    if refreshed {
+        audit::grant_refreshed(grant.audited());
+    } else {
+        audit::grant_issued(grant.audited(), scope);
     }
     let body = TokenResponse {
         access_token,

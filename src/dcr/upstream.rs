@@ -1,7 +1,7 @@
 //! The leg towards A3: the bridge is one confidential client (`client_secret_post`, PKCE S256,
 //! one fixed callback, RFC 8707 `resource`), built on the `oauth2` crate over our reqwest client.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
@@ -148,6 +148,7 @@ impl Upstream {
     ) -> Result<UpstreamTokens, UpstreamError> {
         let client_http = self.http.clone();
         let http = move |req| send(client_http.clone(), req);
+        let started = Instant::now();
         let response = self
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -155,8 +156,9 @@ impl Upstream {
             .add_extra_param("resource", resource.to_owned())
             .request_async(&http)
             .await
-            .map_err(map_token_error)?;
-        Ok(tokens(&response, None))
+            .map_err(map_token_error);
+        record("token_code", &response, started);
+        Ok(tokens(&response?, None))
     }
 
     /// Refreshes A3's tokens; keeps the old refresh token when A3 does not rotate it.
@@ -168,14 +170,16 @@ impl Upstream {
         let client_http = self.http.clone();
         let http = move |req| send(client_http.clone(), req);
         let rt = RefreshToken::new(refresh_token.to_owned());
+        let started = Instant::now();
         let response = self
             .client
             .exchange_refresh_token(&rt)
             .add_extra_param("resource", resource.to_owned())
             .request_async(&http)
             .await
-            .map_err(map_token_error)?;
-        Ok(tokens(&response, Some(refresh_token)))
+            .map_err(map_token_error);
+        record("token_refresh", &response, started);
+        Ok(tokens(&response?, Some(refresh_token)))
     }
 
     /// Revokes `tokens` at A3 (the refresh token, else the access token) with client_secret_post,
@@ -200,6 +204,7 @@ impl Upstream {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
+        let started = Instant::now();
         let result = self
             .http
             .post(url.url().clone())
@@ -207,18 +212,30 @@ impl Upstream {
             .body(body)
             .send()
             .await;
-        match result {
-            Ok(r) if r.status().is_success() => true,
+        let outcome = match result {
+            Ok(r) if r.status().is_success() => "ok",
             Ok(r) => {
                 tracing::warn!(status = r.status().as_u16(), "A3 refused to revoke a token");
-                false
+                "rejected"
             }
             Err(e) => {
                 tracing::warn!(error = %e.without_url(), "revoking the A3 token failed");
-                false
+                "error"
             }
-        }
+        };
+        crate::metrics::upstream("revocation", outcome, started);
+        outcome == "ok"
     }
+}
+
+/// Counts one token request to A3: `ok`, `rejected` (A3 refused the grant) or `error`.
+fn record<T>(endpoint: &'static str, result: &Result<T, UpstreamError>, started: Instant) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(UpstreamError::Rejected(_)) => "rejected",
+        Err(UpstreamError::Unavailable(_)) => "error",
+    };
+    crate::metrics::upstream(endpoint, outcome, started);
 }
 
 /// Sends one oauth2 request with our reqwest client, reading at most `MAX_RESPONSE_BYTES`.

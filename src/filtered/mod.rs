@@ -164,6 +164,26 @@ fn visible(context: &RequestContext<RoleServer>) -> Visibility {
     visibility(context).cloned().unwrap_or_default()
 }
 
+/// Counts one tool call, prompt get or resource read (`kind`) with its decision, and audits it
+/// when refused.
+fn record(
+    visible: &Visibility,
+    context: &RequestContext<RoleServer>,
+    kind: &'static str,
+    name: &str,
+    access: Option<&Access>,
+) {
+    let outcome = match access {
+        Some(Access::Allowed) => "allowed",
+        Some(Access::NeedsScopes(_)) => "insufficient_scope",
+        None => "hidden",
+    };
+    crate::metrics::item(kind, visible.policy_name(kind, name), outcome);
+    if outcome != "allowed" {
+        crate::audit::call_refused(request_claims(context), kind, name, outcome);
+    }
+}
+
 impl<H: ServerHandler> ContextFiltered<H> {
     /// rmcp's own answer when the handler does not serve `M` (its default method bodies).
     fn unserved<M: ConstString>() -> McpError {
@@ -281,7 +301,10 @@ impl<H: ServerHandler> ServerHandler for ContextFiltered<H> {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         self.drop_lost_subscriptions(&context).await;
-        match visible(&context).tool(&request.name) {
+        let visible = visible(&context);
+        let access = visible.tool(&request.name);
+        record(&visible, &context, "tool", &request.name, access.as_ref());
+        match access {
             None => {
                 tracing::debug!("refused a call of a hidden or unknown tool");
                 Err(tool_not_found())
@@ -311,7 +334,9 @@ impl<H: ServerHandler> ServerHandler for ContextFiltered<H> {
     ) -> Result<GetPromptResponse, McpError> {
         self.drop_lost_subscriptions(&context).await;
         let visible = visible(&context);
-        match visible.prompt(&request.name) {
+        let access = visible.prompt(&request.name);
+        record(&visible, &context, "prompt", &request.name, access.as_ref());
+        match access {
             None => {
                 tracing::debug!("refused a hidden or unknown prompt");
                 Err(self.hidden_prompt(&request.name, &visible, context).await)
@@ -374,7 +399,9 @@ impl<H: ServerHandler> ServerHandler for ContextFiltered<H> {
     ) -> Result<ReadResourceResponse, McpError> {
         self.drop_lost_subscriptions(&context).await;
         let visible = visible(&context);
-        match visible.resource(&request.uri) {
+        let access = visible.resource(&request.uri);
+        record(&visible, &context, "resource", &request.uri, access.as_ref());
+        match access {
             None => {
                 tracing::debug!("refused a read of a hidden or unknown resource");
                 Err(self.hidden_resource(&request.uri))

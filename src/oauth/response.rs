@@ -12,16 +12,28 @@ pub(crate) fn no_store(mut response: Response) -> Response {
     response
 }
 
+/// The error code of a response made by [`oauth_error`], in its extensions: what the
+/// endpoints' metrics count, without reading the body back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ErrorCode(pub &'static str);
+
 /// An RFC 6749 §5.2 (and RFC 7591 §3.2.2) JSON error, never cached. `description` is a fixed
 /// phrase of the server's, never an echo of a secret.
-pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    no_store(
+pub(crate) fn oauth_error(status: StatusCode, error: &'static str, description: &str) -> Response {
+    let mut response = no_store(
         (
             status,
             axum::Json(serde_json::json!({"error": error, "error_description": description})),
         )
             .into_response(),
-    )
+    );
+    response.extensions_mut().insert(ErrorCode(error));
+    response
+}
+
+/// The error code of `response` if [`oauth_error`] made it.
+pub(crate) fn error_code(response: &Response) -> Option<&'static str> {
+    response.extensions().get::<ErrorCode>().map(|c| c.0)
 }
 
 /// A `303 See Other` to `location`: not cacheable, and without a `Referer` (the URL of the page
@@ -82,5 +94,6 @@ mod tests {
         assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
         assert_eq!(r.headers()[header::PRAGMA], "no-cache");
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(error_code(&r), Some("invalid_grant"));
     }
 }

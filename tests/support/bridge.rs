@@ -13,7 +13,7 @@ use http::header;
 use serde_json::{Value, json};
 
 use super::browser::{authorize, browser};
-use super::server::{self, McpSettings, mcp_app};
+use super::server::{self, McpSettings};
 use super::stub_a3::{CLIENT_ID, CLIENT_SECRET, Upstream, random, s256};
 
 // Our MCP server: the DCR bridge beside an rmcp service behind BearerAuthLayer.
@@ -117,8 +117,8 @@ async fn serve_bridge_configured(
     .build()
     .unwrap();
     // The example server's own composition (every layer, the calculator behind
-    // ContextFiltered), with the bridge's verifier and routes: what `cargo run --example server`
-    // serves.
+    // ContextFiltered), with the bridge's verifier, routes and health routes: what
+    // `cargo run --example server` serves.
     let mut settings = McpSettings::new(&config);
     if let Some(policy) = policy {
         settings.policy = Arc::new(policy);
@@ -132,9 +132,7 @@ async fn serve_bridge_configured(
     .await
     .unwrap();
     settings.issuer = bridge.issuer().to_owned();
-    let app = mcp_app(bridge.token_verifier(), &settings)
-        .unwrap()
-        .merge(bridge.router());
+    let app = server::bridged_app(&bridge, &settings).unwrap();
     let task = tokio::spawn(async move {
         let _ = a3_mcp_auth::serve(listener, app).await;
     });
@@ -170,9 +168,7 @@ pub async fn serve_replica(
     let mut settings = McpSettings::new(&config);
     settings.issuer = bridge.issuer().to_owned();
     settings.mode = server::Mode::Stateless;
-    let app = mcp_app(bridge.token_verifier(), &settings)
-        .unwrap()
-        .merge(bridge.router());
+    let app = server::bridged_app(&bridge, &settings).unwrap();
     let task = tokio::spawn(async move {
         let _ = a3_mcp_auth::serve(listener, app).await;
     });
@@ -472,4 +468,18 @@ impl AdminApi {
             .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
+}
+
+/// A refresh-token grant at the bridge at `url` (its public URL): the host's `POST /token`.
+pub async fn refresh_at(url: &str, client_id: &str, refresh_token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{url}/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id),
+            ("refresh_token", refresh_token),
+        ])
+        .send()
+        .await
+        .unwrap()
 }

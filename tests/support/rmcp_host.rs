@@ -69,13 +69,38 @@ pub async fn use_tools_at(
         .map(|t| t.name.to_string())
         .collect();
     names.sort();
+    let results = call_each(client.peer(), calls).await;
+    let _ = client.cancel().await;
+    (names, results)
+}
+
+/// Opens an MCP session with the bearer `token` and calls each of `calls` (name, arguments):
+/// per call, the text result or the JSON-RPC error message.
+pub async fn call_tools(mcp_url: &str, token: &str, calls: &[(&str, Value)]) -> Vec<Result<String, String>> {
+    let transport = StreamableHttpClientTransport::with_client(
+        reqwest::Client::default(),
+        StreamableHttpClientTransportConfig::with_uri(mcp_url.to_owned()).auth_header(token),
+    );
+    let client = ClientConfig::default()
+        .serve(transport)
+        .await
+        .expect("MCP session");
+    let results = call_each(client.peer(), calls).await;
+    let _ = client.cancel().await;
+    results
+}
+
+async fn call_each(
+    peer: &rmcp::Peer<rmcp::RoleClient>,
+    calls: &[(&str, Value)],
+) -> Vec<Result<String, String>> {
     let mut results = Vec::new();
     for (name, args) in calls {
         let mut params = CallToolRequestParams::new(name.to_string());
         if let Value::Object(map) = args {
             params = params.with_arguments(map.clone());
         }
-        results.push(match client.peer().call_tool(params).await {
+        results.push(match peer.call_tool(params).await {
             Ok(r) => Ok(r
                 .content
                 .iter()
@@ -85,8 +110,7 @@ pub async fn use_tools_at(
             Err(e) => Err(e.to_string()),
         });
     }
-    let _ = client.cancel().await;
-    (names, results)
+    results
 }
 
 pub async fn tool_names(server: &Server, manager: AuthorizationManager) -> Result<Vec<String>, String> {

@@ -54,6 +54,8 @@ pub struct StubState {
     pub code_exchanges: AtomicU64,
     /// When set, refreshed access tokens are issued for this subject instead.
     pub refresh_subject: Mutex<Option<String>>,
+    /// Every code, access token and refresh token issued, for tests that check none leaks.
+    pub issued: Mutex<Vec<String>>,
 }
 
 pub struct Upstream {
@@ -92,6 +94,7 @@ fn contexts(user: &str) -> Value {
 
 fn issue_code(state: &StubState, user: &str, q: &HashMap<String, String>) -> Response {
     let code = random();
+    state.issued.lock().unwrap().push(code.clone());
     let redirect_uri = q.get("redirect_uri").cloned().unwrap_or_default();
     state.codes.lock().unwrap().insert(
         code.clone(),
@@ -187,6 +190,7 @@ fn mint(state: &StubState, user: &str, resource: &str, scope: &str) -> Response 
         .expires_in(ttl)
         .sign();
     let rt = random();
+    state.issued.lock().unwrap().extend([at.clone(), rt.clone()]);
     state.refresh.lock().unwrap().insert(
         rt.clone(),
         (user.to_owned(), resource.to_owned(), scope.to_owned()),

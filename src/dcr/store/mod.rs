@@ -16,6 +16,7 @@
 //! | your own [`Store`] | anything else | [`DcrBridgeBuilder::store`](super::DcrBridgeBuilder::store) |
 
 mod memory;
+mod metered;
 mod redb;
 #[cfg(feature = "redis")]
 mod redis;
@@ -33,6 +34,7 @@ use crate::config::{A3Config, ConfigError};
 use crate::oauth::unix_now;
 
 pub use self::memory::MemoryStore;
+pub(crate) use self::metered::Metered;
 pub use self::redb::RedbStore;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisStore, RedisStoreBuilder};
