@@ -953,7 +953,11 @@ mod tests {
             "TOKEN_ENCRYPTION_KEY"
         );
         assert_eq!(name(&[("ADMIN_ADDR", "localhost:9464")]), "ADMIN_ADDR");
-        assert_eq!(name(&[("ADMIN_ADDR", "0.0.0.0:9464")]), "ADMIN_ADDR");
+        assert_eq!(
+            name(&[("ADMIN_ADDR", "0.0.0.0:9464")]),
+            "ADMIN_TOKEN",
+            "off loopback, the admin listener needs a token"
+        );
         let ok = build(&[("ISSUER_PATH", "x"), ("ADMIN_ADDR", "[::1]:0")]).unwrap();
         assert_eq!(ok.admin_addr().to_string(), "[::1]:0");
         let tls_file = ("STORE_TLS_CA_FILE", "/etc/ca.pem");

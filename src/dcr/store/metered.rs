@@ -74,6 +74,14 @@ impl Store for Metered {
     ) -> BoxFuture<'a, Result<Vec<IndexEntry>, StoreError>> {
         timed("index_members", self.0.index_members(index, key))
     }
+    fn keys<'a>(
+        &'a self,
+        ns: Namespace,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        timed("keys", self.0.keys(ns, after, limit))
+    }
     fn lock<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
         timed("lock", self.0.lock(name, ttl))
     }
