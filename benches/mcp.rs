@@ -17,6 +17,12 @@
 //! `cargo bench --bench mcp` runs criterion for each variant, then an interleaved pass (the
 //! variants in turn, rotating which goes first, in one process, so the shared VM's speed swings
 //! hit all alike) and prints the table the README quotes. `-- --interleaved-only` skips criterion.
+//!
+//! For finding where the time goes (README, Benchmarks): `-- --control` adds a second bare service
+//! (an A/A column), `-- --probes` adds `wrap` (the body type changed, no work) and `trusting`
+//! (`BearerAuth` and `RequireScope` with a verifier that accepts at once), `-- --current-thread`
+//! runs client and servers on one thread, and `-- --only NAME [--requests N]` sends only that
+//! variant's requests, for `perf record` / `perf stat`.
 
 #[allow(dead_code)]
 #[path = "../examples/server/app.rs"]
@@ -166,7 +172,16 @@ fn calculator(filtered: bool) -> Router {
     }
 }
 
-async fn variants() -> Variants {
+/// A verifier that accepts every token with fixed claims: the layer without the verification.
+struct Trusting(a3_mcp_auth::Claims);
+
+impl a3_mcp_auth::TokenVerifier for Trusting {
+    async fn verify(&self, _: &str) -> Result<a3_mcp_auth::Claims, a3_mcp_auth::verifier::VerifyError> {
+        Ok(self.0.clone())
+    }
+}
+
+async fn variants(control: bool, probes: bool) -> Variants {
     let issuer = TestIssuer::start().await;
     // John's token: `operation=addition` shows `add`; verified once, then a cache hit. One
     // audience for all variants (the listeners differ only by port).
@@ -215,7 +230,29 @@ async fn variants() -> Variants {
         full_listener,
         mcp_app(verifier, &McpSettings::new(&config)).unwrap(),
     );
-    list.push(("whole", Endpoint::open(full_url, token).await));
+    list.push(("whole", Endpoint::open(full_url, token.clone()).await));
+    if probes {
+        let wrap = ServiceBuilder::new().map_response(|r: http::Response<axum::body::Body>| {
+            r.map(http_body_util::Either::<_, http_body_util::Full<bytes::Bytes>>::Left)
+        });
+        let (listener, url) = bind().await;
+        serve(listener, calculator(false).layer(wrap));
+        list.push(("wrap", Endpoint::open(url, token.clone()).await));
+        let claims = a3_mcp_auth::Claims::from_value(json!({
+            "sub": "johndoe@test.com", "scope": "mcp:call", "contexts": ["operation=addition"]}))
+        .unwrap();
+        let trusting = ServiceBuilder::new()
+            .layer(BearerAuthLayer::new(Trusting(claims), challenge.clone()))
+            .layer(RequireScopeLayer::new(["mcp:call"], challenge.clone()));
+        let (listener, url) = bind().await;
+        serve(listener, calculator(false).layer(trusting));
+        list.push(("trusting", Endpoint::open(url, token.clone()).await));
+    }
+    if control {
+        let (listener, url) = bind().await;
+        serve(listener, calculator(false));
+        list.push(("bare again", Endpoint::open(url, token).await));
+    }
     Variants {
         _issuer: issuer,
         list,
@@ -225,19 +262,58 @@ async fn variants() -> Variants {
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let interleaved_only = std::env::args().any(|a| a == "--interleaved-only");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    // `-- --current-thread`: client and servers on one thread, so a request's time is the CPU
+    // work along its path and none of it is waiting for another worker thread to wake up.
+    let rt = if std::env::args().any(|a| a == "--current-thread") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // `-- --control`: a second bare variant, served last, as a column of its own: what the
+    // table shows for two identical services (an A/A test of the bench itself).
+    let control = std::env::args().any(|a| a == "--control");
+    // `-- --probes`: two more columns that take the bearer variant apart: `wrap` only changes
+    // the response body type as every layer of this crate does (no work), `trusting` is
+    // `BearerAuth` with a verifier that accepts at once (no hashing, cache or metrics in it).
+    let probes = std::env::args().any(|a| a == "--probes");
     // `-- --no-recorder`: the metrics facade without a recorder (every metric a no-op).
     let recorder = !std::env::args().any(|a| a == "--no-recorder");
     let variants = rt.block_on(async {
         if recorder {
             app::install_metrics().unwrap();
         }
-        variants().await
+        variants(control, probes).await
     });
+
+    // `-- --only NAME [--requests N]`: only that variant's requests, `tools/list` then `tools/call`,
+    // N of each (default 20 000), and nothing else: for a profiler (`perf record`, `perf stat`).
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].clone());
+    if let Some(only) = arg("--only") {
+        let n: u32 = arg("--requests").map_or(20_000, |n| n.parse().unwrap());
+        let (_, endpoint) = variants
+            .list
+            .iter()
+            .find(|(name, _)| *name == only)
+            .expect("--only: bare, bearer, session, auth or whole");
+        rt.block_on(async {
+            for list in [true, false] {
+                let mean = slice(n, endpoint, list).await;
+                println!(
+                    "{only}: {n} × {}: {mean:?} each",
+                    if list { "tools/list" } else { "tools/call" }
+                );
+            }
+        });
+        return;
+    }
 
     if !interleaved_only {
         let mut c = Criterion::default().configure_from_args().without_plots();
