@@ -196,23 +196,20 @@ pub(crate) fn grant_revoked(grant: GrantRef<'_>, reason: Revocation) {
 
 /// An authorization code was presented again after its redemption.
 pub(crate) fn code_replay(client_id: &str, grant_id: &str) {
-    ::metrics::counter!(metrics::REPLAYS, "credential" => "authorization_code").increment(1);
-    tracing::warn!(
-        target: TARGET,
-        event = "code_replay",
-        outcome = "refused",
-        client_id,
-        grant_id,
-        "audit"
-    );
+    replayed("authorization_code", "code_replay", client_id, grant_id);
 }
 
 /// A rotated refresh token was used again outside the retry grace.
 pub(crate) fn refresh_reuse(client_id: &str, grant_id: &str) {
-    ::metrics::counter!(metrics::REPLAYS, "credential" => "refresh_token").increment(1);
+    replayed("refresh_token", "refresh_token_reuse", client_id, grant_id);
+}
+
+/// A single-use `credential` presented again: counted, and audited as `event`.
+fn replayed(credential: &'static str, event: &'static str, client_id: &str, grant_id: &str) {
+    ::metrics::counter!(metrics::REPLAYS, "credential" => credential).increment(1);
     tracing::warn!(
         target: TARGET,
-        event = "refresh_token_reuse",
+        event,
         outcome = "refused",
         client_id,
         grant_id,

@@ -43,34 +43,6 @@ async fn pages_flow(
     (consent, confirmation, location(&r))
 }
 
-/// The tools an MCP session with `token` lists.
-async fn tool_list(server: &Server, token: &str) -> Vec<String> {
-    use rmcp::ServiceExt;
-    use rmcp::model::ClientConfig;
-    use rmcp::transport::streamable_http_client::{
-        StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
-    };
-    let transport = StreamableHttpClientTransport::with_client(
-        reqwest::Client::default(),
-        StreamableHttpClientTransportConfig::with_uri(server.mcp_url()).auth_header(token),
-    );
-    let client = ClientConfig::default()
-        .serve(transport)
-        .await
-        .expect("MCP session");
-    let mut names: Vec<String> = client
-        .peer()
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    let _ = client.cancel().await;
-    names.sort();
-    names
-}
-
 /// A loopback port nothing else uses (and never VS Code's 33418): the host's redirect listener.
 async fn host_listener() -> tokio::net::TcpListener {
     loop {
@@ -196,16 +168,7 @@ async fn vscode_claude_code_and_codex_documents_complete_the_flow_as_published()
                 (Some(user), Some(client_id))
             );
             // The documents list refresh_token: the host may refresh.
-            let r = reqwest::Client::new()
-                .post(format!("{}/token", server.url))
-                .form(&[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", client_id),
-                    ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
-                ])
-                .send()
-                .await
-                .unwrap();
+            let r = refresh_at(&server.url, client_id, tokens["refresh_token"].as_str().unwrap()).await;
             assert_eq!(r.status(), 200, "refresh");
         }
         drop(listener);

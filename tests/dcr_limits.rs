@@ -189,16 +189,7 @@ async fn one_users_grants_and_their_clients_are_bounded() {
     let (_, b) = login_tokens(&server).await;
     pause().await;
     // A is used again (a refresh): B is now the least recently used.
-    let r = reqwest::Client::new()
-        .post(format!("{}/token", server.url))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", a_id.as_str()),
-            ("refresh_token", a["refresh_token"].as_str().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = refresh_at(&server.url, a_id.as_str(), a["refresh_token"].as_str().unwrap()).await;
     assert_eq!(r.status(), 200);
     let a: Value = r.json().await.unwrap();
     pause().await;
@@ -372,18 +363,9 @@ async fn a_refresh_loop_stores_a_bounded_number_of_entries() {
     let baseline = entries(&*store).await;
 
     let refresh = |token: String| {
-        let (url, id) = (format!("{}/token", server.url), id.clone());
+        let (url, id) = (server.url.clone(), id.clone());
         async move {
-            let r = reqwest::Client::new()
-                .post(url)
-                .form(&[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", id.as_str()),
-                    ("refresh_token", token.as_str()),
-                ])
-                .send()
-                .await
-                .unwrap();
+            let r = refresh_at(&url, &id, &token).await;
             assert_eq!(r.status(), 200);
             r.json::<Value>().await.unwrap()
         }
@@ -416,28 +398,10 @@ async fn a_refresh_loop_stores_a_bounded_number_of_entries() {
         );
     }
     // The very first refresh token, 60 rotations ago, is still recognised as reuse: the grant ends.
-    let r = reqwest::Client::new()
-        .post(format!("{}/token", server.url))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", id.as_str()),
-            ("refresh_token", first["refresh_token"].as_str().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = refresh_at(&server.url, id.as_str(), first["refresh_token"].as_str().unwrap()).await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     assert_eq!(mcp_status(&server, access.last().unwrap()).await, 401);
-    let r = reqwest::Client::new()
-        .post(format!("{}/token", server.url))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", id.as_str()),
-            ("refresh_token", current.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = refresh_at(&server.url, id.as_str(), current.as_str()).await;
     assert_eq!(
         r.json::<Value>().await.unwrap()["error"],
         "invalid_grant",
@@ -460,25 +424,10 @@ async fn a_made_up_refresh_token_naming_a_grant_cannot_end_it() {
     // `a3mcp_rt_{grant id}.{secret}`: keep the grant id, make up the secret.
     let (named, _) = refresh_token.rsplit_once('.').unwrap();
     let forged = format!("{named}.{}", "A".repeat(43));
-    let refresh = |token: String| {
-        let (url, id) = (format!("{}/token", server.url), id.clone());
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .form(&[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", id.as_str()),
-                    ("refresh_token", token.as_str()),
-                ])
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    let r = refresh(forged).await;
+    let r = refresh_at(&server.url, &id, &forged).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     assert_eq!(mcp_status(&server, access_token).await, 200, "the grant lives on");
-    let r = refresh(refresh_token.to_owned()).await;
+    let r = refresh_at(&server.url, &id, refresh_token).await;
     assert_eq!(r.status(), 200, "and its refresh token still works");
 }

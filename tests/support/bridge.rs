@@ -321,10 +321,13 @@ pub async fn login_tokens(server: &Server) -> (String, Value) {
     (id, tokens)
 }
 
-/// The `whoami` tool's answer for a bearer token, through a real MCP client session.
-pub async fn whoami(server: &Server, token: &str) -> Value {
+/// An MCP client session at `server` that sends `token` as its bearer token.
+async fn session_with_token(
+    server: &Server,
+    token: &str,
+) -> rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientConfig> {
     use rmcp::ServiceExt;
-    use rmcp::model::{CallToolRequestParams, ClientConfig};
+    use rmcp::model::ClientConfig;
     use rmcp::transport::streamable_http_client::{
         StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
     };
@@ -332,18 +335,39 @@ pub async fn whoami(server: &Server, token: &str) -> Value {
         reqwest::Client::default(),
         StreamableHttpClientTransportConfig::with_uri(server.mcp_url()).auth_header(token),
     );
-    let client = ClientConfig::default()
+    ClientConfig::default()
         .serve(transport)
         .await
-        .expect("MCP session");
+        .expect("MCP session")
+}
+
+/// The `whoami` tool's answer for a bearer token, through a real MCP client session.
+pub async fn whoami(server: &Server, token: &str) -> Value {
+    let client = session_with_token(server, token).await;
     let result = client
         .peer()
-        .call_tool(CallToolRequestParams::new("whoami"))
+        .call_tool(rmcp::model::CallToolRequestParams::new("whoami"))
         .await
         .unwrap();
     let _ = client.cancel().await;
     let text = result.content[0].as_text().unwrap().text.clone();
     serde_json::from_str(&text).unwrap()
+}
+
+/// The tools an MCP session with bearer `token` lists, sorted.
+pub async fn tool_list(server: &Server, token: &str) -> Vec<String> {
+    let client = session_with_token(server, token).await;
+    let mut names: Vec<String> = client
+        .peer()
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    let _ = client.cancel().await;
+    names.sort();
+    names
 }
 
 /// A raw JSON-RPC POST to /mcp with a bearer token and, optionally, an `Mcp-Session-Id`;
