@@ -473,19 +473,6 @@ async fn token_endpoint_attacks() {
     );
 }
 
-async fn refresh_request(server: &Server, client_id: &str, refresh_token: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{}/token", server.url))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", client_id),
-            ("refresh_token", refresh_token),
-        ])
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn rotated_refresh_token_reuse_after_grace_revokes_the_grant() {
     let upstream = Upstream::start().await;
@@ -495,21 +482,21 @@ async fn rotated_refresh_token_reuse_after_grace_revokes_the_grant() {
     .await;
     let (id, tokens) = login_tokens(&server).await;
     let rt = tokens["refresh_token"].as_str().unwrap();
-    let r = refresh_request(&server, &id, rt).await;
+    let r = refresh_at(&server.url, &id, rt).await;
     assert_eq!(r.status(), 200);
     let next: Value = r.json().await.unwrap();
     let next_access = next["access_token"].as_str().unwrap();
     assert_eq!(mcp_status(&server, next_access).await, 200);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     // The stolen old token, used after the grace period: refused, and the grant is over.
-    let r = refresh_request(&server, &id, rt).await;
+    let r = refresh_at(&server.url, &id, rt).await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     assert_eq!(
         mcp_status(&server, next_access).await,
         401,
         "reuse revoked the grant"
     );
-    let r = refresh_request(&server, &id, next["refresh_token"].as_str().unwrap()).await;
+    let r = refresh_at(&server.url, &id, next["refresh_token"].as_str().unwrap()).await;
     assert_eq!(
         r.json::<Value>().await.unwrap()["error"],
         "invalid_grant",
@@ -523,7 +510,7 @@ async fn concurrent_refreshes_of_one_token_mint_one_successor() {
     let server = start_server(&upstream, MemoryStore::new(), |b| b).await;
     let (id, tokens) = login_tokens(&server).await;
     let rt = tokens["refresh_token"].as_str().unwrap();
-    let responses = futures_util::future::join_all((0..6).map(|_| refresh_request(&server, &id, rt))).await;
+    let responses = futures_util::future::join_all((0..6).map(|_| refresh_at(&server.url, &id, rt))).await;
     let mut successors = Vec::new();
     for r in responses {
         assert_eq!(r.status(), 200);
@@ -533,7 +520,7 @@ async fn concurrent_refreshes_of_one_token_mint_one_successor() {
     successors.dedup();
     assert_eq!(successors.len(), 1, "one chain only: {successors:?}");
     // Once the successor has been used, the old token is reuse even within the grace period.
-    let r = refresh_request(&server, &id, &successors[0]).await;
+    let r = refresh_at(&server.url, &id, &successors[0]).await;
     assert_eq!(r.status(), 200);
     let newest: Value = r.json().await.unwrap();
     // (An invalid scope parameter does not hide the reuse.)
@@ -759,7 +746,7 @@ async fn tokens_issued_by_an_earlier_version_keep_working() {
     );
     assert_eq!(mcp_status(&server, &old_access).await, 200);
 
-    let r = refresh_request(&server, &id, &old_refresh).await;
+    let r = refresh_at(&server.url, &id, &old_refresh).await;
     assert_eq!(r.status(), 200);
     let next: Value = r.json().await.unwrap();
     let successor = next["refresh_token"].as_str().unwrap();
@@ -768,7 +755,7 @@ async fn tokens_issued_by_an_earlier_version_keep_working() {
         mcp_status(&server, next["access_token"].as_str().unwrap()).await,
         200
     );
-    let retry: Value = refresh_request(&server, &id, &old_refresh)
+    let retry: Value = refresh_at(&server.url, &id, &old_refresh)
         .await
         .json()
         .await
@@ -777,12 +764,12 @@ async fn tokens_issued_by_an_earlier_version_keep_working() {
         retry["refresh_token"], successor,
         "a retry within the grace period"
     );
-    let newest: Value = refresh_request(&server, &id, successor)
+    let newest: Value = refresh_at(&server.url, &id, successor)
         .await
         .json()
         .await
         .unwrap();
-    let r = refresh_request(&server, &id, &old_refresh).await;
+    let r = refresh_at(&server.url, &id, &old_refresh).await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     assert_eq!(
         mcp_status(&server, newest["access_token"].as_str().unwrap()).await,
@@ -897,7 +884,7 @@ async fn refresh_keeps_a3s_newest_refresh_token_and_revoked_grants_stay_revoked(
     let mut rt = tokens["refresh_token"].as_str().unwrap().to_owned();
     for round in 0..5 {
         let (r, checks) = tokio::join!(
-            refresh_request(&server, &id, &rt),
+            refresh_at(&server.url, &id, &rt),
             futures_util::future::join_all((0..4).map(|_| verifier.verify(&access)))
         );
         assert_eq!(r.status(), 200, "round {round}");
@@ -916,7 +903,7 @@ async fn refresh_keeps_a3s_newest_refresh_token_and_revoked_grants_stay_revoked(
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = refresh_request(&server, &id, &rt).await;
+    let r = refresh_at(&server.url, &id, &rt).await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     assert_eq!(mcp_status(&server, &access).await, 401);
 }
@@ -1156,7 +1143,7 @@ async fn an_upstream_refresh_for_another_user_ends_the_grant() {
     );
     *upstream.state.refresh_subject.lock().unwrap() = None;
     assert_eq!(mcp_status(&server, access).await, 401, "the grant is gone");
-    let r = refresh_request(&server, &id, tokens["refresh_token"].as_str().unwrap()).await;
+    let r = refresh_at(&server.url, &id, tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
 }
 
